@@ -1,0 +1,30 @@
+# warden: the two commands a fresh machine needs are `make run` and `make test`.
+.PHONY: run start stop test deps lint build
+
+CARGO ?= cargo
+NEXTEST_PROFILE ?= default
+
+## Run the daemon in the foreground on the embedded SQLite default (Ctrl-C stops it).
+run:
+	$(CARGO) run --release -- serve
+
+## Start / stop the daemon in the background.
+start:
+	$(CARGO) run --release -- start
+stop:
+	$(CARGO) run --release -- stop
+
+build:
+	$(CARGO) build --release
+
+## Install what the test suite needs, then run all of it.
+test: deps
+	$(CARGO) nextest run --workspace --all-targets --profile $(NEXTEST_PROFILE)
+
+## System packages the tests use (none beyond the base image yet).
+deps:
+	@command -v cargo-nextest >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings

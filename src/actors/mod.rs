@@ -1,0 +1,7 @@
+//! The actors of warden, one file (or folder) each with its messages beside it. The
+//! Supervisor starts the others and hands their addresses to the HTTP layer.
+
+pub mod approval_arbiter;
+pub mod execution_monitor;
+pub mod session_registry;
+pub mod supervisor;

@@ -1,0 +1,135 @@
+//! The command line, as clap derive types; the doc comments are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// warden runs and supervises AI coding-agent executions (or any command) in your
+/// workspaces, and lets you watch and steer them from any client.
+#[derive(Debug, Parser)]
+#[command(name = "warden", version, propagate_version = true)]
+pub struct Cli {
+    /// Data dir (database, token, logs, config.toml). Default: $XDG_DATA_HOME/warden
+    /// or ~/.local/share/warden.
+    #[arg(long, env = "WARDEN_HOME", global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// The daemon's URL (default: read from the data dir's server.json).
+    #[arg(long, env = "WARDEN_URL", global = true, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// The API token (default: read from the data dir's token file).
+    #[arg(long, env = "WARDEN_TOKEN", global = true, hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the daemon in the background and wait until it answers.
+    Start(ServeArgs),
+    /// Run the daemon in the foreground (Ctrl-C or SIGTERM stops it gracefully).
+    Serve(ServeArgs),
+    /// Stop the running daemon gracefully and wait until it is gone.
+    Stop,
+    /// Is the daemon running? Exit 0 when it is, 3 when it is not.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage workspaces: the directories executions run in.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Show the profiles: how agents are run.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+    /// Show and set providers: the capacity pools executions share.
+    #[command(subcommand)]
+    Provider(ProviderCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Port to listen on (default 7373; a busy port falls back to a free one).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Address to listen on (default 127.0.0.1).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Allow listening on a non-loopback address.
+    #[arg(long)]
+    pub allow_remote: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Register a directory as a workspace.
+    Add {
+        name: String,
+        path: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List workspaces.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a workspace (its directory is left alone).
+    Rm {
+        /// Name or id.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// List profiles.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one profile.
+    Show {
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProviderCommand {
+    /// List providers with their limits and live usage.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a provider's limits (applies to its queue at once).
+    Set {
+        name: String,
+        /// Executions at once; 0 = unlimited. Unchanged when left out.
+        #[arg(long, required_unless_present = "rate_per_minute")]
+        max_concurrent: Option<u32>,
+        /// Starts per minute; 0 = unlimited. Unchanged when left out.
+        #[arg(long)]
+        rate_per_minute: Option<u32>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,131 @@
+//! `Client`: a typed HTTP client for the warden API, used by the CLI (and usable by
+//! scripts and tests). Errors keep the problem+json body the daemon sent.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::home::Home;
+
+/// An API error as the daemon reported it, or a transport failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{detail} ({code})")]
+    Problem { status: StatusCode, code: String, detail: String, body: serde_json::Value },
+    #[error("cannot reach warden at {url}: {source}")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("unexpected answer from warden: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Problem { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to one daemon.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).field("token", &"<hidden>").finish()
+    }
+}
+
+impl Client {
+    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("building an HTTP client without TLS cannot fail");
+        Client { base: base.into().trim_end_matches('/').to_owned(), token: token.into(), http }
+    }
+
+    /// The daemon of a data dir, unless `url`/`token` say otherwise.
+    pub fn discover(home: &Home, url: Option<String>, token: Option<String>) -> anyhow::Result<Client> {
+        let url = match url {
+            Some(url) => url,
+            None => home.read_server_info()?.url,
+        };
+        let token = match token {
+            Some(token) => token,
+            None => home.read_token()?,
+        };
+        Ok(Client::new(url, token))
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ClientError> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ClientError> {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::DELETE, path, None::<&()>).await
+    }
+
+    /// `GET /health` without the token: is anything answering?
+    pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}/health", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable { url: self.base.clone(), source })?;
+        decode(response).await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        let mut request = self.http.request(method, format!("{}{}", self.base, path)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response =
+            request.send().await.map_err(|source| ClientError::Unreachable { url: self.base.clone(), source })?;
+        decode(response).await
+    }
+}
+
+async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, ClientError> {
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{e} in {status} reply")));
+    }
+    let body: serde_json::Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| serde_json::json!({ "detail": String::from_utf8_lossy(&bytes), "code": "unknown" }));
+    Err(ClientError::Problem {
+        status,
+        code: body["code"].as_str().unwrap_or("unknown").to_owned(),
+        detail: body["detail"].as_str().unwrap_or("no detail").to_owned(),
+        body,
+    })
+}

@@ -1,0 +1,162 @@
+//! `warden workspace|profile|provider …`: client commands over the catalog routes.
+
+use serde_json::{json, Value};
+
+use super::{absolute_path, print_json, print_table, Outcome, Remote};
+use crate::cli::{ProfileCommand, ProviderCommand, WorkspaceCommand};
+use crate::domain::{Profile, Provider, Workspace};
+use crate::http::pagination::Page;
+
+pub async fn workspace(remote: &Remote, command: WorkspaceCommand) -> anyhow::Result<Outcome> {
+    let client = remote.client()?;
+    match command {
+        WorkspaceCommand::Add { name, path, json } => {
+            let path = absolute_path(path)?;
+            let body = json!({ "name": name, "path": path.to_string_lossy() });
+            let workspace: Workspace = client.post("/api/v1/workspaces", &body).await?;
+            if json {
+                print_json(&workspace)?;
+            } else {
+                println!("workspace {} ({}) added: {}", workspace.name, workspace.id, workspace.path);
+            }
+        }
+        WorkspaceCommand::Ls { json } => {
+            let workspaces: Vec<Workspace> = all_pages(&client, "/api/v1/workspaces").await?;
+            if json {
+                print_json(&workspaces)?;
+            } else {
+                let rows: Vec<Vec<String>> =
+                    workspaces.iter().map(|w| vec![w.id.to_string(), w.name.clone(), w.path.clone()]).collect();
+                print_table(&["id", "name", "path"], &rows);
+            }
+        }
+        WorkspaceCommand::Rm { name, json } => {
+            let workspace: Workspace = client.delete(&format!("/api/v1/workspaces/{}", encode(&name))).await?;
+            if json {
+                print_json(&workspace)?;
+            } else {
+                println!("workspace {} removed (its directory {} is untouched)", workspace.name, workspace.path);
+            }
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+pub async fn profile(remote: &Remote, command: ProfileCommand) -> anyhow::Result<Outcome> {
+    let client = remote.client()?;
+    match command {
+        ProfileCommand::Ls { json } => {
+            let profiles: Vec<Profile> = all_pages(&client, "/api/v1/profiles").await?;
+            if json {
+                print_json(&profiles)?;
+            } else {
+                let rows: Vec<Vec<String>> = profiles
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.name.clone(),
+                            p.spec.provider.clone(),
+                            p.spec.approval.as_str().to_owned(),
+                            format!("{:?}", p.origin).to_lowercase(),
+                            p.spec.command.join(" "),
+                        ]
+                    })
+                    .collect();
+                print_table(&["name", "provider", "approval", "origin", "command"], &rows);
+            }
+        }
+        ProfileCommand::Show { name, json } => {
+            let profile: Value = client.get(&format!("/api/v1/profiles/{}", encode(&name))).await?;
+            if json {
+                print_json(&profile)?;
+            } else {
+                println!("{}", serde_json::to_string_pretty(&profile)?);
+            }
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+pub async fn provider(remote: &Remote, command: ProviderCommand) -> anyhow::Result<Outcome> {
+    let client = remote.client()?;
+    match command {
+        ProviderCommand::Ls { json } => {
+            let providers: Vec<Provider> = all_pages(&client, "/api/v1/providers").await?;
+            if json {
+                print_json(&providers)?;
+            } else {
+                let rows: Vec<Vec<String>> = providers
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.name.clone(),
+                            limit(p.limits.max_concurrent),
+                            limit(p.limits.rate_per_minute),
+                            p.running.to_string(),
+                            p.queued.to_string(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["name", "max_concurrent", "rate_per_minute", "running", "queued"], &rows);
+            }
+        }
+        ProviderCommand::Set { name, max_concurrent, rate_per_minute, json } => {
+            let path = format!("/api/v1/providers/{}", encode(&name));
+            let current = match client.get::<Provider>(&path).await {
+                Ok(provider) => provider.limits,
+                Err(e) if e.code() == Some("not_found") => Default::default(),
+                Err(e) => return Err(e.into()),
+            };
+            let body = json!({
+                "max_concurrent": max_concurrent.unwrap_or(current.max_concurrent),
+                "rate_per_minute": rate_per_minute.unwrap_or(current.rate_per_minute),
+            });
+            let provider: Provider = client.put(&path, &body).await?;
+            if json {
+                print_json(&provider)?;
+            } else {
+                println!(
+                    "provider {}: max_concurrent {}, rate_per_minute {}",
+                    provider.name,
+                    limit(provider.limits.max_concurrent),
+                    limit(provider.limits.rate_per_minute)
+                );
+            }
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+fn limit(n: u32) -> String {
+    if n == 0 {
+        "unlimited".into()
+    } else {
+        n.to_string()
+    }
+}
+
+/// Percent-encodes a path segment.
+fn encode(segment: &str) -> String {
+    serde_urlencoded::to_string([("", segment)]).map(|s| s[1..].to_owned()).unwrap_or_default()
+}
+
+/// Follows `next_cursor` until the list ends.
+async fn all_pages<T: serde::de::DeserializeOwned>(
+    client: &crate::client::Client,
+    path: &str,
+) -> anyhow::Result<Vec<T>> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}?limit=500&cursor={}", encode(c)),
+            None => format!("{path}?limit=500"),
+        };
+        let page: Page<T> = client.get(&url).await?;
+        items.extend(page.items);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(items),
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! What each `warden` subcommand does. `run` sets up logging, picks the command and turns
+//! its outcome into an exit code: 0 done, 1 failed (one readable line on stderr), 3 not
+//! running (`status`).
+
+mod catalog;
+mod lifecycle;
+
+use std::path::PathBuf;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+use crate::client::Client;
+use crate::home::Home;
+
+/// How a command ended, when it did not simply succeed or fail.
+pub enum Outcome {
+    Done,
+    NotRunning,
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let daemon = matches!(cli.command, Command::Serve(_));
+    init_logging(cli.verbose, daemon);
+    match dispatch(cli) {
+        Ok(Outcome::Done) => 0,
+        Ok(Outcome::NotRunning) => 3,
+        Err(e) => {
+            eprintln!("warden: {}", one_line(&e));
+            1
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
+    let home = Home::resolve(cli.home.clone())?;
+    let remote = Remote { home: home.clone(), url: cli.url.clone(), token: cli.token.clone() };
+    match cli.command {
+        Command::Serve(args) => lifecycle::serve(home, &args),
+        Command::Start(args) => block_on(lifecycle::start(home, &args, cli.verbose)),
+        Command::Stop => block_on(lifecycle::stop(home)),
+        Command::Status { json } => block_on(lifecycle::status(&remote, json)),
+        Command::Workspace(cmd) => block_on(catalog::workspace(&remote, cmd)),
+        Command::Profile(cmd) => block_on(catalog::profile(&remote, cmd)),
+        Command::Provider(cmd) => block_on(catalog::provider(&remote, cmd)),
+    }
+}
+
+/// Where client commands find the daemon.
+pub struct Remote {
+    pub home: Home,
+    pub url: Option<String>,
+    pub token: Option<String>,
+}
+
+impl Remote {
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Client::discover(&self.home, self.url.clone(), self.token.clone())
+    }
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<Outcome>>>(future: F) -> anyhow::Result<Outcome> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(future)
+}
+
+/// Logs go to stderr. The daemon logs at info by default, client commands at warn;
+/// `-v` and `-vv` raise that, and `RUST_LOG` overrides both.
+fn init_logging(verbose: u8, daemon: bool) {
+    let level = match (verbose, daemon) {
+        (0, false) => "warn",
+        (0, true) => "info",
+        (1, _) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},actix_server=warn,actix_web=warn,h2=warn,hyper=warn")));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// An error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+}
+
+/// Prints rows under headers, columns padded to their widest cell.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_uppercase()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+/// Prints a value as pretty JSON.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// A path made absolute against the current directory (for paths sent to the daemon).
+pub fn absolute_path(path: PathBuf) -> anyhow::Result<PathBuf> {
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Ok(std::env::current_dir()?.join(path))
+    }
+}

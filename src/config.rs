@@ -1,0 +1,212 @@
+//! The daemon's configuration: `config.toml` in the data dir, then command-line
+//! overrides, validated once at start so that a bad key is named before anything runs.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::{validate_name, Profile, ProfileSpec, ProviderLimits};
+use crate::home::Home;
+
+/// The port warden listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 7373;
+
+/// What `config.toml` may hold. Every section and key is optional; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    providers: BTreeMap<String, ProviderLimits>,
+    #[serde(default)]
+    profiles: BTreeMap<String, ProfileSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ServerSection {
+    host: String,
+    port: u16,
+    max_clients: u32,
+    shutdown_grace_s: u64,
+    cors_origins: Vec<String>,
+    workers: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            host: "127.0.0.1".into(),
+            port: DEFAULT_PORT,
+            max_clients: 10,
+            shutdown_grace_s: 30,
+            cors_origins: Vec::new(),
+            workers: 2,
+        }
+    }
+}
+
+/// Overrides from the command line; `None` leaves the file's value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub allow_remote: bool,
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub home: Home,
+    pub host: IpAddr,
+    /// The port asked for; 0 lets the system choose. A busy port falls back to a free one.
+    pub port: u16,
+    pub allow_remote: bool,
+    pub max_clients: u32,
+    pub shutdown_grace: Duration,
+    /// Origins allowed to make cross-origin requests; none by default.
+    pub cors_origins: Vec<String>,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// Providers from the file, plus `local`.
+    pub providers: BTreeMap<String, ProviderLimits>,
+    /// Profiles from the file, plus the built-in `shell`.
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+impl Config {
+    /// Reads `config.toml` from the home (if there is one) and applies the overrides.
+    pub fn load(home: Home, overrides: &Overrides) -> Result<Config, String> {
+        let path = home.config_path();
+        let file = match std::fs::read_to_string(&path) {
+            Ok(text) => parse_file(&path, &text)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfigFile::default(),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        Config::from_file(home, file, overrides).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Defaults only, for tests and first runs: no file is read.
+    pub fn defaults(home: Home) -> Config {
+        Config::from_file(home, ConfigFile::default(), &Overrides::default()).expect("the defaults are valid")
+    }
+
+    fn from_file(home: Home, file: ConfigFile, overrides: &Overrides) -> Result<Config, String> {
+        let server = file.server;
+        let host_text = overrides.host.clone().unwrap_or(server.host);
+        let host = parse_host(&host_text)?;
+        if !host.is_loopback() && !overrides.allow_remote {
+            return Err(format!(
+                "server.host = {host_text:?} is not a loopback address; warden listens on the network only with --allow-remote"
+            ));
+        }
+        if server.max_clients == 0 {
+            return Err("server.max_clients must be at least 1".into());
+        }
+        if server.workers == 0 || server.workers > 64 {
+            return Err("server.workers must be between 1 and 64".into());
+        }
+        for origin in &server.cors_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(format!(
+                    "server.cors_origins entry {origin:?} must be an origin like http://localhost:3000"
+                ));
+            }
+        }
+
+        let mut providers = file.providers;
+        for name in providers.keys() {
+            validate_name("provider", name).map_err(|e| format!("providers.{name}: {e}"))?;
+        }
+        providers.entry("local".into()).or_default();
+
+        let mut profiles = BTreeMap::new();
+        let shell = Profile::builtin_shell();
+        profiles.insert(shell.name.clone(), shell);
+        for (name, spec) in file.profiles {
+            validate_name("profile", &name).map_err(|e| format!("profiles.{name}: {e}"))?;
+            spec.validate().map_err(|e| format!("profiles.{name}: {e}"))?;
+            // A profile may name a provider the file does not configure: it gets the
+            // default limits, so a one-line profile works.
+            providers.entry(spec.provider.clone()).or_default();
+            profiles.insert(name.clone(), Profile { name, spec, origin: crate::domain::Origin::Config });
+        }
+
+        Ok(Config {
+            home,
+            host,
+            port: overrides.port.unwrap_or(server.port),
+            allow_remote: overrides.allow_remote,
+            max_clients: server.max_clients,
+            shutdown_grace: Duration::from_secs(server.shutdown_grace_s),
+            cors_origins: server.cors_origins,
+            workers: server.workers,
+            providers,
+            profiles,
+        })
+    }
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<ConfigFile, String> {
+    toml::from_str(text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))
+}
+
+fn parse_host(text: &str) -> Result<IpAddr, String> {
+    if text == "localhost" {
+        return Ok(IpAddr::from([127, 0, 0, 1]));
+    }
+    text.parse().map_err(|_| format!("server.host = {text:?} is not an IP address (or localhost)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, overrides: &Overrides) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.toml"), text).unwrap();
+        Config::load(Home::new(dir.path().to_path_buf()), overrides)
+    }
+
+    #[test]
+    fn no_file_means_defaults_with_shell_and_local() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::load(Home::new(dir.path().into()), &Overrides::default()).unwrap();
+        assert_eq!(config.port, DEFAULT_PORT);
+        assert!(config.profiles.contains_key("shell"));
+        assert_eq!(config.providers["local"], ProviderLimits::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = load("[server]\nprot = 1\n", &Overrides::default()).unwrap_err();
+        assert!(err.contains("prot"), "{err}");
+        let err =
+            load("[profiles.x]\nprovider = \"a\"\ncommand = [\"a\"]\nshell = 1\n", &Overrides::default()).unwrap_err();
+        assert!(err.contains("shell"), "{err}");
+    }
+
+    #[test]
+    fn profiles_bring_their_providers_and_are_validated() {
+        let config = load(
+            "[profiles.claude]\nprovider = \"anthropic\"\ncommand = [\"claude\", \"-p\", \"{prompt}\"]\napproval = \"always\"\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(config.providers.contains_key("anthropic"));
+        let err = load("[profiles.bad]\nprovider = \"a\"\ncommand = []\n", &Overrides::default()).unwrap_err();
+        assert!(err.contains("profiles.bad") && err.contains("command"), "{err}");
+    }
+
+    #[test]
+    fn remote_host_needs_the_flag() {
+        let err = load("[server]\nhost = \"0.0.0.0\"\n", &Overrides::default()).unwrap_err();
+        assert!(err.contains("--allow-remote"), "{err}");
+        let ok = load("[server]\nhost = \"0.0.0.0\"\n", &Overrides { allow_remote: true, ..Default::default() });
+        assert!(ok.is_ok());
+    }
+}

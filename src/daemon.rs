@@ -1,0 +1,134 @@
+//! `Daemon`: one running warden. `Daemon::build(config)` takes the PID lock, opens the
+//! store, launches the actors, binds the listener and starts the HTTP server;
+//! `run_until_stopped` serves until a [`DaemonHandle::shutdown`]. `warden serve` and the
+//! integration tests both start warden through here.
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+
+use actix::Addr;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::HttpServer;
+use anyhow::Context;
+
+use crate::actors::supervisor::{Actors, DaemonInfo, Shutdown, Supervisor};
+use crate::config::Config;
+use crate::domain::now;
+use crate::home::{Home, PidLock, ServerInfo};
+use crate::http::{self, auth::Access, HttpState};
+use crate::store::Store;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A built, listening daemon.
+pub struct Daemon {
+    /// The address actually bound (the asked-for port may have been busy).
+    pub addr: SocketAddr,
+    /// `http://host:port`.
+    pub url: String,
+    /// The API token.
+    pub token: String,
+    home: Home,
+    server: Server,
+    supervisor: Addr<Supervisor>,
+    pid_lock: PidLock,
+}
+
+/// Stops a daemon from elsewhere (a signal handler, a test).
+#[derive(Clone)]
+pub struct DaemonHandle {
+    supervisor: Addr<Supervisor>,
+    server: ServerHandle,
+}
+
+impl DaemonHandle {
+    /// Graceful stop: the Supervisor settles the actors and flushes the store, then the
+    /// HTTP server stops, and `run_until_stopped` returns.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.supervisor.send(Shutdown).await {
+            tracing::error!(error = %e, "supervisor did not answer the shutdown");
+        }
+        self.server.stop(true).await;
+    }
+}
+
+impl Daemon {
+    /// Builds a daemon inside the current actix system.
+    pub async fn build(config: Config) -> anyhow::Result<Daemon> {
+        let home = config.home.clone();
+        home.ensure()?;
+        let pid_lock = home.lock_pid()?;
+        let token = home.load_or_create_token()?;
+        let store = Store::open(&home.db_path()).with_context(|| {
+            format!(
+                "cannot use the database {}: if another program holds it, stop that program; if it is damaged, move it aside and start again",
+                home.db_path().display()
+            )
+        })?;
+
+        let listener = bind(config.host, config.port)?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        let url = format!("http://{addr}");
+        let started_at = now();
+        let info = DaemonInfo {
+            version: VERSION,
+            pid: std::process::id(),
+            started_at,
+            data_dir: home.dir().to_path_buf(),
+            url: url.clone(),
+        };
+        let actors: Actors = Supervisor::launch(&config, store, info).context("starting the actors")?;
+
+        let state = HttpState {
+            actors: actors.clone(),
+            access: Access::new(token.clone(), addr.ip(), addr.port()),
+            cors_origins: config.cors_origins.clone(),
+        };
+        let server = HttpServer::new(move || http::app(&state))
+            .listen(listener)
+            .context("listening")?
+            .workers(config.workers)
+            .disable_signals()
+            .shutdown_timeout(2)
+            .run();
+
+        home.write_server_info(&ServerInfo {
+            pid: std::process::id(),
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            url: url.clone(),
+            started_at,
+            version: VERSION.into(),
+        })?;
+        tracing::info!(%url, home = %home.dir().display(), version = VERSION, "warden is listening");
+        Ok(Daemon { addr, url, token, home, server, supervisor: actors.supervisor, pid_lock })
+    }
+
+    pub fn handle(&self) -> DaemonHandle {
+        DaemonHandle { supervisor: self.supervisor.clone(), server: self.server.handle() }
+    }
+
+    /// Serves until shut down, then removes `server.json` and the PID file.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Daemon { home, server, pid_lock, .. } = self;
+        let result = server.await.context("running the HTTP server");
+        home.remove_server_info();
+        drop(pid_lock);
+        tracing::info!("warden stopped");
+        result
+    }
+}
+
+/// Binds the asked-for address; a busy port falls back to a free one (said in the log,
+/// recorded in `server.json`).
+fn bind(host: IpAddr, port: u16) -> anyhow::Result<TcpListener> {
+    match TcpListener::bind((host, port)) {
+        Ok(listener) => Ok(listener),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && port != 0 => {
+            let listener = TcpListener::bind((host, 0)).with_context(|| format!("binding {host}:0"))?;
+            let actual = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+            tracing::warn!(asked = port, actual, "port {port} is busy; listening on port {actual} instead");
+            Ok(listener)
+        }
+        Err(e) => Err(e).with_context(|| format!("binding {host}:{port}")),
+    }
+}

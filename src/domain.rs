@@ -1,0 +1,336 @@
+//! The nouns of warden: workspaces, profiles, providers and their ids, as the actors own
+//! them and the API shows them. Validation rules that belong to a noun live beside it, so
+//! the config file and the API apply the same ones.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The current time, truncated to milliseconds so that what is stored and what is
+/// returned compare equal.
+pub fn now() -> DateTime<Utc> {
+    let t = Utc::now();
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+/// RFC 3339 UTC with milliseconds, the one text form of a timestamp in the database.
+pub fn format_ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Parses a timestamp written by [`format_ts`].
+pub fn parse_ts(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc))
+}
+
+/// Names of workspaces, profiles and providers: 1–64 characters of `[A-Za-z0-9._-]`,
+/// starting with a letter or digit, so they are safe in URLs, argv and file names.
+pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
+    let ok_len = (1..=64).contains(&name.len());
+    let ok_first = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok_len && ok_first && ok_chars {
+        Ok(())
+    } else {
+        Err(format!(
+            "{kind} name {name:?} must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
+        ))
+    }
+}
+
+/// A workspace's id: the database row id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WorkspaceId(pub i64);
+
+impl fmt::Display for WorkspaceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A named directory where executions run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Workspace {
+    #[schema(value_type = i64)]
+    pub id: WorkspaceId,
+    pub name: String,
+    /// Canonical absolute path of an existing directory.
+    pub path: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How a workspace is named in a URL or a request: by id when the text is all digits,
+/// else by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkspaceKey {
+    Id(WorkspaceId),
+    Name(String),
+}
+
+impl WorkspaceKey {
+    pub fn parse(text: &str) -> Self {
+        match text.parse::<i64>() {
+            Ok(id) if !text.starts_with('+') => WorkspaceKey::Id(WorkspaceId(id)),
+            _ => WorkspaceKey::Name(text.to_owned()),
+        }
+    }
+
+    pub fn matches(&self, workspace: &Workspace) -> bool {
+        match self {
+            WorkspaceKey::Id(id) => workspace.id == *id,
+            WorkspaceKey::Name(name) => workspace.name == *name,
+        }
+    }
+}
+
+impl fmt::Display for WorkspaceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkspaceKey::Id(id) => write!(f, "{id}"),
+            WorkspaceKey::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Resolves a directory the user named to its canonical absolute form, or says why it
+/// cannot be used. Symlinks and `..` are resolved, so the stored path is the real one.
+pub fn canonical_dir(path: &str) -> Result<PathBuf, String> {
+    if path.is_empty() {
+        return Err("path must not be empty".into());
+    }
+    let raw = Path::new(path);
+    if !raw.is_absolute() {
+        return Err(format!("path {path:?} must be absolute"));
+    }
+    let canonical = std::fs::canonicalize(raw).map_err(|e| format!("path {path:?} cannot be used: {e}"))?;
+    if !canonical.is_dir() {
+        return Err(format!("path {path:?} is not a directory"));
+    }
+    Ok(canonical)
+}
+
+/// Whether an execution of a profile must wait for a human first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalPolicy {
+    #[default]
+    Never,
+    Always,
+}
+
+impl ApprovalPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalPolicy::Never => "never",
+            ApprovalPolicy::Always => "always",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "never" => Some(ApprovalPolicy::Never),
+            "always" => Some(ApprovalPolicy::Always),
+            _ => None,
+        }
+    }
+}
+
+/// Where a profile or provider was defined; only `api` ones can be changed over the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    Builtin,
+    Config,
+    Api,
+}
+
+/// The placeholders an argv template may use.
+pub const PLACEHOLDERS: &[&str] =
+    &["{prompt}", "{workspace}", "{execution_id}", "{session_id}", "{session_uuid}", "{turn}"];
+
+/// What a profile says, as written in the config file or sent to the API.
+#[derive(Clone, PartialEq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSpec {
+    /// Provider whose capacity the profile's executions use.
+    pub provider: String,
+    /// argv template, e.g. `["claude", "-p", "{prompt}"]`.
+    pub command: Vec<String>,
+    /// argv template from a session's second turn on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continue_command: Option<Vec<String>>,
+    #[serde(default)]
+    pub approval: ApprovalPolicy,
+    /// Seconds before a running execution is killed; none means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+    /// Extra environment for the agent process.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for ProfileSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProfileSpec")
+            .field("provider", &self.provider)
+            .field("command", &self.command)
+            .field("continue_command", &self.continue_command)
+            .field("approval", &self.approval)
+            .field("timeout_s", &self.timeout_s)
+            .field("env", &format_args!("<{} vars hidden>", self.env.len()))
+            .finish()
+    }
+}
+
+impl ProfileSpec {
+    /// Checks the spec on its own; whether the provider exists is the caller's question.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_name("provider", &self.provider)?;
+        validate_argv("command", &self.command)?;
+        if let Some(cont) = &self.continue_command {
+            validate_argv("continue_command", cont)?;
+        }
+        if self.timeout_s == Some(0) {
+            return Err("timeout_s must be at least 1 (leave it out for no limit)".into());
+        }
+        validate_env(&self.env)
+    }
+}
+
+fn validate_argv(field: &str, argv: &[String]) -> Result<(), String> {
+    match argv.first() {
+        None => Err(format!("{field} must name a program")),
+        Some(program) if program.trim().is_empty() => Err(format!("{field}'s program must not be empty")),
+        Some(_) if argv.iter().any(|a| a.contains('\0')) => Err(format!("{field} must not contain NUL bytes")),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Environment variable names are what a shell accepts: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn validate_env(env: &BTreeMap<String, String>) -> Result<(), String> {
+    for (key, value) in env {
+        let ok = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(format!("environment variable name {key:?} is not valid"));
+        }
+        if value.contains('\0') {
+            return Err(format!("environment variable {key} must not contain NUL bytes"));
+        }
+    }
+    Ok(())
+}
+
+/// A named way to run an agent.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Profile {
+    pub name: String,
+    #[serde(flatten)]
+    pub spec: ProfileSpec,
+    pub origin: Origin,
+}
+
+impl fmt::Debug for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Profile")
+            .field("name", &self.name)
+            .field("spec", &self.spec)
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+impl Profile {
+    /// The built-in `shell` profile: `sh -c {prompt}` on the `local` provider.
+    pub fn builtin_shell() -> Self {
+        Profile {
+            name: "shell".into(),
+            spec: ProfileSpec {
+                provider: "local".into(),
+                command: vec!["sh".into(), "-c".into(), "{prompt}".into()],
+                continue_command: None,
+                approval: ApprovalPolicy::Never,
+                timeout_s: None,
+                env: BTreeMap::new(),
+            },
+            origin: Origin::Builtin,
+        }
+    }
+}
+
+/// A provider's capacity: how many executions at once and how many starts a minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderLimits {
+    /// Executions running at once; 0 = unlimited.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: u32,
+    /// Starts per minute (token bucket); 0 = unlimited.
+    #[serde(default)]
+    pub rate_per_minute: u32,
+}
+
+fn default_max_concurrent() -> u32 {
+    ProviderLimits::default().max_concurrent
+}
+
+impl Default for ProviderLimits {
+    /// A provider nobody configured: four at a time, no start rate limit.
+    fn default() -> Self {
+        ProviderLimits { max_concurrent: 4, rate_per_minute: 0 }
+    }
+}
+
+/// A provider as the API shows it: its limits and its live usage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Provider {
+    pub name: String,
+    #[serde(flatten)]
+    pub limits: ProviderLimits,
+    pub origin: Origin,
+    /// Executions of this provider running (or paused) now.
+    pub running: u32,
+    /// Executions waiting in this provider's queue.
+    pub queued: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_url_and_argv_safe() {
+        assert!(validate_name("workspace", "my-app_2.0").is_ok());
+        for bad in ["", "-x", "a b", "a/b", "é", &"x".repeat(65)] {
+            assert!(validate_name("workspace", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn workspace_keys_are_ids_when_numeric() {
+        assert_eq!(WorkspaceKey::parse("12"), WorkspaceKey::Id(WorkspaceId(12)));
+        assert_eq!(WorkspaceKey::parse("app"), WorkspaceKey::Name("app".into()));
+        assert_eq!(WorkspaceKey::parse("+1"), WorkspaceKey::Name("+1".into()));
+    }
+
+    #[test]
+    fn profile_env_is_hidden_from_debug() {
+        let mut profile = Profile::builtin_shell();
+        profile.spec.env.insert("API_KEY".into(), "sk-secret".into());
+        let shown = format!("{profile:?}");
+        assert!(!shown.contains("sk-secret"), "{shown}");
+        assert!(shown.contains("1 vars hidden"), "{shown}");
+    }
+
+    #[test]
+    fn relative_and_missing_dirs_are_refused() {
+        assert!(canonical_dir("relative/dir").is_err());
+        assert!(canonical_dir("/definitely/not/here").is_err());
+        assert_eq!(canonical_dir("/tmp/../tmp").unwrap(), std::fs::canonicalize("/tmp").unwrap());
+    }
+}

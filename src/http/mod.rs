@@ -1,0 +1,111 @@
+//! The HTTP surface: `/health`, and everything else under `/api/v1` behind the token.
+//! Handlers are thin: parse, send one message to an actor, render the reply. Errors map
+//! to problem+json in `problem.rs`; the guards live in `auth.rs`.
+
+pub mod auth;
+pub mod openapi;
+pub mod pagination;
+pub mod problem;
+pub mod profiles;
+pub mod system;
+pub mod workspaces;
+
+use std::time::Instant;
+
+use actix_cors::Cors;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, ErrorHandlers, Next};
+use actix_web::{web, App};
+
+use crate::actors::supervisor::Actors;
+use auth::Access;
+
+/// The largest request body accepted.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// Everything the app factory needs; cloned into each worker.
+#[derive(Clone)]
+pub struct HttpState {
+    pub actors: Actors,
+    pub access: Access,
+    /// Origins allowed to make cross-origin requests (the daemon's own are added).
+    pub cors_origins: Vec<String>,
+}
+
+/// Builds the app: guards, error mapping, routes.
+pub fn app(
+    state: &HttpState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let actors = &state.actors;
+    App::new()
+        .app_data(web::Data::new(state.access.clone()))
+        .app_data(web::Data::new(actors.supervisor.clone()))
+        .app_data(web::Data::new(actors.monitor.clone()))
+        .app_data(web::Data::new(actors.arbiter.clone()))
+        .app_data(web::Data::new(actors.registry.clone()))
+        .app_data(web::JsonConfig::default().limit(BODY_LIMIT).error_handler(problem::json_error))
+        .app_data(web::PayloadConfig::new(BODY_LIMIT))
+        .app_data(web::QueryConfig::default().error_handler(problem::query_error))
+        .app_data(web::PathConfig::default().error_handler(problem::path_error))
+        .service(web::resource("/health").get(system::health))
+        .service(web::scope("/api/v1").wrap(from_fn(auth::require_token)).configure(api_routes))
+        .wrap(cors(state))
+        .wrap(from_fn(auth::host_guard))
+        .wrap(ErrorHandlers::new().default_handler(problem::problem_for_bare_errors))
+        .wrap(from_fn(log_request))
+}
+
+/// Every route under `/api/v1`, one resource per path so that a wrong method is a 405.
+/// Each must also be listed in `openapi::ApiDoc`.
+fn api_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/status").get(system::status))
+        .service(web::resource("/openapi.json").get(openapi::openapi_json))
+        .service(web::resource("/workspaces").get(workspaces::list).post(workspaces::create))
+        .service(web::resource("/workspaces/{workspace}").get(workspaces::get).delete(workspaces::remove))
+        .service(web::resource("/profiles").get(profiles::list).post(profiles::create))
+        .service(web::resource("/profiles/{name}").get(profiles::get).put(profiles::update).delete(profiles::remove))
+        .service(web::resource("/providers").get(profiles::list_providers))
+        .service(web::resource("/providers/{name}").get(profiles::get_provider).put(profiles::set_provider));
+}
+
+/// Cross-origin requests only from configured origins and the daemon's own addresses
+/// (a browser sends `Origin` even on same-origin POSTs).
+fn cors(state: &HttpState) -> Cors {
+    let port = state.access.port();
+    let own = [format!("http://127.0.0.1:{port}"), format!("http://localhost:{port}"), format!("http://[::1]:{port}")];
+    own.iter()
+        .chain(&state.cors_origins)
+        .fold(Cors::default(), |cors, origin| cors.allowed_origin(origin))
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_headers(["authorization", "content-type", "idempotency-key", "last-event-id", "x-warden-client"])
+        .max_age(600)
+        .block_on_origin_mismatch(true)
+}
+
+/// One log line per request, at debug level (info for errors).
+async fn log_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let response = next.call(req).await?;
+    let status = response.status().as_u16();
+    let micros = started.elapsed().as_micros() as u64;
+    if status >= 400 {
+        tracing::info!(%method, path, status, micros, "request");
+    } else {
+        tracing::debug!(%method, path, status, micros, "request");
+    }
+    Ok(response)
+}

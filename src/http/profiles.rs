@@ -1,0 +1,94 @@
+//! `/api/v1/profiles` and `/api/v1/providers`: thin handlers over the
+//! ExecutionMonitor's catalog messages.
+
+use actix::Addr;
+use actix_web::{web, HttpResponse};
+
+use super::pagination::{Page, PageQuery};
+use super::problem::{ApiError, Problem};
+use crate::actors::execution_monitor::{
+    CreateProfile, DeleteProfile, ExecutionMonitor, GetProfile, GetProvider, ListProfiles, ListProviders, NewProfile,
+    SetProviderLimits, UpdateProfile,
+};
+use crate::domain::{Profile, ProfileSpec, Provider, ProviderLimits};
+
+type Monitor = web::Data<Addr<ExecutionMonitor>>;
+
+/// Every profile: built-in, from the config file, and made over the API.
+#[utoipa::path(get, path = "/api/v1/profiles", tag = "profiles", params(PageQuery),
+    responses((status = 200, body = Page<Profile>), (status = 400, body = Problem)))]
+pub async fn list(monitor: Monitor, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
+    let profiles = monitor.send(ListProfiles).await?;
+    Ok(HttpResponse::Ok().json(Page::of_sorted(profiles, |p| p.name.clone(), &query)?))
+}
+
+/// One profile.
+#[utoipa::path(get, path = "/api/v1/profiles/{name}", tag = "profiles",
+    params(("name" = String, Path)),
+    responses((status = 200, body = Profile), (status = 404, body = Problem)))]
+pub async fn get(monitor: Monitor, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let profile = monitor.send(GetProfile { name: name.into_inner() }).await??;
+    Ok(HttpResponse::Ok().json(profile))
+}
+
+/// Add a profile (stored; survives restarts).
+#[utoipa::path(post, path = "/api/v1/profiles", tag = "profiles", request_body = NewProfile,
+    responses((status = 201, body = Profile), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create(monitor: Monitor, body: web::Json<NewProfile>) -> Result<HttpResponse, ApiError> {
+    let profile = monitor.send(CreateProfile { request: body.into_inner() }).await??;
+    Ok(HttpResponse::Created().json(profile))
+}
+
+/// Replace a profile made over the API (config-file and built-in ones are read-only).
+#[utoipa::path(put, path = "/api/v1/profiles/{name}", tag = "profiles", request_body = ProfileSpec,
+    params(("name" = String, Path)),
+    responses((status = 200, body = Profile), (status = 404, body = Problem),
+              (status = 409, description = "read-only profile", body = Problem), (status = 422, body = Problem)))]
+pub async fn update(
+    monitor: Monitor,
+    name: web::Path<String>,
+    body: web::Json<ProfileSpec>,
+) -> Result<HttpResponse, ApiError> {
+    let profile = monitor.send(UpdateProfile { name: name.into_inner(), spec: body.into_inner() }).await??;
+    Ok(HttpResponse::Ok().json(profile))
+}
+
+/// Remove a profile made over the API.
+#[utoipa::path(delete, path = "/api/v1/profiles/{name}", tag = "profiles",
+    params(("name" = String, Path)),
+    responses((status = 200, description = "the deleted profile", body = Profile), (status = 404, body = Problem),
+              (status = 409, description = "read-only profile", body = Problem)))]
+pub async fn remove(monitor: Monitor, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let profile = monitor.send(DeleteProfile { name: name.into_inner() }).await??;
+    Ok(HttpResponse::Ok().json(profile))
+}
+
+/// Every provider with its limits and live `running`/`queued` counts.
+#[utoipa::path(get, path = "/api/v1/providers", tag = "providers", params(PageQuery),
+    responses((status = 200, body = Page<Provider>), (status = 400, body = Problem)))]
+pub async fn list_providers(monitor: Monitor, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
+    let providers = monitor.send(ListProviders).await?;
+    Ok(HttpResponse::Ok().json(Page::of_sorted(providers, |p| p.name.clone(), &query)?))
+}
+
+/// One provider.
+#[utoipa::path(get, path = "/api/v1/providers/{name}", tag = "providers",
+    params(("name" = String, Path)),
+    responses((status = 200, body = Provider), (status = 404, body = Problem)))]
+pub async fn get_provider(monitor: Monitor, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let provider = monitor.send(GetProvider { name: name.into_inner() }).await??;
+    Ok(HttpResponse::Ok().json(provider))
+}
+
+/// Set a provider's limits (creates the provider if new); queues follow at once.
+#[utoipa::path(put, path = "/api/v1/providers/{name}", tag = "providers", request_body = ProviderLimits,
+    params(("name" = String, Path)),
+    responses((status = 200, body = Provider), (status = 422, body = Problem)))]
+pub async fn set_provider(
+    monitor: Monitor,
+    name: web::Path<String>,
+    body: web::Json<ProviderLimits>,
+) -> Result<HttpResponse, ApiError> {
+    let provider = monitor.send(SetProviderLimits { name: name.into_inner(), limits: body.into_inner() }).await??;
+    Ok(HttpResponse::Ok().json(provider))
+}

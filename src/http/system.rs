@@ -1,0 +1,31 @@
+//! `GET /health` (no token) and `GET /api/v1/status`: is the daemon up, and what is it.
+
+use actix::Addr;
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::problem::ApiError;
+use crate::actors::supervisor::{GetStatus, Status, Supervisor};
+
+#[derive(Serialize, serde::Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when the daemon answers.
+    pub status: String,
+    pub version: String,
+}
+
+/// Liveness; needs no token.
+#[utoipa::path(get, path = "/health", tag = "system", security(()),
+    responses((status = 200, body = Health)))]
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
+}
+
+/// Version, pid, uptime, data dir, URL and counts.
+#[utoipa::path(get, path = "/api/v1/status", tag = "system",
+    responses((status = 200, body = Status), (status = 401, body = super::problem::Problem)))]
+pub async fn status(supervisor: web::Data<Addr<Supervisor>>) -> Result<HttpResponse, ApiError> {
+    let status = supervisor.send(GetStatus).await??;
+    Ok(HttpResponse::Ok().json(status))
+}

@@ -1,0 +1,49 @@
+//! `/api/v1/workspaces`: thin handlers over the ExecutionMonitor's workspace messages.
+
+use actix::Addr;
+use actix_web::{web, HttpResponse};
+
+use super::pagination::{Page, PageQuery};
+use super::problem::{ApiError, Problem};
+use crate::actors::execution_monitor::{
+    CreateWorkspace, DeleteWorkspace, ExecutionMonitor, GetWorkspace, ListWorkspaces, NewWorkspace,
+};
+use crate::domain::{Workspace, WorkspaceKey};
+
+type Monitor = web::Data<Addr<ExecutionMonitor>>;
+
+/// Every workspace, oldest first.
+#[utoipa::path(get, path = "/api/v1/workspaces", tag = "workspaces", params(PageQuery),
+    responses((status = 200, body = Page<Workspace>), (status = 400, body = Problem)))]
+pub async fn list(monitor: Monitor, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
+    let workspaces = monitor.send(ListWorkspaces).await?;
+    Ok(HttpResponse::Ok().json(Page::of_sorted(workspaces, |w| w.id.0, &query)?))
+}
+
+/// Register a directory as a workspace.
+#[utoipa::path(post, path = "/api/v1/workspaces", tag = "workspaces", request_body = NewWorkspace,
+    responses((status = 201, body = Workspace), (status = 400, body = Problem),
+              (status = 409, description = "name taken", body = Problem),
+              (status = 422, description = "bad name or path", body = Problem)))]
+pub async fn create(monitor: Monitor, body: web::Json<NewWorkspace>) -> Result<HttpResponse, ApiError> {
+    let workspace = monitor.send(CreateWorkspace { request: body.into_inner() }).await??;
+    Ok(HttpResponse::Created().json(workspace))
+}
+
+/// One workspace, by id or name.
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}", tag = "workspaces",
+    params(("workspace" = String, Path, description = "id or name")),
+    responses((status = 200, body = Workspace), (status = 404, body = Problem)))]
+pub async fn get(monitor: Monitor, key: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let workspace = monitor.send(GetWorkspace { key: WorkspaceKey::parse(&key) }).await??;
+    Ok(HttpResponse::Ok().json(workspace))
+}
+
+/// Forget a workspace; its directory is left alone.
+#[utoipa::path(delete, path = "/api/v1/workspaces/{workspace}", tag = "workspaces",
+    params(("workspace" = String, Path, description = "id or name")),
+    responses((status = 200, description = "the deleted workspace", body = Workspace), (status = 404, body = Problem)))]
+pub async fn remove(monitor: Monitor, key: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let workspace = monitor.send(DeleteWorkspace { key: WorkspaceKey::parse(&key) }).await??;
+    Ok(HttpResponse::Ok().json(workspace))
+}

@@ -1,0 +1,25 @@
+//! warden: a local daemon that runs and supervises AI coding-agent executions (or any
+//! command) in a developer's workspaces, and lets any client watch and steer them.
+//!
+//! # Layout
+//!
+//! - [`daemon`] builds one running warden: PID lock, store, actors, HTTP server.
+//! - [`actors`] hold all mutable state, one actor per concern: the `Supervisor` starts
+//!   the others and owns shutdown; the `ExecutionMonitor` owns workspaces, profiles,
+//!   providers and executions; the `ApprovalArbiter` owns approvals; the
+//!   `SessionRegistry` owns connected clients.
+//! - [`store`] is SQLite: one writer thread with group commit, pooled readers.
+//! - [`http`] is the API: thin handlers that send one message to an actor.
+//! - [`cli`], [`commands`] and [`client`] are the `warden` command and its HTTP client.
+//! - [`config`], [`home`] and [`domain`] are the settings, the data dir and the nouns.
+
+pub mod actors;
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod domain;
+pub mod home;
+pub mod http;
+pub mod store;

@@ -1,0 +1,209 @@
+//! `Store`: the SQLite database. One writer thread commits every write, in batches (group
+//! commit, see [`writer`]); reads come from an r2d2 pool on the blocking thread pool.
+//! Actors hold a `Store` and call [`Store::write`] / [`Store::read`] with a closure over
+//! the typed queries in the submodules; nothing else opens the database.
+
+pub mod catalog;
+mod writer;
+
+use std::path::Path;
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::Connection;
+use rusqlite_migration::{Migrations, M};
+
+pub use writer::WriterStats;
+
+/// Errors from the database, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("opening the database at {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("migrating the database at {path}: {source}")]
+    Migrate { path: String, source: rusqlite_migration::Error },
+    #[error("database connection pool: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error("{op}: {source}")]
+    Query { op: &'static str, source: rusqlite::Error },
+    #[error("{op}: commit failed: {reason}")]
+    Commit { op: &'static str, reason: String },
+    #[error("the database writer has stopped")]
+    Closed,
+}
+
+impl StoreError {
+    /// Whether the error is a UNIQUE or PRIMARY KEY violation (a duplicate name).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Query {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        )
+    }
+}
+
+/// Adds the operation's name to a rusqlite error.
+pub trait QueryContext<T> {
+    fn op(self, op: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> QueryContext<T> for rusqlite::Result<T> {
+    fn op(self, op: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Query { op, source })
+    }
+}
+
+/// The schema, one numbered file per step, applied in order, each in its own transaction.
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(include_str!("../../migrations/0001_init.sql"))])
+}
+
+/// Settings every connection gets. WAL with `synchronous = NORMAL` survives a crash of
+/// the process without losing a commit; a power loss may lose the last moments.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+}
+
+/// Handle to the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: r2d2::Pool<SqliteConnectionManager>,
+    writer: writer::WriterHandle,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database, applies the migrations and starts the
+    /// writer thread. Blocking: call before the actors start.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        let open_err = |source| StoreError::Open { path: shown.clone(), source };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        configure(&conn).map_err(open_err)?;
+        // Fails fast on a file that is not a database, or one another process locks.
+        conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get::<_, String>(0)).map_err(open_err)?;
+        migrations().to_latest(&mut conn).map_err(|source| StoreError::Migrate { path: shown.clone(), source })?;
+
+        let manager = SqliteConnectionManager::file(path).with_init(|c| configure(c));
+        let pool = r2d2::Pool::builder().max_size(8).connection_timeout(Duration::from_secs(10)).build(manager)?;
+        Ok(Store { pool, writer: writer::WriterHandle::start(conn) })
+    }
+
+    /// Runs `f` inside the next group-commit transaction and answers once that
+    /// transaction is committed. A failing `f` rolls back only its own changes.
+    pub async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.writer.write(op, f).await
+    }
+
+    /// Queues a write without waiting for its commit (output lines, events): it is
+    /// committed in order with everything queued before it.
+    pub fn write_detached<F>(&self, op: &'static str, f: F)
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
+    {
+        self.writer.write_detached(op, f)
+    }
+
+    /// Waits until everything queued so far is committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.write("flush", |_| Ok(())).await
+    }
+
+    /// Runs a read-only query on a pooled connection, off the async threads.
+    pub async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get()?;
+            f(&conn).op(op)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Blocking read, for start-up before the runtime serves anything.
+    pub fn read_blocking<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let conn = self.pool.get()?;
+        f(&conn).op(op)
+    }
+
+    pub fn writer_stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid() {
+        assert!(migrations().validate().is_ok());
+    }
+
+    #[actix::test]
+    async fn writes_commit_and_reads_see_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("w.db")).unwrap();
+        store
+            .write("insert", |c| {
+                c.execute(
+                    "INSERT INTO providers (name, max_concurrent, rate_per_minute, updated_at) VALUES ('p', 1, 2, 'now')",
+                    [],
+                )
+            })
+            .await
+            .unwrap();
+        let n: i64 =
+            store.read("count", |c| c.query_row("SELECT count(*) FROM providers", [], |r| r.get(0))).await.unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[actix::test]
+    async fn a_failing_write_does_not_spoil_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("w.db")).unwrap();
+        let insert = |name: &'static str| {
+            move |c: &Connection| {
+                c.execute(
+                    "INSERT INTO providers (name, max_concurrent, rate_per_minute, updated_at) VALUES (?1, 1, 1, 'now')",
+                    [name],
+                )
+            }
+        };
+        let (a, dup, b) = tokio::join!(
+            store.write("a", insert("a")),
+            store.write("dup", insert("a")),
+            store.write("b", insert("b")),
+        );
+        assert!(a.is_ok() && b.is_ok());
+        assert!(dup.unwrap_err().is_unique_violation());
+        let n: i64 =
+            store.read("count", |c| c.query_row("SELECT count(*) FROM providers", [], |r| r.get(0))).await.unwrap();
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.db");
+        std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+        let err = Store::open(&path).err().unwrap().to_string();
+        assert!(err.contains("bad.db"), "{err}");
+    }
+}

@@ -1,0 +1,155 @@
+//! The one writer of the database: a dedicated thread that takes every queued write,
+//! runs as many as are waiting inside one transaction (each in its own savepoint, so one
+//! failure spoils nothing else), commits once and only then answers them. A burst of
+//! output lines therefore costs a few commits, not one each.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::{QueryContext, StoreError};
+
+/// The most writes one transaction takes, so a flood still commits regularly.
+const MAX_BATCH: usize = 4096;
+
+/// What runs after the commit: tells the waiting caller how it went.
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// One write: runs inside the batch transaction and returns its completion.
+type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+/// Counters of the writer, for `/metrics` and the benchmarks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriterStats {
+    pub commits: u64,
+    pub writes: u64,
+    pub largest_batch: u64,
+    pub commit_micros_total: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    writes: AtomicU64,
+    largest_batch: AtomicU64,
+    commit_micros_total: AtomicU64,
+}
+
+#[derive(Clone)]
+pub(super) struct WriterHandle {
+    jobs: mpsc::Sender<Job>,
+    counters: Arc<Counters>,
+}
+
+impl WriterHandle {
+    pub(super) fn start(conn: Connection) -> Self {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let counters = Arc::new(Counters::default());
+        let thread_counters = counters.clone();
+        std::thread::Builder::new()
+            .name("warden-store-writer".into())
+            .spawn(move || run(conn, queue, &thread_counters))
+            .expect("spawning the store writer thread");
+        WriterHandle { jobs, counters }
+    }
+
+    pub(super) async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = in_savepoint(conn, f).op(op);
+            Box::new(move |commit| {
+                let outcome = match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(StoreError::Commit { op, reason: e }),
+                };
+                let _ = reply.send(outcome);
+            })
+        });
+        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(super) fn write_detached<F>(&self, op: &'static str, f: F)
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
+    {
+        let job: Job = Box::new(move |conn| {
+            if let Err(e) = in_savepoint(conn, f) {
+                tracing::error!(error = %e, op, "detached write failed");
+            }
+            Box::new(move |commit| {
+                if let Err(e) = commit {
+                    tracing::error!(error = %e, op, "detached write lost: commit failed");
+                }
+            })
+        });
+        if self.jobs.send(job).is_err() {
+            tracing::error!(op, "detached write dropped: the store writer has stopped");
+        }
+    }
+
+    pub(super) fn stats(&self) -> WriterStats {
+        let c = &self.counters;
+        WriterStats {
+            commits: c.commits.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            largest_batch: c.largest_batch.load(Ordering::Relaxed),
+            commit_micros_total: c.commit_micros_total.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Runs `f` in a savepoint: its changes stay if it succeeds and vanish if it fails.
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match f(conn) {
+        Ok(value) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(value)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(e)
+        }
+    }
+}
+
+fn run(conn: Connection, queue: mpsc::Receiver<Job>, counters: &Counters) {
+    // Ends when every handle is dropped and the queue is drained.
+    while let Ok(first) = queue.recv() {
+        let started = Instant::now();
+        let mut completions: Vec<Completion> = Vec::new();
+        let begin = conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string());
+        if let Err(e) = &begin {
+            tracing::error!(error = %e, "store writer cannot begin a transaction");
+        }
+        completions.push(first(&conn));
+        while completions.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => completions.push(job(&conn)),
+                Err(_) => break,
+            }
+        }
+        let commit = begin.and_then(|()| conn.execute_batch("COMMIT").map_err(|e| e.to_string()));
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, writes = completions.len(), "store commit failed");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        let n = completions.len() as u64;
+        counters.commits.fetch_add(1, Ordering::Relaxed);
+        counters.writes.fetch_add(n, Ordering::Relaxed);
+        counters.largest_batch.fetch_max(n, Ordering::Relaxed);
+        counters.commit_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        for done in completions {
+            done(commit.clone());
+        }
+    }
+    tracing::debug!("store writer stopped");
+}

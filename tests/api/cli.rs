@@ -1,0 +1,307 @@
+//! The real `warden` binary: lifecycle commands against background daemons, and client
+//! commands against an in-process daemon.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::helpers::*;
+
+/// A temp data dir for background daemons; whatever still runs there is stopped on drop.
+struct BackgroundHome {
+    dir: TempDir,
+}
+
+impl BackgroundHome {
+    fn new() -> Self {
+        BackgroundHome { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(warden_bin())
+            .args(args)
+            .env("WARDEN_HOME", self.path())
+            .env_remove("WARDEN_URL")
+            .env_remove("WARDEN_TOKEN")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("running warden")
+    }
+
+    fn server_json(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.path().join("server.json")).unwrap()).unwrap()
+    }
+}
+
+impl Drop for BackgroundHome {
+    fn drop(&mut self) {
+        let home = warden::home::Home::new(self.path());
+        if let Some(pid) = home.running_pid() {
+            let _ = self.run(&["stop"]);
+            if home.running_pid().is_some() {
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Whether a process exists and is not a zombie (init reaps orphaned daemons lazily).
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.rsplit_once(')').unwrap().1.trim_start().starts_with(['Z', 'X']))
+        .unwrap_or(false)
+}
+
+fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        stdout(output),
+        stderr(output)
+    );
+}
+
+#[test]
+fn start_status_stop_round_trip() {
+    let home = BackgroundHome::new();
+    let started = home.run(&["start", "--port", "0"]);
+    assert_success(&started);
+    let info = home.server_json();
+    let url = info["url"].as_str().unwrap().to_owned();
+    let pid = info["pid"].as_u64().unwrap();
+    assert!(stdout(&started).contains(&url), "start prints the URL: {}", stdout(&started));
+    assert!(stdout(&started).contains(&pid.to_string()), "start prints the pid");
+
+    let status = home.run(&["status"]);
+    assert_success(&status);
+    assert!(stdout(&status).contains("is running") && stdout(&status).contains(&url), "{}", stdout(&status));
+
+    let json = home.run(&["status", "--json"]);
+    assert_success(&json);
+    let json: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!((json["running"].as_bool(), json["pid"].as_u64()), (Some(true), Some(pid)));
+
+    let again = home.run(&["start", "--port", "0"]);
+    assert_success(&again);
+    assert!(stdout(&again).contains("already running"), "{}", stdout(&again));
+    assert_eq!(home.server_json()["pid"].as_u64(), Some(pid), "the second start left the first daemon alone");
+
+    let stopped = home.run(&["stop"]);
+    assert_success(&stopped);
+    assert!(!home.path().join("server.json").exists());
+    assert!(!alive(pid), "the daemon process is gone");
+
+    let status = home.run(&["status"]);
+    assert_eq!(status.status.code(), Some(3), "LSB: not running is 3");
+    assert!(stdout(&status).contains("not running"));
+    let json: Value = serde_json::from_slice(&home.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(json["running"], false);
+
+    let stop_again = home.run(&["stop"]);
+    assert_success(&stop_again);
+    assert!(stdout(&stop_again).contains("not running"));
+}
+
+#[test]
+fn a_stale_pid_file_is_cleaned_up_not_obeyed() {
+    let home = BackgroundHome::new();
+    std::fs::create_dir_all(home.path()).unwrap();
+    // A live process that is not warden, and a dead pid: neither holds the lock.
+    let mut stranger = Command::new("sleep").arg("30").spawn().unwrap();
+    for stale in [stranger.id().to_string(), "999999".to_string()] {
+        std::fs::write(home.path().join("warden.pid"), &stale).unwrap();
+        let status = home.run(&["status"]);
+        assert_eq!(status.status.code(), Some(3), "a stale pid file does not mean running");
+        std::fs::write(home.path().join("warden.pid"), &stale).unwrap();
+        let started = home.run(&["start", "--port", "0"]);
+        assert_success(&started);
+        let pid = home.server_json()["pid"].as_u64().unwrap();
+        assert_ne!(pid.to_string(), stale);
+        assert_eq!(std::fs::read_to_string(home.path().join("warden.pid")).unwrap().trim(), pid.to_string());
+        assert_success(&home.run(&["stop"]));
+    }
+    assert!(stranger.try_wait().unwrap().is_none(), "the stranger was not signalled");
+    stranger.kill().unwrap();
+    let _ = stranger.wait();
+}
+
+#[test]
+fn a_busy_port_falls_back_to_a_free_one() {
+    let home = BackgroundHome::new();
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    let started = home.run(&["start", "--port", &busy_port.to_string()]);
+    assert_success(&started);
+    let port = home.server_json()["port"].as_u64().unwrap();
+    assert_ne!(port, busy_port as u64);
+    assert!(stdout(&started).contains("busy"), "start says the port was busy: {}", stdout(&started));
+    let log = std::fs::read_to_string(home.path().join("warden.log")).unwrap();
+    assert!(log.contains(&format!("port {busy_port} is busy")), "{log}");
+    assert_success(&home.run(&["status"]));
+}
+
+#[test]
+fn a_failed_start_prints_the_reason_and_exits_non_zero() {
+    let home = BackgroundHome::new();
+    std::fs::create_dir_all(home.path()).unwrap();
+    std::fs::write(home.path().join("config.toml"), "[server]\nprot = 1\n").unwrap();
+    let started = home.run(&["start", "--port", "0"]);
+    assert_eq!(started.status.code(), Some(1));
+    assert!(stderr(&started).contains("prot"), "names the bad key: {}", stderr(&started));
+
+    // A database file that is not a database: the daemon itself fails, start reports it.
+    std::fs::remove_file(home.path().join("config.toml")).unwrap();
+    std::fs::write(home.path().join("warden.db"), vec![b'x'; 8192]).unwrap();
+    let started = home.run(&["start", "--port", "0"]);
+    assert_eq!(started.status.code(), Some(1));
+    assert!(stderr(&started).contains("warden.db"), "names the file: {}", stderr(&started));
+    assert_eq!(home.run(&["status"]).status.code(), Some(3));
+}
+
+#[test]
+fn a_non_loopback_address_needs_allow_remote() {
+    let home = BackgroundHome::new();
+    let refused = home.run(&["start", "--host", "0.0.0.0", "--port", "0"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("--allow-remote"), "{}", stderr(&refused));
+    assert_eq!(home.run(&["status"]).status.code(), Some(3));
+}
+
+#[test]
+fn serve_stops_gracefully_on_sigterm() {
+    let home = BackgroundHome::new();
+    let mut child = Command::new(warden_bin())
+        .args(["serve", "--port", "0"])
+        .env("WARDEN_HOME", home.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server_json = home.path().join("server.json");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server_json.exists() {
+        assert!(Instant::now() < deadline, "serve never wrote server.json");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful stop exits 0, got {status}");
+    assert!(!server_json.exists());
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(log.contains("SIGTERM") && log.contains("warden stopped"), "{log}");
+}
+
+#[actix_web::test]
+async fn workspace_commands_round_trip() {
+    let d = spawn_daemon().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let home = d.home.dir();
+
+    let added = warden(home, &["workspace", "add", "app", path]).await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert!(stdout(&added).contains("app"));
+
+    let listed = warden(home, &["workspace", "ls"]).await;
+    assert!(stdout(&listed).contains("app") && stdout(&listed).contains(path), "{}", stdout(&listed));
+    let json: Value = serde_json::from_slice(&warden(home, &["workspace", "ls", "--json"]).await.stdout).unwrap();
+    assert_eq!(json[0]["name"], "app");
+
+    let duplicate = warden(home, &["workspace", "add", "app", path]).await;
+    assert_eq!(duplicate.status.code(), Some(1));
+    let err = stderr(&duplicate);
+    assert_eq!(err.trim().lines().count(), 1, "one readable line: {err}");
+    assert!(err.contains("exists already") && err.contains("conflict"), "{err}");
+
+    let removed = warden(home, &["workspace", "rm", "app", "--json"]).await;
+    assert!(removed.status.success());
+    let json: Value = serde_json::from_slice(&removed.stdout).unwrap();
+    assert_eq!(json["name"], "app");
+    let missing = warden(home, &["workspace", "rm", "app"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("not_found"));
+}
+
+#[actix_web::test]
+async fn a_relative_workspace_path_is_taken_from_the_current_directory() {
+    let d = spawn_daemon().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let output = tokio::process::Command::new(warden_bin())
+        .args(["workspace", "add", "rel", "sub", "--json"])
+        .env("WARDEN_HOME", d.home.dir())
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["path"], std::fs::canonicalize(dir.path().join("sub")).unwrap().to_str().unwrap());
+}
+
+#[actix_web::test]
+async fn profile_and_provider_commands_show_the_catalog() {
+    let d = spawn_daemon().await;
+    let home = d.home.dir();
+    let profiles = warden(home, &["profile", "ls"]).await;
+    assert!(
+        stdout(&profiles).contains("shell") && stdout(&profiles).contains("sh -c {prompt}"),
+        "{}",
+        stdout(&profiles)
+    );
+    let json: Value = serde_json::from_slice(&warden(home, &["profile", "ls", "--json"]).await.stdout).unwrap();
+    assert_eq!(json[0]["name"], "shell");
+
+    let set = warden(home, &["provider", "set", "local", "--max-concurrent", "3"]).await;
+    assert!(set.status.success(), "{}", stderr(&set));
+    let set = warden(home, &["provider", "set", "local", "--rate-per-minute", "12"]).await;
+    assert!(set.status.success(), "{}", stderr(&set));
+    let json: Value = serde_json::from_slice(&warden(home, &["provider", "ls", "--json"]).await.stdout).unwrap();
+    assert_eq!((json[0]["max_concurrent"].as_u64(), json[0]["rate_per_minute"].as_u64()), (Some(3), Some(12)));
+    let table = stdout(&warden(home, &["provider", "ls"]).await);
+    assert!(table.contains("local") && table.contains("12"), "{table}");
+}
+
+#[actix_web::test]
+async fn client_commands_honour_url_and_token_overrides() {
+    let d = spawn_daemon().await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let ok = tokio::process::Command::new(warden_bin())
+        .args(["profile", "ls", "--json"])
+        .env("WARDEN_HOME", elsewhere.path())
+        .env("WARDEN_URL", &d.base_url)
+        .env("WARDEN_TOKEN", &d.token)
+        .output()
+        .await
+        .unwrap();
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let wrong = tokio::process::Command::new(warden_bin())
+        .args(["profile", "ls", "--url", &d.base_url, "--token", "wrong"])
+        .env("WARDEN_HOME", elsewhere.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(stderr(&wrong).contains("unauthorized"), "{}", stderr(&wrong));
+    let nowhere = tokio::process::Command::new(warden_bin())
+        .args(["profile", "ls"])
+        .env("WARDEN_HOME", elsewhere.path())
+        .env_remove("WARDEN_URL")
+        .env_remove("WARDEN_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(nowhere.status.code(), Some(1));
+    assert!(stderr(&nowhere).contains("warden start"), "says how to fix it: {}", stderr(&nowhere));
+}

@@ -1,0 +1,192 @@
+//! `spawn_daemon()` and friends: a real daemon per test, built by the same
+//! `Daemon::build` that `warden serve` uses, plus polling with deadlines.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tempfile::TempDir;
+use warden::config::Config;
+use warden::daemon::{Daemon, DaemonHandle};
+use warden::home::Home;
+
+pub struct TestDaemon {
+    pub base_url: String,
+    pub token: String,
+    pub client: reqwest::Client,
+    pub home: Home,
+    pub port: u16,
+    handle: DaemonHandle,
+    stopped: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Kept so the data dir lives as long as the daemon; `None` for a reused home.
+    _dir: Option<TempDir>,
+}
+
+fn init_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt().with_env_filter("debug").with_test_writer().try_init();
+    }
+}
+
+/// A daemon with default settings in a fresh temp home.
+pub async fn spawn_daemon() -> TestDaemon {
+    spawn_with(|_| {}).await
+}
+
+/// A daemon in a fresh temp home, after `customize` had its say on the config.
+pub async fn spawn_with(customize: impl FnOnce(&mut Config)) -> TestDaemon {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let home = Home::new(dir.path().join("home"));
+    let mut daemon = spawn_in(home, customize).await;
+    daemon._dir = Some(dir);
+    daemon
+}
+
+/// A daemon on an existing home (for restarts). `config.toml` there is read.
+pub async fn spawn_in(home: Home, customize: impl FnOnce(&mut Config)) -> TestDaemon {
+    init_logging();
+    let mut config = Config::load(home.clone(), &Default::default()).expect("config");
+    config.port = 0;
+    customize(&mut config);
+    let daemon = Daemon::build(config).await.expect("daemon builds");
+    let handle = daemon.handle();
+    let (base_url, token, port) = (daemon.url.clone(), daemon.token.clone(), daemon.addr.port());
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    actix_web::rt::spawn(async move {
+        daemon.run_until_stopped().await.expect("daemon ran");
+        let _ = done.send(());
+    });
+    TestDaemon {
+        base_url,
+        token,
+        client: reqwest::Client::new(),
+        home,
+        port,
+        handle,
+        stopped: Some(stopped),
+        _dir: None,
+    }
+}
+
+impl TestDaemon {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// A request with the token set.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(&self.token)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.request(Method::GET, path).send().await.expect("GET")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.request(Method::POST, path).json(body).send().await.expect("POST")
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.request(Method::PUT, path).json(body).send().await.expect("PUT")
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.request(Method::DELETE, path).send().await.expect("DELETE")
+    }
+
+    /// GET that must answer 200; returns the JSON body.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        expect_json(self.get(path).await, StatusCode::OK).await
+    }
+
+    /// Graceful stop; waits until the daemon has exited and released its home.
+    pub async fn stop(mut self) -> Home {
+        self.handle.shutdown().await;
+        if let Some(stopped) = self.stopped.take() {
+            tokio::time::timeout(Duration::from_secs(30), stopped).await.expect("daemon stops").ok();
+        }
+        self.home.clone()
+    }
+
+    /// Stops this daemon and starts a new one on the same data dir.
+    pub async fn restart(mut self) -> TestDaemon {
+        let dir = self._dir.take();
+        let home = self.stop().await;
+        let mut next = spawn_in(home, |_| {}).await;
+        next._dir = dir;
+        next
+    }
+}
+
+/// Asserts the status and returns the JSON body.
+pub async fn expect_json(response: reqwest::Response, status: StatusCode) -> Value {
+    let actual = response.status();
+    let content_type =
+        response.headers().get("content-type").map(|v| v.to_str().unwrap_or("").to_owned()).unwrap_or_default();
+    let text = response.text().await.expect("body");
+    assert_eq!(actual, status, "unexpected status; body: {text}");
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    if !status.is_success() {
+        assert!(
+            content_type.starts_with("application/problem+json"),
+            "errors are problems, got {content_type}: {text}"
+        );
+    }
+    body
+}
+
+/// Asserts an RFC 9457 problem with this status and code; returns it.
+pub async fn expect_problem(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    let body = expect_json(response, status).await;
+    assert_eq!(body["code"], code, "problem code; body: {body}");
+    assert_eq!(body["status"], status.as_u16(), "problem status; body: {body}");
+    assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string(), "{body}");
+    body
+}
+
+/// Polls `check` until it yields a value or `timeout` passes.
+#[allow(dead_code)] // used from the executions tests on
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The `warden` binary built for these tests.
+pub fn warden_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_warden"))
+}
+
+/// Runs the real `warden` with this home, without blocking the test's runtime (the
+/// in-process daemon's actors live on it).
+pub async fn warden(home: &Path, args: &[&str]) -> Output {
+    tokio::process::Command::new(warden_bin())
+        .args(args)
+        .env("WARDEN_HOME", home)
+        .env_remove("WARDEN_URL")
+        .env_remove("WARDEN_TOKEN")
+        .env_remove("RUST_LOG")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("running warden")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

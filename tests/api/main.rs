@@ -1,0 +1,11 @@
+//! Integration tests: each test starts a real daemon on 127.0.0.1:0 with a temp data dir
+//! and talks to it over HTTP, or runs the real `warden` binary.
+
+mod helpers;
+
+mod auth;
+mod catalog;
+mod cli;
+mod errors;
+mod lifecycle;
+mod openapi;

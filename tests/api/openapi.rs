@@ -1,0 +1,26 @@
+//! The OpenAPI document describes every route the daemon serves.
+
+use reqwest::StatusCode;
+
+use crate::auth::API_ROUTES;
+use crate::helpers::*;
+
+#[actix_web::test]
+async fn openapi_is_3_1_and_lists_every_route() {
+    let d = spawn_daemon().await;
+    let doc = expect_json(d.get("/api/v1/openapi.json").await, StatusCode::OK).await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    let paths = doc["paths"].as_object().unwrap();
+    let mut routes: Vec<(&str, &str)> = API_ROUTES.to_vec();
+    routes.push(("GET", "/health"));
+    for (method, path) in &routes {
+        let operation =
+            &paths.get(*path).unwrap_or_else(|| panic!("{path} is not in openapi.json"))[method.to_lowercase()];
+        assert!(operation.is_object(), "{method} {path} is not in openapi.json");
+        assert!(operation["responses"].is_object(), "{method} {path} has no responses");
+    }
+    let documented: usize = paths.values().map(|item| item.as_object().unwrap().len()).sum();
+    assert_eq!(documented, routes.len(), "openapi.json documents a route the tests do not know");
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+}
