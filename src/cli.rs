@@ -44,6 +44,42 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a prompt with a profile (default: the `shell` profile, `sh -c PROMPT`).
+    Exec(ExecArgs),
+    /// List executions, newest first.
+    Ls {
+        /// Only these statuses (comma-separated, e.g. queued,running).
+        #[arg(long)]
+        status: Option<String>,
+        /// How many at most.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one execution.
+    Show {
+        id: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an execution's whole output (stdout lines to stdout, stderr lines to stderr).
+    Logs {
+        id: i64,
+        /// Keep following the output until the execution ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Cancel a queued or running execution.
+    Cancel { id: i64 },
+    /// Pause a running execution (SIGSTOP to its process group).
+    Pause { id: i64 },
+    /// Resume a paused execution.
+    Resume { id: i64 },
+    /// Run an ended execution's request again.
+    Retry { id: i64 },
     /// Manage workspaces: the directories executions run in.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
@@ -53,6 +89,34 @@ pub enum Command {
     /// Show and set providers: the capacity pools executions share.
     #[command(subcommand)]
     Provider(ProviderCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    /// Profile to run with.
+    #[arg(long, short)]
+    pub profile: Option<String>,
+    /// Workspace (name or id) to run in.
+    #[arg(long, short, conflicts_with = "cwd")]
+    pub workspace: Option<String>,
+    /// Directory to run in (default: the current directory).
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Extra environment variable, KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Seconds of running before it is killed.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Print the output until it ends, then exit with the execution's exit code.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Print JSON (the created execution).
+    #[arg(long)]
+    pub json: bool,
+    /// The prompt; several words are joined with spaces.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub prompt: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -68,6 +68,9 @@ pub struct Config {
     pub allow_remote: bool,
     pub max_clients: u32,
     pub shutdown_grace: Duration,
+    /// How long a cancelled or timed-out process group gets between SIGTERM and SIGKILL
+    /// (5 s; not in the file, tests shorten it).
+    pub kill_grace: Duration,
     /// Origins allowed to make cross-origin requests; none by default.
     pub cors_origins: Vec<String>,
     /// HTTP worker threads.
@@ -143,6 +146,7 @@ impl Config {
             allow_remote: overrides.allow_remote,
             max_clients: server.max_clients,
             shutdown_grace: Duration::from_secs(server.shutdown_grace_s),
+            kill_grace: Duration::from_secs(5),
             cors_origins: server.cors_origins,
             workers: server.workers,
             providers,

@@ -10,6 +10,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::HttpServer;
 use anyhow::Context;
 
+use crate::actors::execution_monitor::MonitorSettings;
 use crate::actors::supervisor::{Actors, DaemonInfo, Shutdown, Supervisor};
 use crate::config::Config;
 use crate::domain::now;
@@ -76,7 +77,13 @@ impl Daemon {
             data_dir: home.dir().to_path_buf(),
             url: url.clone(),
         };
-        let actors: Actors = Supervisor::launch(&config, store, info).context("starting the actors")?;
+        let settings = MonitorSettings {
+            url: url.clone(),
+            token: token.clone(),
+            kill_grace: config.kill_grace,
+            shutdown_grace: config.shutdown_grace,
+        };
+        let actors: Actors = Supervisor::launch(&config, store, info, settings).await.context("starting the actors")?;
 
         let state = HttpState {
             actors: actors.clone(),

@@ -10,10 +10,13 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::approval_arbiter::{ApprovalArbiter, CountPending};
-use super::execution_monitor::{ExecutionMonitor, GetCounts, MonitorCounts, MonitorSeed, StopAccepting};
+use super::execution_monitor::{
+    process, ExecutionMonitor, ExecutionReader, GetCounts, MonitorCounts, MonitorSeed, MonitorSettings, StopAccepting,
+};
 use super::session_registry::{ClientCounts, CountClients, SessionRegistry};
 use crate::config::Config;
-use crate::store::{catalog, Store, StoreError};
+use crate::domain::now;
+use crate::store::{catalog, executions, Store, StoreError};
 
 /// Facts about this daemon process that never change while it runs.
 #[derive(Debug, Clone)]
@@ -32,6 +35,8 @@ pub struct Actors {
     pub monitor: Addr<ExecutionMonitor>,
     pub arbiter: Addr<ApprovalArbiter>,
     pub registry: Addr<SessionRegistry>,
+    /// The read side of executions (read model + database).
+    pub executions: ExecutionReader,
 }
 
 /// Begin a graceful stop; replies when every actor has settled and the store is flushed.
@@ -77,20 +82,37 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Loads what the actors start from, starts them (registry, monitor, arbiter) and
-    /// then the Supervisor itself. Must run inside an actix system.
-    pub fn launch(config: &Config, store: Store, info: DaemonInfo) -> Result<Actors, StoreError> {
-        let seed = store.read_blocking("load catalog", |conn| {
-            Ok(MonitorSeed {
-                config_profiles: config.profiles.clone(),
-                config_providers: config.providers.clone(),
-                workspaces: catalog::all_workspaces(conn)?,
-                api_profiles: catalog::all_profiles(conn)?,
-                api_providers: catalog::all_providers(conn)?,
+    /// Recovers from the last run, loads what the actors start from, starts them
+    /// (registry, monitor, arbiter) and then the Supervisor itself. Must run inside an
+    /// actix system.
+    pub async fn launch(
+        config: &Config,
+        store: Store,
+        info: DaemonInfo,
+        settings: MonitorSettings,
+    ) -> Result<Actors, StoreError> {
+        recover_interrupted(&store).await?;
+        let (config_profiles, config_providers) = (config.profiles.clone(), config.providers.clone());
+        let seed = store
+            .read("load state", move |conn| {
+                Ok(MonitorSeed {
+                    config_profiles,
+                    config_providers,
+                    workspaces: catalog::all_workspaces(conn)?,
+                    api_profiles: catalog::all_profiles(conn)?,
+                    api_providers: catalog::all_providers(conn)?,
+                    queued: executions::queued(conn)?,
+                    high_water: executions::high_water(conn)?,
+                })
             })
-        })?;
+            .await?;
+        if !seed.queued.is_empty() {
+            tracing::info!(queued = seed.queued.len(), "queued executions from the last run start again in order");
+        }
         let registry = SessionRegistry::new(config.max_clients).start();
-        let monitor = ExecutionMonitor::new(store.clone(), seed).start();
+        let monitor = ExecutionMonitor::new(store.clone(), settings, seed);
+        let executions = ExecutionReader::new(monitor.live(), store.clone());
+        let monitor = monitor.start();
         let arbiter = ApprovalArbiter::new().start();
         let supervisor = Supervisor {
             info,
@@ -101,8 +123,32 @@ impl Supervisor {
             shutting_down: false,
         }
         .start();
-        Ok(Actors { supervisor, monitor, arbiter, registry })
+        Ok(Actors { supervisor, monitor, arbiter, registry, executions })
     }
+}
+
+/// Executions that were running or paused when the daemon last died are `interrupted`;
+/// any of their process groups still alive (and still ours: same pid and start time)
+/// are killed first.
+async fn recover_interrupted(store: &Store) -> Result<(), StoreError> {
+    let unfinished = store.read("find unfinished executions", executions::unfinished_processes).await?;
+    if unfinished.is_empty() {
+        return Ok(());
+    }
+    for leftover in &unfinished {
+        if let Some(pid) = leftover.pid {
+            if process::kill_leftover_group(pid, leftover.start_ticks) {
+                tracing::warn!(execution = %leftover.id, pid, "killed the process group of an execution interrupted by a crash");
+            }
+        }
+    }
+    let count = store
+        .write("interrupt unfinished executions", |c| {
+            executions::interrupt_unfinished(c, "the daemon stopped while it ran", now())
+        })
+        .await?;
+    tracing::warn!(count, "executions that were running when the daemon stopped are marked interrupted");
+    Ok(())
 }
 
 impl Actor for Supervisor {

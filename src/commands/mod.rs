@@ -3,6 +3,7 @@
 //! running (`status`).
 
 mod catalog;
+mod executions;
 mod lifecycle;
 
 use std::path::PathBuf;
@@ -17,6 +18,8 @@ use crate::home::Home;
 pub enum Outcome {
     Done,
     NotRunning,
+    /// Exit with this code (an execution's own, for `exec --follow`).
+    Code(i32),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -26,6 +29,7 @@ pub fn run(cli: Cli) -> i32 {
     match dispatch(cli) {
         Ok(Outcome::Done) => 0,
         Ok(Outcome::NotRunning) => 3,
+        Ok(Outcome::Code(code)) => code,
         Err(e) => {
             eprintln!("warden: {}", one_line(&e));
             1
@@ -41,6 +45,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Start(args) => block_on(lifecycle::start(home, &args, cli.verbose)),
         Command::Stop => block_on(lifecycle::stop(home)),
         Command::Status { json } => block_on(lifecycle::status(&remote, json)),
+        Command::Exec(args) => block_on(executions::exec(&remote, args)),
+        Command::Ls { status, limit, json } => block_on(executions::list(&remote, status, limit, json)),
+        Command::Show { id, json } => block_on(executions::show(&remote, id, json)),
+        Command::Logs { id, follow } => block_on(executions::logs(&remote, id, follow)),
+        Command::Cancel { id } => block_on(executions::control(&remote, id, "cancel")),
+        Command::Pause { id } => block_on(executions::control(&remote, id, "pause")),
+        Command::Resume { id } => block_on(executions::control(&remote, id, "resume")),
+        Command::Retry { id } => block_on(executions::control(&remote, id, "retry")),
         Command::Workspace(cmd) => block_on(catalog::workspace(&remote, cmd)),
         Command::Profile(cmd) => block_on(catalog::profile(&remote, cmd)),
         Command::Provider(cmd) => block_on(catalog::provider(&remote, cmd)),

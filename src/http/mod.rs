@@ -3,6 +3,7 @@
 //! to problem+json in `problem.rs`; the guards live in `auth.rs`.
 
 pub mod auth;
+pub mod executions;
 pub mod openapi;
 pub mod pagination;
 pub mod problem;
@@ -52,6 +53,7 @@ pub fn app(
         .app_data(web::Data::new(actors.monitor.clone()))
         .app_data(web::Data::new(actors.arbiter.clone()))
         .app_data(web::Data::new(actors.registry.clone()))
+        .app_data(web::Data::new(actors.executions.clone()))
         .app_data(web::JsonConfig::default().limit(BODY_LIMIT).error_handler(problem::json_error))
         .app_data(web::PayloadConfig::new(BODY_LIMIT))
         .app_data(web::QueryConfig::default().error_handler(problem::query_error))
@@ -74,7 +76,14 @@ fn api_routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/profiles").get(profiles::list).post(profiles::create))
         .service(web::resource("/profiles/{name}").get(profiles::get).put(profiles::update).delete(profiles::remove))
         .service(web::resource("/providers").get(profiles::list_providers))
-        .service(web::resource("/providers/{name}").get(profiles::get_provider).put(profiles::set_provider));
+        .service(web::resource("/providers/{name}").get(profiles::get_provider).put(profiles::set_provider))
+        .service(web::resource("/executions").get(executions::list).post(executions::create))
+        .service(web::resource("/executions/{id}").get(executions::get))
+        .service(web::resource("/executions/{id}/output").get(executions::output))
+        .service(web::resource("/executions/{id}/cancel").post(executions::cancel))
+        .service(web::resource("/executions/{id}/pause").post(executions::pause))
+        .service(web::resource("/executions/{id}/resume").post(executions::resume))
+        .service(web::resource("/executions/{id}/retry").post(executions::retry));
 }
 
 /// Cross-origin requests only from configured origins and the daemon's own addresses

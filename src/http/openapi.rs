@@ -7,7 +7,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{problem, profiles, system, workspaces};
+use super::{executions, problem, profiles, system, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,8 @@ use super::{problem, profiles, system, workspaces};
         workspaces::list, workspaces::create, workspaces::get, workspaces::remove,
         profiles::list, profiles::get, profiles::create, profiles::update, profiles::remove,
         profiles::list_providers, profiles::get_provider, profiles::set_provider,
+        executions::create, executions::list, executions::get, executions::output,
+        executions::cancel, executions::pause, executions::resume, executions::retry,
     ),
     components(schemas(problem::Problem)),
     modifiers(&BearerToken),

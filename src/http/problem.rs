@@ -116,9 +116,17 @@ impl From<MonitorError> for ApiError {
     fn from(e: MonitorError) -> Self {
         let detail = e.to_string();
         match e {
-            MonitorError::UnknownWorkspace(_) | MonitorError::UnknownProfile(_) | MonitorError::UnknownProvider(_) => {
-                ApiError::not_found(detail)
+            MonitorError::UnknownWorkspace(_)
+            | MonitorError::UnknownProfile(_)
+            | MonitorError::UnknownProvider(_)
+            | MonitorError::UnknownExecution(_) => ApiError::not_found(detail),
+            MonitorError::InvalidTransition { execution, .. } => {
+                let status = execution.status;
+                ApiError::new(StatusCode::CONFLICT, "invalid_transition", detail)
+                    .with_extra("current_status", serde_json::json!(status))
+                    .with_extra("execution", serde_json::to_value(&execution).unwrap_or_default())
             }
+            MonitorError::BadQuery(_) => ApiError::bad_request(detail),
             MonitorError::DuplicateWorkspace(_) | MonitorError::DuplicateProfile(_) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", detail)
             }

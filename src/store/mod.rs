@@ -4,6 +4,7 @@
 //! the typed queries in the submodules; nothing else opens the database.
 
 pub mod catalog;
+pub mod executions;
 mod writer;
 
 use std::path::Path;
@@ -59,7 +60,10 @@ impl<T> QueryContext<T> for rusqlite::Result<T> {
 
 /// The schema, one numbered file per step, applied in order, each in its own transaction.
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("../../migrations/0001_init.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("../../migrations/0001_init.sql")),
+        M::up(include_str!("../../migrations/0002_executions.sql")),
+    ])
 }
 
 /// Settings every connection gets. WAL with `synchronous = NORMAL` survives a crash of

@@ -20,10 +20,18 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/providers"),
     ("GET", "/api/v1/providers/{name}"),
     ("PUT", "/api/v1/providers/{name}"),
+    ("GET", "/api/v1/executions"),
+    ("POST", "/api/v1/executions"),
+    ("GET", "/api/v1/executions/{id}"),
+    ("GET", "/api/v1/executions/{id}/output"),
+    ("POST", "/api/v1/executions/{id}/cancel"),
+    ("POST", "/api/v1/executions/{id}/pause"),
+    ("POST", "/api/v1/executions/{id}/resume"),
+    ("POST", "/api/v1/executions/{id}/retry"),
 ];
 
 fn concrete(path: &str) -> String {
-    path.replace("{workspace}", "1").replace("{name}", "shell")
+    path.replace("{workspace}", "1").replace("{name}", "shell").replace("{id}", "1")
 }
 
 #[actix_web::test]

@@ -101,21 +101,33 @@ impl TestDaemon {
         expect_json(self.get(path).await, StatusCode::OK).await
     }
 
-    /// Graceful stop; waits until the daemon has exited and released its home.
-    pub async fn stop(mut self) -> Home {
+    /// Graceful stop; waits until the daemon has exited and released its home. The
+    /// home is kept until the returned value is dropped or started again.
+    pub async fn stop(mut self) -> Stopped {
         self.handle.shutdown().await;
         if let Some(stopped) = self.stopped.take() {
             tokio::time::timeout(Duration::from_secs(30), stopped).await.expect("daemon stops").ok();
         }
-        self.home.clone()
+        Stopped { home: self.home.clone(), dir: self._dir.take() }
     }
 
     /// Stops this daemon and starts a new one on the same data dir.
-    pub async fn restart(mut self) -> TestDaemon {
-        let dir = self._dir.take();
-        let home = self.stop().await;
-        let mut next = spawn_in(home, |_| {}).await;
-        next._dir = dir;
+    pub async fn restart(self) -> TestDaemon {
+        self.stop().await.start().await
+    }
+}
+
+/// A stopped test daemon's data dir.
+pub struct Stopped {
+    pub home: Home,
+    dir: Option<TempDir>,
+}
+
+impl Stopped {
+    /// A new daemon on the same data dir.
+    pub async fn start(self) -> TestDaemon {
+        let mut next = spawn_in(self.home, |_| {}).await;
+        next._dir = self.dir;
         next
     }
 }
@@ -147,7 +159,6 @@ pub async fn expect_problem(response: reqwest::Response, status: StatusCode, cod
 }
 
 /// Polls `check` until it yields a value or `timeout` passes.
-#[allow(dead_code)] // used from the executions tests on
 pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -189,4 +200,85 @@ pub fn stdout(output: &Output) -> String {
 
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Everything tests usually want from a daemon for executions: a short kill grace.
+pub async fn spawn_for_executions() -> TestDaemon {
+    spawn_with(|c| c.kill_grace = Duration::from_millis(300)).await
+}
+
+impl TestDaemon {
+    /// POSTs an execution of the shell profile in `cwd` (default: the system temp dir);
+    /// it must be accepted (201).
+    pub async fn exec(&self, prompt: &str) -> Value {
+        self.exec_with(serde_json::json!({ "prompt": prompt, "cwd": std::env::temp_dir() })).await
+    }
+
+    pub async fn exec_with(&self, body: Value) -> Value {
+        expect_json(self.post("/api/v1/executions", &body).await, StatusCode::CREATED).await
+    }
+
+    pub async fn execution(&self, id: &Value) -> Value {
+        self.get_ok(&format!("/api/v1/executions/{id}")).await
+    }
+
+    /// Polls until the execution's status satisfies `done`; returns it.
+    pub async fn wait_for(&self, id: &Value, what: &str, done: impl Fn(&str) -> bool) -> Value {
+        wait_until(&format!("execution {id} to be {what}"), Duration::from_secs(30), || async {
+            let execution = self.execution(id).await;
+            done(execution["status"].as_str().unwrap_or("")).then_some(execution)
+        })
+        .await
+    }
+
+    pub async fn wait_status(&self, id: &Value, status: &str) -> Value {
+        self.wait_for(id, status, |s| s == status).await
+    }
+
+    pub async fn wait_final(&self, id: &Value) -> Value {
+        self.wait_for(id, "final", |s| {
+            matches!(s, "succeeded" | "failed" | "cancelled" | "denied" | "timed_out" | "interrupted")
+        })
+        .await
+    }
+
+    /// Every stored output line, paging through `/output`.
+    pub async fn output(&self, id: &Value) -> Vec<Value> {
+        let mut lines = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.get_ok(&format!("/api/v1/executions/{id}/output?after={after}&limit=10000")).await;
+            let items = page["items"].as_array().unwrap();
+            lines.extend(items.iter().cloned());
+            if page["next_cursor"].is_null() {
+                return lines;
+            }
+            after = items.last().unwrap()["n"].as_u64().unwrap();
+        }
+    }
+
+    /// The stored output's text, lines joined by newlines.
+    pub async fn output_text(&self, id: &Value) -> String {
+        self.output(id).await.iter().map(|l| l["text"].as_str().unwrap().to_owned()).collect::<Vec<_>>().join("\n")
+    }
+
+    pub async fn set_limits(&self, provider: &str, max_concurrent: u32, rate_per_minute: u32) {
+        let body = serde_json::json!({ "max_concurrent": max_concurrent, "rate_per_minute": rate_per_minute });
+        expect_json(self.put(&format!("/api/v1/providers/{provider}"), &body).await, StatusCode::OK).await;
+    }
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with(['Z', 'X'])).unwrap_or(true))
+        .unwrap_or(false)
+}
+
+/// Waits until a file holds a pid (written by a test script); returns it.
+pub async fn read_pid_file(path: &Path) -> i64 {
+    wait_until(&format!("pid in {}", path.display()), Duration::from_secs(20), || async {
+        std::fs::read_to_string(path).ok().and_then(|t| t.trim().parse().ok())
+    })
+    .await
 }

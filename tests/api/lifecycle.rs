@@ -18,7 +18,8 @@ async fn the_data_dir_holds_token_pid_and_server_json_while_running() {
     assert_eq!((info.url.as_str(), info.port, info.pid), (d.base_url.as_str(), d.port, std::process::id()));
     assert!(home.db_path().exists());
 
-    let home = d.stop().await;
+    let stopped = d.stop().await;
+    let home = &stopped.home;
     assert!(!home.server_json_path().exists(), "server.json is removed on a clean exit");
     assert!(!home.pid_path().exists(), "the PID file is removed on a clean exit");
     assert_eq!(home.running_pid(), None);

@@ -7,5 +7,8 @@ mod auth;
 mod catalog;
 mod cli;
 mod errors;
+mod executions;
 mod lifecycle;
 mod openapi;
+mod queueing;
+mod supervision;

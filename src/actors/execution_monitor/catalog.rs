@@ -152,10 +152,10 @@ impl ExecutionMonitor {
     fn atomically<T: 'static, U: 'static>(
         &mut self,
         write: impl Future<Output = Result<T, MonitorError>> + 'static,
-        apply: impl FnOnce(&mut ExecutionMonitor, T) -> U + 'static,
+        apply: impl FnOnce(&mut ExecutionMonitor, T, &mut Context<ExecutionMonitor>) -> U + 'static,
     ) -> Reply<U> {
         AtomicResponse::new(Box::pin(
-            write.into_actor(self).map(move |result, act, _| result.map(|value| apply(act, value))),
+            write.into_actor(self).map(move |result, act, ctx| result.map(|value| apply(act, value, ctx))),
         ))
     }
 
@@ -178,7 +178,13 @@ impl ExecutionMonitor {
     }
 
     pub(super) fn provider_view(&self, name: &str, state: &ProviderState) -> Provider {
-        Provider { name: name.to_owned(), limits: state.limits, origin: state.origin, running: 0, queued: 0 }
+        Provider {
+            name: name.to_owned(),
+            limits: state.queue.limits(),
+            origin: state.origin,
+            running: state.queue.running(),
+            queued: state.queue.queued(),
+        }
     }
 
     fn ensure_accepting(&self) -> Result<(), MonitorError> {
@@ -235,7 +241,7 @@ impl Handler<CreateWorkspace> for ExecutionMonitor {
                 .await
                 .map_err(MonitorError::from)
         };
-        self.atomically(write, |act, workspace| {
+        self.atomically(write, |act, workspace, _| {
             tracing::info!(workspace = %workspace.name, path = %workspace.path, "workspace created");
             act.workspaces.insert(workspace.id, workspace.clone());
             workspace
@@ -255,7 +261,7 @@ impl Handler<DeleteWorkspace> for ExecutionMonitor {
             store.write("delete workspace", move |c| rows::delete_workspace(c, id)).await?;
             Ok(workspace)
         };
-        self.atomically(write, |act, workspace| {
+        self.atomically(write, |act, workspace, _| {
             tracing::info!(workspace = %workspace.name, "workspace deleted");
             act.workspaces.remove(&workspace.id);
             workspace
@@ -298,7 +304,7 @@ impl Handler<CreateProfile> for ExecutionMonitor {
             store.write("insert profile", move |c| rows::upsert_profile(c, &stored, now())).await?;
             Ok(profile)
         };
-        self.atomically(write, |act, profile| act.install_profile(profile))
+        self.atomically(write, |act, profile, _| act.install_profile(profile))
     }
 }
 
@@ -317,7 +323,7 @@ impl Handler<UpdateProfile> for ExecutionMonitor {
             store.write("update profile", move |c| rows::upsert_profile(c, &stored, now())).await?;
             Ok(profile)
         };
-        self.atomically(write, |act, profile| act.install_profile(profile))
+        self.atomically(write, |act, profile, _| act.install_profile(profile))
     }
 }
 
@@ -333,7 +339,7 @@ impl Handler<DeleteProfile> for ExecutionMonitor {
             store.write("delete profile", move |c| rows::delete_profile(c, &name)).await?;
             Ok(profile)
         };
-        self.atomically(write, |act, profile| {
+        self.atomically(write, |act, profile, _| {
             tracing::info!(profile = %profile.name, "profile deleted");
             act.profiles.remove(&profile.name);
             profile
@@ -348,7 +354,7 @@ impl ExecutionMonitor {
         tracing::info!(profile = %profile.name, provider = %profile.spec.provider, "profile saved");
         self.providers
             .entry(profile.spec.provider.clone())
-            .or_insert(ProviderState { limits: ProviderLimits::default(), origin: Origin::Api });
+            .or_insert_with(|| ProviderState::new(ProviderLimits::default(), Origin::Api));
         self.profiles.insert(profile.name.clone(), profile.clone());
         profile
     }
@@ -386,12 +392,15 @@ impl Handler<SetProviderLimits> for ExecutionMonitor {
             store.write("set provider limits", move |c| rows::upsert_provider(c, &stored, limits, now())).await?;
             Ok((name, limits))
         };
-        self.atomically(write, |act, (name, limits)| {
+        self.atomically(write, |act, (name, limits), ctx| {
             tracing::info!(provider = %name, max_concurrent = limits.max_concurrent, rate_per_minute = limits.rate_per_minute, "provider limits set");
-            let state = ProviderState { limits, origin: Origin::Api };
-            let view = act.provider_view(&name, &state);
-            act.providers.insert(name, state);
-            view
+            let state = act.provider_mut(&name);
+            state.origin = Origin::Api;
+            state.queue.set_limits(limits, std::time::Instant::now());
+            // Changed limits apply to the queue at once.
+            act.try_start(&name, ctx);
+            let state = &act.providers[&name];
+            act.provider_view(&name, state)
         })
     }
 }

@@ -1,17 +1,35 @@
-//! `ExecutionMonitor` owns what executions run on: the workspaces, profiles and providers
-//! (the catalog, in [`catalog`]) and, as executions land, their queues and processes.
-//! HTTP handlers and the Supervisor send it messages; it writes through the `Store`.
+//! `ExecutionMonitor` owns what executions run on and the executions themselves: the
+//! catalog (workspaces, profiles, providers: [`catalog`]), one FIFO queue per provider
+//! with its limits ([`queue`]), every execution's state machine ([`executions`]) and its
+//! child process ([`process`]). HTTP handlers and the Supervisor send it messages; it
+//! writes through the `Store` and keeps the [`LiveExecutions`] read model current.
 
 pub mod catalog;
+pub mod executions;
+pub mod process;
+pub mod queue;
+pub mod view;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use dashmap::DashMap;
+use tokio::sync::oneshot;
 
-use crate::domain::{Origin, Profile, ProviderLimits, Workspace, WorkspaceId};
+use crate::domain::{Execution, ExecutionId, ExecutionStatus, Origin, Profile, ProviderLimits, Workspace, WorkspaceId};
+use crate::store::executions::QueuedExecution;
 use crate::store::{Store, StoreError};
+use queue::ProviderQueue;
 
 pub use catalog::*;
+pub use executions::*;
+pub use view::ExecutionReader;
+
+/// Executions the monitor is working on (not final, or final but not yet committed),
+/// readable without asking the actor. Everything else is in the database.
+pub type LiveExecutions = Arc<DashMap<ExecutionId, Execution>>;
 
 /// What can go wrong with a request to the ExecutionMonitor.
 #[derive(Debug, thiserror::Error)]
@@ -22,38 +40,81 @@ pub enum MonitorError {
     UnknownProfile(String),
     #[error("no provider {0:?}")]
     UnknownProvider(String),
+    #[error("no execution {0}")]
+    UnknownExecution(ExecutionId),
     #[error("a workspace named {0:?} exists already")]
     DuplicateWorkspace(String),
     #[error("a profile named {0:?} exists already")]
     DuplicateProfile(String),
     #[error("profile {name:?} comes from the {origin} and cannot be changed over the API")]
     ReadOnlyProfile { name: String, origin: &'static str },
+    #[error("cannot {action} execution {} while it is {}", .execution.id, .execution.status)]
+    InvalidTransition { action: &'static str, execution: Box<Execution> },
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    BadQuery(String),
     #[error("warden is shutting down and accepts no new work")]
     ShuttingDown,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// One provider: its limits and where they came from.
-#[derive(Debug, Clone)]
+/// Settings the monitor runs with.
+#[derive(Clone)]
+pub struct MonitorSettings {
+    /// Given to every agent process as `WARDEN_URL`.
+    pub url: String,
+    /// Given to every agent process as `WARDEN_TOKEN`, so agents can call back.
+    pub token: String,
+    /// How long a cancelled or timed-out process group gets between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// How long running executions get at shutdown between SIGTERM and SIGKILL.
+    pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for MonitorSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MonitorSettings").field("url", &self.url).field("token", &"<hidden>").finish_non_exhaustive()
+    }
+}
+
+/// One provider: where it was defined, its queue and limits.
+#[derive(Debug)]
 struct ProviderState {
-    limits: ProviderLimits,
     origin: Origin,
+    queue: ProviderQueue,
+    /// A pending wake-up for the head of the queue waiting on a start token.
+    wake: Option<SpawnHandle>,
+}
+
+impl ProviderState {
+    fn new(limits: ProviderLimits, origin: Origin) -> Self {
+        ProviderState { origin, queue: ProviderQueue::new(limits, Instant::now()), wake: None }
+    }
 }
 
 /// The actor. State is only touched by its own handlers.
 pub struct ExecutionMonitor {
     store: Store,
+    settings: MonitorSettings,
     /// Every workspace by id; the database holds the same rows.
     workspaces: BTreeMap<WorkspaceId, Workspace>,
     /// Built-in, config-file and API profiles by name (API ones are also stored).
     profiles: BTreeMap<String, Profile>,
     /// Providers by name: config-file ones, those profiles name, and API-changed limits.
     providers: BTreeMap<String, ProviderState>,
-    /// False once shutdown began: new work is refused.
+    /// Every execution not yet final: its request and process.
+    tracked: HashMap<ExecutionId, Tracked>,
+    /// The read model handlers read from; the monitor is its only writer.
+    live: LiveExecutions,
+    /// The next execution id and queue order (ids are ours to assign).
+    next_id: i64,
+    next_queue_order: i64,
+    /// False once shutdown began: new work is refused and nothing more starts.
     accepting: bool,
+    /// Shutdown callers waiting until no process is left.
+    drained: Vec<oneshot::Sender<()>>,
 }
 
 /// What the ExecutionMonitor starts from: the config's profiles and providers, and what
@@ -64,21 +125,25 @@ pub struct MonitorSeed {
     pub workspaces: Vec<Workspace>,
     pub api_profiles: Vec<Profile>,
     pub api_providers: Vec<(String, ProviderLimits)>,
+    /// Executions still queued at the last stop, in their order, with request env.
+    pub queued: Vec<QueuedExecution>,
+    /// The largest execution id and queue order used so far.
+    pub high_water: (i64, i64),
 }
 
 impl ExecutionMonitor {
-    pub fn new(store: Store, seed: MonitorSeed) -> Self {
+    pub fn new(store: Store, settings: MonitorSettings, seed: MonitorSeed) -> Self {
         let mut providers: BTreeMap<String, ProviderState> = seed
             .config_providers
             .into_iter()
-            .map(|(name, limits)| (name, ProviderState { limits, origin: Origin::Config }))
+            .map(|(name, limits)| (name, ProviderState::new(limits, Origin::Config)))
             .collect();
         if let Some(local) = providers.get_mut("local") {
             local.origin = Origin::Builtin;
         }
         // Limits changed over the API win over the file: they were set later, on purpose.
         for (name, limits) in seed.api_providers {
-            providers.insert(name, ProviderState { limits, origin: Origin::Api });
+            providers.insert(name, ProviderState::new(limits, Origin::Api));
         }
         let mut profiles = seed.config_profiles;
         for profile in seed.api_profiles {
@@ -92,15 +157,30 @@ impl ExecutionMonitor {
         for profile in profiles.values() {
             providers
                 .entry(profile.spec.provider.clone())
-                .or_insert(ProviderState { limits: ProviderLimits::default(), origin: Origin::Config });
+                .or_insert_with(|| ProviderState::new(ProviderLimits::default(), Origin::Config));
         }
-        ExecutionMonitor {
+        let mut monitor = ExecutionMonitor {
             store,
+            settings,
             workspaces: seed.workspaces.into_iter().map(|w| (w.id, w)).collect(),
             profiles,
             providers,
+            tracked: HashMap::new(),
+            live: Arc::new(DashMap::new()),
+            next_id: seed.high_water.0 + 1,
+            next_queue_order: seed.high_water.1 + 1,
             accepting: true,
+            drained: Vec::new(),
+        };
+        for queued in seed.queued {
+            monitor.requeue_recovered(queued.execution, queued.env);
         }
+        monitor
+    }
+
+    /// The read model, for the HTTP layer.
+    pub fn live(&self) -> LiveExecutions {
+        self.live.clone()
     }
 }
 
@@ -108,27 +188,41 @@ impl Actor for ExecutionMonitor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Catalog changes are rare; a deep mailbox lets bursts of requests queue.
-        ctx.set_mailbox_capacity(4096);
+        // Bursts of HTTP requests queue here rather than wait on a full mailbox.
+        ctx.set_mailbox_capacity(65_536);
         tracing::debug!(
             workspaces = self.workspaces.len(),
             profiles = self.profiles.len(),
             providers = self.providers.len(),
+            queued = self.tracked.len(),
             "execution monitor started"
         );
+        // Executions recovered from the last run start in their original order.
+        let names: Vec<String> = self.providers.keys().cloned().collect();
+        for provider in names {
+            self.try_start(&provider, ctx);
+        }
     }
 }
 
-/// Stop accepting new work (shutdown began). Replies once in-flight work is settled.
+/// Shutdown began: refuse new work, start nothing more, give running process groups
+/// SIGTERM and the shutdown grace, then SIGKILL. Replies when no process is left.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct StopAccepting;
 
 impl Handler<StopAccepting> for ExecutionMonitor {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: StopAccepting, _: &mut Self::Context) {
+    fn handle(&mut self, _: StopAccepting, ctx: &mut Self::Context) -> Self::Result {
         self.accepting = false;
+        self.interrupt_all(ctx);
+        let (done, drained) = oneshot::channel();
+        self.drained.push(done);
+        self.notify_if_drained();
+        Box::pin(async move {
+            let _ = drained.await;
+        })
     }
 }
 
@@ -142,16 +236,21 @@ pub struct MonitorCounts {
     pub workspaces: usize,
     pub profiles: usize,
     pub providers: usize,
+    pub executions_queued: usize,
+    pub executions_running: usize,
 }
 
 impl Handler<GetCounts> for ExecutionMonitor {
     type Result = MessageResult<GetCounts>;
 
     fn handle(&mut self, _: GetCounts, _: &mut Self::Context) -> Self::Result {
+        let count = |wanted: &[ExecutionStatus]| self.live.iter().filter(|e| wanted.contains(&e.status)).count();
         MessageResult(MonitorCounts {
             workspaces: self.workspaces.len(),
             profiles: self.profiles.len(),
             providers: self.providers.len(),
+            executions_queued: count(&[ExecutionStatus::Queued]),
+            executions_running: count(&[ExecutionStatus::Running, ExecutionStatus::Paused]),
         })
     }
 }

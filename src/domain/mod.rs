@@ -2,6 +2,10 @@
 //! them and the API shows them. Validation rules that belong to a noun live beside it, so
 //! the config file and the API apply the same ones.
 
+mod execution;
+
+pub use execution::*;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};

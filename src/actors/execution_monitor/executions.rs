@@ -1,0 +1,572 @@
+//! The ExecutionMonitor's execution messages and state machine: enqueue (FIFO per
+//! provider), start when a slot and a start token are free, cancel, pause, resume,
+//! retry, timeouts, and the end of each process. Every change updates the read model at
+//! once and the database through the store's writer, in order.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use nix::sys::signal::Signal;
+
+use super::process::{self, signal_group, ProcessExit, SpawnSpec};
+use super::queue::NextStart;
+use super::{ExecutionMonitor, MonitorError, ProviderState};
+use crate::domain::{
+    canonical_dir, fill_template, now, validate_env, Execution, ExecutionId, ExecutionStatus, NewExecution,
+    ProviderLimits, TemplateValues, WorkspaceKey,
+};
+use crate::store::executions as rows;
+
+type Reply = ResponseActFuture<ExecutionMonitor, Result<Execution, MonitorError>>;
+
+/// Queue an execution; replies once it is stored and in its provider's FIFO queue.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Execution, MonitorError>")]
+pub struct Enqueue {
+    pub request: NewExecution,
+}
+
+/// Run a finished execution's request again as a new execution at the back of the queue.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Execution, MonitorError>")]
+pub struct Retry {
+    pub id: ExecutionId,
+    /// The original request, as stored.
+    pub request: NewExecution,
+}
+
+/// Cancel: a queued execution leaves its queue; a running one's process group gets
+/// SIGTERM, then SIGKILL after the kill grace. Replies with the execution as it is now.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Execution, MonitorError>")]
+pub struct Cancel {
+    pub id: ExecutionId,
+}
+
+/// SIGSTOP the process group; the execution keeps its slot and its timeout clock stops.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Execution, MonitorError>")]
+pub struct Pause {
+    pub id: ExecutionId,
+}
+
+/// SIGCONT the process group of a paused execution.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Execution, MonitorError>")]
+pub struct Resume {
+    pub id: ExecutionId,
+}
+
+/// A process group ended and its output is queued for the store (from `process`).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+struct ProcessEnded {
+    id: ExecutionId,
+    exit: ProcessExit,
+}
+
+/// What the monitor keeps about an execution that is not final.
+pub(super) struct Tracked {
+    /// The request's own env; the profile's is added when the process starts.
+    env: BTreeMap<String, String>,
+    process: Option<RunningProcess>,
+    /// Why the monitor signalled the process; decides the final status.
+    ending: Option<Ending>,
+}
+
+struct RunningProcess {
+    /// Leader pid, which is also the process group id.
+    pid: i32,
+    /// Running time left before the timeout; `None` means no limit.
+    remaining: Option<Duration>,
+    /// When the process last started or resumed running (the timeout clock).
+    running_since: Instant,
+    timeout_timer: Option<SpawnHandle>,
+    kill_timer: Option<SpawnHandle>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Cancel,
+    Timeout,
+    Shutdown,
+}
+
+impl Handler<Enqueue> for ExecutionMonitor {
+    type Result = Reply;
+
+    fn handle(&mut self, msg: Enqueue, _: &mut Self::Context) -> Reply {
+        self.enqueue(msg.request, None)
+    }
+}
+
+impl Handler<Retry> for ExecutionMonitor {
+    type Result = Reply;
+
+    fn handle(&mut self, msg: Retry, _: &mut Self::Context) -> Reply {
+        if let Some(execution) = self.tracked.contains_key(&msg.id).then(|| self.snapshot(msg.id)).flatten() {
+            return Box::pin(fut::ready(Err(MonitorError::InvalidTransition {
+                action: "retry",
+                execution: Box::new(execution),
+            })));
+        }
+        self.enqueue(msg.request, Some(msg.id))
+    }
+}
+
+impl Handler<Cancel> for ExecutionMonitor {
+    type Result = Reply;
+
+    fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Reply {
+        let id = msg.id;
+        let Some(status) = self.live.get(&id).filter(|_| self.tracked.contains_key(&id)).map(|e| e.status) else {
+            return self.not_active(id, "cancel");
+        };
+        match status {
+            ExecutionStatus::Queued | ExecutionStatus::PendingApproval => {
+                let provider = self.live.get(&id).map(|e| e.provider.clone()).unwrap_or_default();
+                if let Some(state) = self.providers.get_mut(&provider) {
+                    state.queue.remove(id);
+                }
+                let cancelled = self.finish(id, ExecutionStatus::Cancelled, None, None, false);
+                self.refresh_positions(&provider);
+                Box::pin(fut::ready(cancelled.ok_or(MonitorError::UnknownExecution(id))))
+            }
+            _ => {
+                self.signal_ending(id, Ending::Cancel, self.settings.kill_grace, ctx);
+                self.reply_now(id)
+            }
+        }
+    }
+}
+
+impl Handler<Pause> for ExecutionMonitor {
+    type Result = Reply;
+
+    fn handle(&mut self, msg: Pause, ctx: &mut Self::Context) -> Reply {
+        let id = msg.id;
+        let Some(tracked) = self.tracked.get_mut(&id) else { return self.not_active(id, "pause") };
+        let status = self.live.get(&id).map(|e| e.status);
+        match (&mut tracked.process, tracked.ending, status) {
+            (Some(process), None, Some(ExecutionStatus::Running)) => {
+                signal_group(process.pid, Signal::SIGSTOP);
+                if let Some(remaining) = process.remaining.as_mut() {
+                    *remaining = remaining.saturating_sub(process.running_since.elapsed());
+                }
+                if let Some(timer) = process.timeout_timer.take() {
+                    ctx.cancel_future(timer);
+                }
+                self.set_status(id, ExecutionStatus::Paused);
+                self.reply_now(id)
+            }
+            _ => self.refuse(id, "pause"),
+        }
+    }
+}
+
+impl Handler<Resume> for ExecutionMonitor {
+    type Result = Reply;
+
+    fn handle(&mut self, msg: Resume, ctx: &mut Self::Context) -> Reply {
+        let id = msg.id;
+        let Some(tracked) = self.tracked.get_mut(&id) else { return self.not_active(id, "resume") };
+        let status = self.live.get(&id).map(|e| e.status);
+        match (&mut tracked.process, status) {
+            (Some(process), Some(ExecutionStatus::Paused)) => {
+                signal_group(process.pid, Signal::SIGCONT);
+                process.running_since = Instant::now();
+                self.set_status(id, ExecutionStatus::Running);
+                self.arm_timeout(id, ctx);
+                self.reply_now(id)
+            }
+            _ => self.refuse(id, "resume"),
+        }
+    }
+}
+
+impl Handler<ProcessEnded> for ExecutionMonitor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ProcessEnded, ctx: &mut Self::Context) {
+        let ProcessEnded { id, exit } = msg;
+        let Some(tracked) = self.tracked.get_mut(&id) else { return };
+        let ending = tracked.ending;
+        let timeout = self.live.get(&id).and_then(|e| e.timeout_s);
+        if let Some(process) = tracked.process.take() {
+            for timer in [process.timeout_timer, process.kill_timer].into_iter().flatten() {
+                ctx.cancel_future(timer);
+            }
+        }
+        let signalled = exit.signal.map(|s| format!("killed by signal {s}"));
+        let (status, error) = match (ending, exit.code) {
+            (Some(Ending::Cancel), _) => (ExecutionStatus::Cancelled, None),
+            (Some(Ending::Timeout), _) => {
+                (ExecutionStatus::TimedOut, Some(format!("timed out after {}s", timeout.unwrap_or_default())))
+            }
+            (Some(Ending::Shutdown), Some(0)) | (None, Some(0)) => (ExecutionStatus::Succeeded, None),
+            (Some(Ending::Shutdown), _) => {
+                (ExecutionStatus::Interrupted, Some("the daemon stopped while it ran".to_owned()))
+            }
+            (None, Some(code)) => (ExecutionStatus::Failed, Some(format!("exited with code {code}"))),
+            (None, None) => (ExecutionStatus::Failed, signalled),
+        };
+        tracing::debug!(execution = %id, %status, code = ?exit.code, lines = exit.lines, "execution ended");
+        if let Some(finished) = self.finish(id, status, exit.code, error, true) {
+            self.try_start(&finished.provider, ctx);
+        }
+        self.notify_if_drained();
+    }
+}
+
+impl ExecutionMonitor {
+    /// Validates a request, gives it an id and a place at the back of its provider's
+    /// queue, and replies once its row is committed (only then may it start).
+    fn enqueue(&mut self, request: NewExecution, retry_of: Option<ExecutionId>) -> Reply {
+        let (execution, env) = match self.prepare(request, retry_of) {
+            Ok(prepared) => prepared,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        let (id, provider) = (execution.id, execution.provider.clone());
+        let order = self.next_queue_order;
+        self.next_queue_order += 1;
+        let state = self.provider_mut(&provider);
+        state.queue.push(id, false);
+        let mut shown = execution;
+        shown.queue_position = Some(state.queue.queued().saturating_sub(1));
+        self.live.insert(id, shown.clone());
+        self.tracked.insert(id, Tracked { env: env.clone(), process: None, ending: None });
+
+        let store = self.store.clone();
+        let write = async move { store.write("insert execution", move |c| rows::insert(c, &shown, &env, order)).await };
+        Box::pin(write.into_actor(self).map(move |stored, act, ctx| match stored {
+            Ok(()) => {
+                if let Some(state) = act.providers.get_mut(&provider) {
+                    state.queue.mark_stored(id);
+                }
+                let reply = act.snapshot(id).ok_or(MonitorError::UnknownExecution(id));
+                act.try_start(&provider, ctx);
+                reply
+            }
+            Err(e) => {
+                tracing::error!(execution = %id, error = %e, "storing a new execution failed");
+                if let Some(state) = act.providers.get_mut(&provider) {
+                    state.queue.remove(id);
+                }
+                act.tracked.remove(&id);
+                act.live.remove(&id);
+                act.refresh_positions(&provider);
+                Err(e.into())
+            }
+        }))
+    }
+
+    /// Checks a request against the catalog and builds the execution it asks for.
+    fn prepare(
+        &mut self,
+        request: NewExecution,
+        retry_of: Option<ExecutionId>,
+    ) -> Result<(Execution, BTreeMap<String, String>), MonitorError> {
+        if !self.accepting {
+            return Err(MonitorError::ShuttingDown);
+        }
+        let profile_name = request.profile.clone().unwrap_or_else(|| "shell".into());
+        let profile = self.profiles.get(&profile_name).ok_or(MonitorError::UnknownProfile(profile_name))?.clone();
+        let (workspace, cwd) = match (&request.workspace, &request.cwd) {
+            (Some(key), None) => {
+                let key = WorkspaceKey::parse(key);
+                let found = self
+                    .workspaces
+                    .values()
+                    .find(|w| key.matches(w))
+                    .ok_or_else(|| MonitorError::UnknownWorkspace(key.to_string()))?;
+                (Some(found.name.clone()), found.path.clone())
+            }
+            (None, Some(cwd)) => {
+                let dir = canonical_dir(cwd).map_err(|e| MonitorError::Invalid(format!("cwd: {e}")))?;
+                (None, dir.to_string_lossy().into_owned())
+            }
+            _ => return Err(MonitorError::Invalid("give exactly one of workspace and cwd".into())),
+        };
+        validate_env(&request.env).map_err(MonitorError::Invalid)?;
+        if request.prompt.contains('\0') {
+            return Err(MonitorError::Invalid("prompt must not contain NUL bytes".into()));
+        }
+        if request.timeout_s == Some(0) {
+            return Err(MonitorError::Invalid("timeout_s must be at least 1".into()));
+        }
+        let id = ExecutionId(self.next_id);
+        self.next_id += 1;
+        let argv = fill_template(
+            &profile.spec.command,
+            &TemplateValues {
+                prompt: &request.prompt,
+                workspace: &cwd,
+                execution_id: id,
+                session_id: None,
+                session_uuid: None,
+                turn: None,
+            },
+        );
+        let execution = Execution {
+            id,
+            status: ExecutionStatus::Queued,
+            profile: profile.name.clone(),
+            provider: profile.spec.provider.clone(),
+            workspace,
+            cwd,
+            prompt: request.prompt,
+            argv,
+            timeout_s: request.timeout_s.or(profile.spec.timeout_s),
+            exit_code: None,
+            error: None,
+            created_at: now(),
+            started_at: None,
+            finished_at: None,
+            queue_position: None,
+            retry_of,
+            session_id: None,
+            approval_id: None,
+        };
+        Ok((execution, request.env))
+    }
+
+    /// An execution left queued by the last run joins its queue again, in order.
+    pub(super) fn requeue_recovered(&mut self, execution: Execution, env: BTreeMap<String, String>) {
+        let id = execution.id;
+        let state = self.provider_mut(&execution.provider);
+        state.queue.push(id, true);
+        self.live.insert(id, execution.clone());
+        self.tracked.insert(id, Tracked { env, process: None, ending: None });
+        self.refresh_positions(&execution.provider);
+    }
+
+    pub(super) fn provider_mut(&mut self, name: &str) -> &mut ProviderState {
+        // A provider can vanish from the config between runs; its executions still run.
+        self.providers
+            .entry(name.to_owned())
+            .or_insert_with(|| ProviderState::new(ProviderLimits::default(), crate::domain::Origin::Config))
+    }
+
+    /// Starts whatever the provider's queue allows now; schedules a wake-up when the head
+    /// waits for a start token. Called after every change that could let one start.
+    pub(super) fn try_start(&mut self, provider: &str, ctx: &mut Context<Self>) {
+        if !self.accepting {
+            return;
+        }
+        loop {
+            let Some(state) = self.providers.get_mut(provider) else { return };
+            match state.queue.next_start(Instant::now()) {
+                NextStart::Start(id) => self.start(id, ctx),
+                NextStart::WaitFor(delay) => {
+                    if state.wake.is_none() {
+                        let name = provider.to_owned();
+                        state.wake = Some(ctx.run_later(delay, move |act, ctx| {
+                            if let Some(state) = act.providers.get_mut(&name) {
+                                state.wake = None;
+                            }
+                            act.try_start(&name, ctx);
+                        }));
+                    }
+                    break;
+                }
+                NextStart::Idle => break,
+            }
+        }
+        self.refresh_positions(provider);
+    }
+
+    /// Spawns the process of an execution that has just been given a slot.
+    fn start(&mut self, id: ExecutionId, ctx: &mut Context<Self>) {
+        let Some(execution) = self.snapshot(id) else { return };
+        let Some(tracked) = self.tracked.get(&id) else { return };
+        let mut env = self.profiles.get(&execution.profile).map(|p| p.spec.env.clone()).unwrap_or_default();
+        env.extend(tracked.env.clone());
+        env.insert("WARDEN_EXECUTION_ID".into(), id.to_string());
+        env.insert("WARDEN_URL".into(), self.settings.url.clone());
+        env.insert("WARDEN_TOKEN".into(), self.settings.token.clone());
+        let spec = SpawnSpec { id, argv: execution.argv.clone(), cwd: execution.cwd.clone().into(), env };
+        let monitor = ctx.address();
+        let spawned = process::spawn(spec, self.store.clone(), move |exit| monitor.do_send(ProcessEnded { id, exit }));
+        match spawned {
+            Ok(spawned) => {
+                let started_at = now();
+                if let Some(mut shown) = self.live.get_mut(&id) {
+                    shown.status = ExecutionStatus::Running;
+                    shown.started_at = Some(started_at);
+                    shown.queue_position = None;
+                }
+                if let Some(tracked) = self.tracked.get_mut(&id) {
+                    tracked.process = Some(RunningProcess {
+                        pid: spawned.pid,
+                        remaining: execution.timeout_s.map(Duration::from_secs),
+                        running_since: Instant::now(),
+                        timeout_timer: None,
+                        kill_timer: None,
+                    });
+                }
+                self.arm_timeout(id, ctx);
+                self.store.write_detached("mark execution started", move |c| {
+                    rows::mark_started(c, id, started_at, spawned.pid, spawned.start_ticks)
+                });
+                tracing::debug!(execution = %id, pid = spawned.pid, "execution started");
+            }
+            Err(error) => {
+                tracing::info!(execution = %id, %error, "execution could not start");
+                self.finish(id, ExecutionStatus::Failed, None, Some(error), true);
+            }
+        }
+    }
+
+    fn arm_timeout(&mut self, id: ExecutionId, ctx: &mut Context<Self>) {
+        let Some(process) = self.tracked.get_mut(&id).and_then(|t| t.process.as_mut()) else { return };
+        if let Some(remaining) = process.remaining {
+            process.timeout_timer = Some(ctx.run_later(remaining, move |act, ctx| {
+                tracing::info!(execution = %id, "timeout: stopping the process group");
+                act.signal_ending(id, Ending::Timeout, act.settings.kill_grace, ctx);
+            }));
+        }
+    }
+
+    /// Asks a running process group to end (SIGTERM; SIGCONT first, in case it is
+    /// stopped) and SIGKILLs it after `grace`. The first reason given decides the
+    /// final status.
+    fn signal_ending(&mut self, id: ExecutionId, ending: Ending, grace: Duration, ctx: &mut Context<Self>) {
+        let Some(tracked) = self.tracked.get_mut(&id) else { return };
+        let Some(process) = tracked.process.as_mut() else { return };
+        if tracked.ending.is_none() {
+            tracked.ending = Some(ending);
+        }
+        if let Some(timer) = process.timeout_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let pid = process.pid;
+        signal_group(pid, Signal::SIGCONT);
+        signal_group(pid, Signal::SIGTERM);
+        if process.kill_timer.is_none() {
+            process.kill_timer = Some(ctx.run_later(grace, move |act, _| {
+                if act.tracked.get(&id).is_some_and(|t| t.process.is_some()) {
+                    tracing::info!(execution = %id, "grace period over: SIGKILL to the process group");
+                    signal_group(pid, Signal::SIGKILL);
+                }
+            }));
+        }
+    }
+
+    /// Shutdown: every running process group gets SIGTERM and the shutdown grace.
+    pub(super) fn interrupt_all(&mut self, ctx: &mut Context<Self>) {
+        let running: Vec<ExecutionId> =
+            self.tracked.iter().filter(|(_, t)| t.process.is_some()).map(|(id, _)| *id).collect();
+        if !running.is_empty() {
+            tracing::info!(
+                running = running.len(),
+                grace_s = self.settings.shutdown_grace.as_secs(),
+                "stopping running executions"
+            );
+        }
+        for id in running {
+            self.signal_ending(id, Ending::Shutdown, self.settings.shutdown_grace, ctx);
+        }
+    }
+
+    pub(super) fn notify_if_drained(&mut self) {
+        if !self.accepting && !self.tracked.values().any(|t| t.process.is_some()) {
+            for done in self.drained.drain(..) {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Makes an execution final. Its final row is queued behind all of its output, so
+    /// the read model shows the final state only once that row is committed: a client
+    /// that sees `succeeded` can read every line. Returns the final execution.
+    fn finish(
+        &mut self,
+        id: ExecutionId,
+        status: ExecutionStatus,
+        exit_code: Option<i32>,
+        error: Option<String>,
+        held_slot: bool,
+    ) -> Option<Execution> {
+        self.tracked.remove(&id);
+        let mut finished = self.live.get_mut(&id).map(|mut shown| {
+            shown.queue_position = None;
+            shown.clone()
+        })?;
+        finished.status = status;
+        finished.exit_code = exit_code;
+        finished.error = error;
+        finished.finished_at = Some(now());
+        if held_slot {
+            if let Some(state) = self.providers.get_mut(&finished.provider) {
+                state.queue.release();
+            }
+        }
+        let (store, live, stored) = (self.store.clone(), self.live.clone(), finished.clone());
+        actix::spawn(async move {
+            let row = stored.clone();
+            match store.write("finish execution", move |c| rows::mark_finished(c, &row)).await {
+                Ok(()) => {
+                    live.remove(&id);
+                }
+                // The read model shows the final state, so what clients see stays true.
+                Err(e) => {
+                    tracing::error!(execution = %id, error = %e, "storing a final state failed");
+                    live.insert(id, stored);
+                }
+            }
+        });
+        Some(finished)
+    }
+
+    fn set_status(&mut self, id: ExecutionId, status: ExecutionStatus) {
+        if let Some(mut shown) = self.live.get_mut(&id) {
+            shown.status = status;
+        }
+        self.store.write_detached("set execution status", move |c| rows::set_status(c, id, status));
+    }
+
+    /// Keeps `queue_position` exact for every waiting execution of a provider.
+    pub(super) fn refresh_positions(&self, provider: &str) {
+        let Some(state) = self.providers.get(provider) else { return };
+        for (position, id) in state.queue.order().enumerate() {
+            if let Some(mut shown) = self.live.get_mut(&id) {
+                shown.queue_position = Some(position as u32);
+            }
+        }
+    }
+
+    fn snapshot(&self, id: ExecutionId) -> Option<Execution> {
+        self.live.get(&id).map(|e| e.clone())
+    }
+
+    fn reply_now(&self, id: ExecutionId) -> Reply {
+        Box::pin(fut::ready(self.snapshot(id).ok_or(MonitorError::UnknownExecution(id))))
+    }
+
+    fn refuse(&self, id: ExecutionId, action: &'static str) -> Reply {
+        let result = match self.snapshot(id) {
+            Some(execution) => Err(MonitorError::InvalidTransition { action, execution: Box::new(execution) }),
+            None => Err(MonitorError::UnknownExecution(id)),
+        };
+        Box::pin(fut::ready(result))
+    }
+
+    /// The answer for an execution the monitor no longer tracks: it is final (409 with
+    /// its state) or it never existed (404).
+    fn not_active(&self, id: ExecutionId, action: &'static str) -> Reply {
+        if self.live.contains_key(&id) {
+            return self.refuse(id, action);
+        }
+        let store = self.store.clone();
+        Box::pin(
+            async move {
+                match store.read("get execution", move |c| rows::get(c, id)).await? {
+                    Some(execution) => Err(MonitorError::InvalidTransition { action, execution: Box::new(execution) }),
+                    None => Err(MonitorError::UnknownExecution(id)),
+                }
+            }
+            .into_actor(self),
+        )
+    }
+}

@@ -1,0 +1,251 @@
+//! Child processes of executions: spawn one in its own process group, capture stdout
+//! and stderr line by line into the store (a batch per read, so a flood costs few
+//! commits), signal its whole group, and recognise it again after a daemon crash.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+use crate::domain::{now, ExecutionId, OutputLine, OutputStream};
+use crate::store::{executions as rows, Store};
+
+/// Lines longer than this are split, so one line can never hold the whole output.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// How long output may keep flowing after the process group is gone (a process that
+/// escaped the group with setsid may hold the pipes open).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
+
+/// What to run.
+pub struct SpawnSpec {
+    pub id: ExecutionId,
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
+    pub env: BTreeMap<String, String>,
+}
+
+/// A started process group.
+#[derive(Debug, Clone, Copy)]
+pub struct Spawned {
+    /// The leader's pid, which is also the group id.
+    pub pid: i32,
+    /// The leader's start time in clock ticks since boot, to tell it from a later
+    /// process that reuses the pid.
+    pub start_ticks: Option<u64>,
+}
+
+/// How a process group ended, once all of its output is queued for the store.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessExit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub lines: u64,
+}
+
+impl ProcessExit {
+    fn from_status(status: std::io::Result<ExitStatus>, lines: u64) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match status {
+            Ok(status) => ProcessExit { code: status.code(), signal: status.signal(), lines },
+            Err(e) => {
+                tracing::error!(error = %e, "waiting for a child failed");
+                ProcessExit { code: None, signal: None, lines }
+            }
+        }
+    }
+}
+
+/// Spawns the process in a new process group with stdin closed, and a task on the
+/// current runtime that captures its output and, when it has ended and its group is
+/// gone, calls `on_exit`. Errors are for the user: "command not found: …".
+pub fn spawn(spec: SpawnSpec, store: Store, on_exit: impl FnOnce(ProcessExit) + 'static) -> Result<Spawned, String> {
+    let Some((program, args)) = spec.argv.split_first() else {
+        return Err("the profile's command is empty".into());
+    };
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .current_dir(&spec.cwd)
+        .envs(&spec.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    let mut child = command.spawn().map_err(|e| describe_spawn_error(program, &spec.cwd, &e))?;
+    let pid = child.id().map(|p| p as i32).ok_or("the process ended before it could be tracked")?;
+    let spawned = Spawned { pid, start_ticks: start_ticks(pid) };
+
+    let counter = Arc::new(AtomicU64::new(0));
+    let stdout = child
+        .stdout
+        .take()
+        .map(|out| actix_rt::spawn(capture(out, OutputStream::Stdout, spec.id, counter.clone(), store.clone())));
+    let stderr = child
+        .stderr
+        .take()
+        .map(|err| actix_rt::spawn(capture(err, OutputStream::Stderr, spec.id, counter.clone(), store.clone())));
+    actix_rt::spawn(async move {
+        let status = child.wait().await;
+        // The leader is gone: take every process left in its group with it.
+        signal_group(pid, Signal::SIGKILL);
+        let drain = async {
+            if let Some(task) = stdout {
+                let _ = task.await;
+            }
+            if let Some(task) = stderr {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(DRAIN_AFTER_EXIT, drain).await.is_err() {
+            tracing::warn!(execution = %spec.id, "output pipes stayed open after the process group ended");
+        }
+        on_exit(ProcessExit::from_status(status, counter.load(Ordering::Relaxed)));
+    });
+    Ok(spawned)
+}
+
+fn describe_spawn_error(program: &str, cwd: &std::path::Path, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound if !cwd.is_dir() => {
+            format!("the directory {} no longer exists", cwd.display())
+        }
+        std::io::ErrorKind::NotFound => format!("command not found: {program}"),
+        std::io::ErrorKind::PermissionDenied => format!("permission denied running {program}"),
+        _ => format!("cannot run {program}: {e}"),
+    }
+}
+
+/// Reads one stream to its end, numbering lines from the shared counter and queueing
+/// each chunk's lines as one write.
+async fn capture(
+    reader: impl AsyncRead + Unpin,
+    stream: OutputStream,
+    id: ExecutionId,
+    counter: Arc<AtomicU64>,
+    store: Store,
+) {
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let mut line: Vec<u8> = Vec::new();
+    loop {
+        let chunk = match reader.fill_buf().await {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                tracing::warn!(execution = %id, error = %e, "reading output failed");
+                break;
+            }
+        };
+        if chunk.is_empty() {
+            break;
+        }
+        let mut lines = Vec::new();
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(end) if line.len() + end <= MAX_LINE_BYTES => {
+                    line.extend_from_slice(&rest[..end]);
+                    lines.push(finish_line(&mut line, stream, &counter));
+                    rest = &rest[end + 1..];
+                }
+                _ => {
+                    let room = MAX_LINE_BYTES - line.len();
+                    let take = rest.len().min(room);
+                    line.extend_from_slice(&rest[..take]);
+                    rest = &rest[take..];
+                    if line.len() >= MAX_LINE_BYTES {
+                        let cut = char_boundary(&line);
+                        let tail = line.split_off(cut);
+                        lines.push(finish_line(&mut line, stream, &counter));
+                        line = tail;
+                    }
+                }
+            }
+        }
+        let consumed = chunk.len();
+        reader.consume(consumed);
+        persist(&store, id, lines);
+    }
+    if !line.is_empty() {
+        // A last line without a newline is kept.
+        let last = finish_line(&mut line, stream, &counter);
+        persist(&store, id, vec![last]);
+    }
+}
+
+fn finish_line(bytes: &mut Vec<u8>, stream: OutputStream, counter: &AtomicU64) -> OutputLine {
+    if bytes.last() == Some(&b'\r') {
+        bytes.pop();
+    }
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    bytes.clear();
+    OutputLine { n: counter.fetch_add(1, Ordering::Relaxed) + 1, stream, text, ts: now() }
+}
+
+/// Where to split an over-long line so that a UTF-8 character is not cut in two.
+fn char_boundary(bytes: &[u8]) -> usize {
+    match std::str::from_utf8(bytes) {
+        Err(e) if e.error_len().is_none() && e.valid_up_to() > 0 => e.valid_up_to(),
+        _ => bytes.len(),
+    }
+}
+
+fn persist(store: &Store, id: ExecutionId, lines: Vec<OutputLine>) {
+    if !lines.is_empty() {
+        store.write_detached("insert output", move |c| rows::insert_output(c, id, &lines));
+    }
+}
+
+/// Sends a signal to a whole process group; a group that is already gone is fine.
+pub fn signal_group(pgid: i32, signal: Signal) {
+    match killpg(Pid::from_raw(pgid), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(pgid, %signal, error = %e, "signalling a process group failed"),
+    }
+}
+
+/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat).
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = stat.rsplit_once(')')?.1;
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Kills the process group of an execution that ran before a crash, if its leader is
+/// still the process we started (same pid, same start time).
+pub fn kill_leftover_group(pid: i32, recorded_ticks: Option<u64>) -> bool {
+    match (start_ticks(pid), recorded_ticks) {
+        (Some(now_ticks), Some(then_ticks)) if now_ticks == then_ticks => {
+            signal_group(pid, Signal::SIGKILL);
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_keep_characters_whole() {
+        let mut bytes = "é".repeat(10).into_bytes();
+        bytes.truncate(7); // cuts the fourth 'é' in half
+        assert_eq!(char_boundary(&bytes), 6);
+        assert_eq!(char_boundary(b"plain"), 5);
+        assert_eq!(char_boundary(&[0xff, 0xfe]), 2);
+    }
+
+    #[test]
+    fn our_own_start_time_is_readable() {
+        let me = std::process::id() as i32;
+        assert!(start_ticks(me).is_some());
+        assert_eq!(start_ticks(me), start_ticks(me));
+        assert_eq!(start_ticks(i32::MAX), None);
+    }
+}

@@ -1,0 +1,273 @@
+//! Executions: one run of a profile in a directory, its states and its output lines, and
+//! how a profile's argv template becomes the argv that runs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// An execution's id: assigned in creation order by the ExecutionMonitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ExecutionId(pub i64);
+
+impl fmt::Display for ExecutionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where an execution is in its life. The last six are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    PendingApproval,
+    Queued,
+    Running,
+    Paused,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Denied,
+    TimedOut,
+    Interrupted,
+}
+
+impl ExecutionStatus {
+    pub const ALL: [ExecutionStatus; 10] = [
+        ExecutionStatus::PendingApproval,
+        ExecutionStatus::Queued,
+        ExecutionStatus::Running,
+        ExecutionStatus::Paused,
+        ExecutionStatus::Succeeded,
+        ExecutionStatus::Failed,
+        ExecutionStatus::Cancelled,
+        ExecutionStatus::Denied,
+        ExecutionStatus::TimedOut,
+        ExecutionStatus::Interrupted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::PendingApproval => "pending_approval",
+            ExecutionStatus::Queued => "queued",
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Paused => "paused",
+            ExecutionStatus::Succeeded => "succeeded",
+            ExecutionStatus::Failed => "failed",
+            ExecutionStatus::Cancelled => "cancelled",
+            ExecutionStatus::Denied => "denied",
+            ExecutionStatus::TimedOut => "timed_out",
+            ExecutionStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(
+            self,
+            ExecutionStatus::PendingApproval
+                | ExecutionStatus::Queued
+                | ExecutionStatus::Running
+                | ExecutionStatus::Paused
+        )
+    }
+}
+
+impl fmt::Display for ExecutionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Body of `POST /api/v1/executions`.
+#[derive(Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewExecution {
+    /// What the agent is asked; fills `{prompt}`. Passed as one argv element, never
+    /// through a shell, so it may hold any characters.
+    pub prompt: String,
+    /// Profile name (default `shell`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Workspace id or name. Exactly one of `workspace` and `cwd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// An existing absolute directory. Exactly one of `workspace` and `cwd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Extra environment, on top of the profile's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Seconds of running (pauses excluded) before it is killed; default: the profile's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+}
+
+impl fmt::Debug for NewExecution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewExecution")
+            .field("profile", &self.profile)
+            .field("workspace", &self.workspace)
+            .field("cwd", &self.cwd)
+            .field("prompt_len", &self.prompt.len())
+            .field("env", &format_args!("<{} vars hidden>", self.env.len()))
+            .field("timeout_s", &self.timeout_s)
+            .finish()
+    }
+}
+
+/// An execution as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Execution {
+    #[schema(value_type = i64)]
+    pub id: ExecutionId,
+    pub status: ExecutionStatus,
+    pub profile: String,
+    pub provider: String,
+    /// The workspace's name, or null when the execution ran in a plain `cwd`.
+    pub workspace: Option<String>,
+    pub cwd: String,
+    pub prompt: String,
+    /// The argv that runs (the profile's template, filled).
+    pub argv: Vec<String>,
+    pub timeout_s: Option<u64>,
+    pub exit_code: Option<i32>,
+    /// Why it failed or ended, in words (e.g. command not found).
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// How many executions of the same provider start before this one; null unless queued.
+    pub queue_position: Option<u32>,
+    #[schema(value_type = Option<i64>)]
+    pub retry_of: Option<ExecutionId>,
+    pub session_id: Option<i64>,
+    pub approval_id: Option<i64>,
+}
+
+/// Which stream an output line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+impl OutputStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// One line of output, numbered from 1 across both streams in the order read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OutputLine {
+    pub n: u64,
+    pub stream: OutputStream,
+    pub text: String,
+    pub ts: DateTime<Utc>,
+}
+
+/// `GET /api/v1/executions` filters.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExecutionFilter {
+    /// Comma-separated statuses, e.g. `queued,running`.
+    pub status: Option<String>,
+    /// Workspace name.
+    pub workspace: Option<String>,
+    pub profile: Option<String>,
+    pub provider: Option<String>,
+    pub session_id: Option<i64>,
+}
+
+/// What the placeholders of an argv template stand for.
+pub struct TemplateValues<'a> {
+    pub prompt: &'a str,
+    pub workspace: &'a str,
+    pub execution_id: ExecutionId,
+    pub session_id: Option<i64>,
+    pub session_uuid: Option<&'a str>,
+    pub turn: Option<u32>,
+}
+
+/// Fills a template. Placeholders are replaced inside each element; nothing is split or
+/// interpreted, so a prompt with quotes, `$()` or newlines stays one argument.
+pub fn fill_template(template: &[String], values: &TemplateValues<'_>) -> Vec<String> {
+    let id = values.execution_id.to_string();
+    let session_id = values.session_id.map(|s| s.to_string()).unwrap_or_default();
+    let turn = values.turn.map(|t| t.to_string()).unwrap_or_default();
+    let pairs: [(&str, &str); 6] = [
+        ("{prompt}", values.prompt),
+        ("{workspace}", values.workspace),
+        ("{execution_id}", &id),
+        ("{session_id}", &session_id),
+        ("{session_uuid}", values.session_uuid.unwrap_or("")),
+        ("{turn}", &turn),
+    ];
+    template.iter().map(|element| substitute(element, &pairs)).collect()
+}
+
+/// One left-to-right pass, so a value that itself contains `{prompt}` is not expanded.
+fn substitute(element: &str, pairs: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(element.len());
+    let mut rest = element;
+    'scan: while !rest.is_empty() {
+        if rest.starts_with('{') {
+            for (name, value) in pairs {
+                if let Some(after) = rest.strip_prefix(name) {
+                    out.push_str(value);
+                    rest = after;
+                    continue 'scan;
+                }
+            }
+        }
+        let next = rest.char_indices().nth(1).map(|(i, _)| i).unwrap_or(rest.len());
+        out.push_str(&rest[..next]);
+        rest = &rest[next..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(prompt: &str) -> TemplateValues<'_> {
+        TemplateValues {
+            prompt,
+            workspace: "/w",
+            execution_id: ExecutionId(7),
+            session_id: None,
+            session_uuid: None,
+            turn: None,
+        }
+    }
+
+    #[test]
+    fn placeholders_fill_single_elements_verbatim() {
+        let template: Vec<String> =
+            ["agent", "-p", "{prompt}", "--id={execution_id}", "{workspace}/x"].map(String::from).into();
+        let prompt = "it's \"$(rm -rf /)\"\nline two {workspace} ✓";
+        let argv = fill_template(&template, &values(prompt));
+        assert_eq!(argv, vec!["agent", "-p", prompt, "--id=7", "/w/x"]);
+    }
+
+    #[test]
+    fn statuses_round_trip_and_know_which_are_final() {
+        for status in ExecutionStatus::ALL {
+            assert_eq!(ExecutionStatus::parse(status.as_str()), Some(status));
+        }
+        assert!(!ExecutionStatus::Paused.is_final());
+        assert!(ExecutionStatus::TimedOut.is_final());
+    }
+}

@@ -1,0 +1,144 @@
+//! `/api/v1/executions`: thin handlers. Commands go to the ExecutionMonitor as one
+//! message each; reads come from the `ExecutionReader` (read model + database).
+
+use actix::Addr;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::pagination::{Page, PageQuery};
+use super::problem::{ApiError, Problem};
+use crate::actors::execution_monitor::{Cancel, Enqueue, ExecutionMonitor, ExecutionReader, Pause, Resume, Retry};
+use crate::domain::{Execution, ExecutionFilter, ExecutionId, NewExecution, OutputLine};
+
+type Monitor = web::Data<Addr<ExecutionMonitor>>;
+type Reader = web::Data<ExecutionReader>;
+
+/// Output lines per page by default, and at most.
+const OUTPUT_PAGE: usize = 1000;
+const OUTPUT_PAGE_MAX: usize = 10_000;
+
+/// `GET /api/v1/executions` query: filters and paging.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Comma-separated statuses, e.g. `queued,running`.
+    pub status: Option<String>,
+    /// Workspace name.
+    pub workspace: Option<String>,
+    pub profile: Option<String>,
+    pub provider: Option<String>,
+    pub session_id: Option<i64>,
+    /// Items per page, 1 to 500 (default 50).
+    pub limit: Option<usize>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// `GET /api/v1/executions/{id}/output` query.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OutputQuery {
+    /// Lines with `n` greater than this (default 0: from the start).
+    pub after: Option<u64>,
+    /// Lines per page, 1 to 10000 (default 1000).
+    pub limit: Option<usize>,
+}
+
+/// Queue an execution of a profile in a workspace or directory.
+#[utoipa::path(post, path = "/api/v1/executions", tag = "executions", request_body = NewExecution,
+    responses((status = 201, body = Execution), (status = 400, body = Problem),
+              (status = 404, description = "unknown profile or workspace", body = Problem),
+              (status = 422, body = Problem), (status = 503, description = "shutting down", body = Problem)))]
+pub async fn create(monitor: Monitor, body: web::Json<NewExecution>) -> Result<HttpResponse, ApiError> {
+    let execution = monitor.send(Enqueue { request: body.into_inner() }).await??;
+    Ok(HttpResponse::Created().json(execution))
+}
+
+/// Executions, newest first.
+#[utoipa::path(get, path = "/api/v1/executions", tag = "executions", params(ListQuery),
+    responses((status = 200, body = Page<Execution>), (status = 400, body = Problem)))]
+pub async fn list(reader: Reader, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let page = PageQuery { limit: query.limit, cursor: query.cursor };
+    let limit = page.limit()?;
+    let before = page.cursor::<i64>()?.map(ExecutionId);
+    let filter = ExecutionFilter {
+        status: query.status,
+        workspace: query.workspace,
+        profile: query.profile,
+        provider: query.provider,
+        session_id: query.session_id,
+    };
+    let (items, more) = reader.list(filter, before, limit).await?;
+    let next_cursor = if more { items.last().map(|e| e.id.to_string()) } else { None };
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
+
+/// One execution.
+#[utoipa::path(get, path = "/api/v1/executions/{id}", tag = "executions", params(("id" = i64, Path)),
+    responses((status = 200, body = Execution), (status = 404, body = Problem)))]
+pub async fn get(reader: Reader, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(reader.get(ExecutionId(*id)).await?))
+}
+
+/// Output lines, numbered from 1 across stdout and stderr.
+#[utoipa::path(get, path = "/api/v1/executions/{id}/output", tag = "executions",
+    params(("id" = i64, Path), OutputQuery),
+    responses((status = 200, body = Page<OutputLine>), (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub async fn output(
+    reader: Reader,
+    id: web::Path<i64>,
+    query: web::Query<OutputQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(OUTPUT_PAGE);
+    if !(1..=OUTPUT_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {OUTPUT_PAGE_MAX}, not {limit}")));
+    }
+    let items = reader.output(ExecutionId(*id), query.after.unwrap_or(0), limit + 1).await?;
+    let mut items = items;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|l| l.n.to_string())
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
+
+/// Cancel: a queued execution leaves its queue; a running one gets SIGTERM, then SIGKILL
+/// after 5 s. Returns the execution as it is now (poll for its final state).
+#[utoipa::path(post, path = "/api/v1/executions/{id}/cancel", tag = "executions", params(("id" = i64, Path)),
+    responses((status = 200, body = Execution), (status = 404, body = Problem),
+              (status = 409, description = "already final", body = Problem)))]
+pub async fn cancel(monitor: Monitor, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(monitor.send(Cancel { id: ExecutionId(*id) }).await??))
+}
+
+/// Pause a running execution (SIGSTOP to its process group); it keeps its slot.
+#[utoipa::path(post, path = "/api/v1/executions/{id}/pause", tag = "executions", params(("id" = i64, Path)),
+    responses((status = 200, body = Execution), (status = 404, body = Problem),
+              (status = 409, description = "not running", body = Problem)))]
+pub async fn pause(monitor: Monitor, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(monitor.send(Pause { id: ExecutionId(*id) }).await??))
+}
+
+/// Resume a paused execution (SIGCONT).
+#[utoipa::path(post, path = "/api/v1/executions/{id}/resume", tag = "executions", params(("id" = i64, Path)),
+    responses((status = 200, body = Execution), (status = 404, body = Problem),
+              (status = 409, description = "not paused", body = Problem)))]
+pub async fn resume(monitor: Monitor, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(monitor.send(Resume { id: ExecutionId(*id) }).await??))
+}
+
+/// Run a final execution's request again: a new execution with `retry_of` set, at the
+/// back of the queue.
+#[utoipa::path(post, path = "/api/v1/executions/{id}/retry", tag = "executions", params(("id" = i64, Path)),
+    responses((status = 201, body = Execution), (status = 404, body = Problem),
+              (status = 409, description = "not final yet", body = Problem)))]
+pub async fn retry(monitor: Monitor, reader: Reader, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let id = ExecutionId(*id);
+    let request = reader.request_of(id).await?;
+    let execution = monitor.send(Retry { id, request }).await??;
+    Ok(HttpResponse::Created().json(execution))
+}

@@ -1,0 +1,279 @@
+//! Rows of executions and their output lines. The ExecutionMonitor writes them through
+//! the store; the HTTP read side pages through them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, ToSql};
+
+use super::catalog::ts_column;
+use crate::domain::{
+    format_ts, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, OutputLine, OutputStream,
+};
+
+const COLUMNS: &str = "id, status, profile, provider, workspace, cwd, prompt, argv, timeout_s, exit_code, error, \
+     created_at, started_at, finished_at, retry_of, session_id, approval_id";
+
+fn json_err(e: serde_json::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+fn optional_ts(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    match row.get_ref(column)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        _ => ts_column(row, column).map(Some),
+    }
+}
+
+fn execution_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
+    let status: String = row.get(1)?;
+    let argv: String = row.get(7)?;
+    Ok(Execution {
+        id: ExecutionId(row.get(0)?),
+        status: ExecutionStatus::parse(&status).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, format!("status {status}").into())
+        })?,
+        profile: row.get(2)?,
+        provider: row.get(3)?,
+        workspace: row.get(4)?,
+        cwd: row.get(5)?,
+        prompt: row.get(6)?,
+        argv: serde_json::from_str(&argv)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, Box::new(e)))?,
+        timeout_s: row.get::<_, Option<i64>>(8)?.map(|t| t as u64),
+        exit_code: row.get(9)?,
+        error: row.get(10)?,
+        created_at: ts_column(row, 11)?,
+        started_at: optional_ts(row, 12)?,
+        finished_at: optional_ts(row, 13)?,
+        queue_position: None,
+        retry_of: row.get::<_, Option<i64>>(14)?.map(ExecutionId),
+        session_id: row.get(15)?,
+        approval_id: row.get(16)?,
+    })
+}
+
+/// Stores a new execution with its request's own env (kept for retries).
+pub fn insert(
+    conn: &Connection,
+    execution: &Execution,
+    env: &BTreeMap<String, String>,
+    queue_order: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO executions (id, status, profile, provider, workspace, cwd, prompt, argv, env, timeout_s,
+             created_at, retry_of, session_id, approval_id, queue_order)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?
+    .execute(params![
+        execution.id.0,
+        execution.status.as_str(),
+        execution.profile,
+        execution.provider,
+        execution.workspace,
+        execution.cwd,
+        execution.prompt,
+        serde_json::to_string(&execution.argv).map_err(json_err)?,
+        serde_json::to_string(env).map_err(json_err)?,
+        execution.timeout_s.map(|t| t as i64),
+        format_ts(&execution.created_at),
+        execution.retry_of.map(|r| r.0),
+        execution.session_id,
+        execution.approval_id,
+        queue_order,
+    ])?;
+    Ok(())
+}
+
+/// Records that the process started, with what recognises it after a crash.
+pub fn mark_started(
+    conn: &Connection,
+    id: ExecutionId,
+    started_at: DateTime<Utc>,
+    pid: i32,
+    start_ticks: Option<u64>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE executions SET status = 'running', started_at = ?2, pid = ?3, proc_start_ticks = ?4 WHERE id = ?1",
+    )?
+    .execute(params![id.0, format_ts(&started_at), pid, start_ticks.map(|t| t as i64)])?;
+    Ok(())
+}
+
+/// Records a non-final change of status (paused, running again).
+pub fn set_status(conn: &Connection, id: ExecutionId, status: ExecutionStatus) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE executions SET status = ?2 WHERE id = ?1")?.execute(params![id.0, status.as_str()])?;
+    Ok(())
+}
+
+/// Records the final state.
+pub fn mark_finished(conn: &Connection, execution: &Execution) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE executions SET status = ?2, exit_code = ?3, error = ?4, finished_at = ?5, pid = NULL WHERE id = ?1",
+    )?
+    .execute(params![
+        execution.id.0,
+        execution.status.as_str(),
+        execution.exit_code,
+        execution.error,
+        execution.finished_at.as_ref().map(format_ts),
+    ])?;
+    Ok(())
+}
+
+pub fn get(conn: &Connection, id: ExecutionId) -> rusqlite::Result<Option<Execution>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM executions WHERE id = ?1"))?
+        .query_row([id.0], execution_row)
+        .optional()
+}
+
+/// The request an execution was made from, for a retry.
+pub fn request_of(conn: &Connection, id: ExecutionId) -> rusqlite::Result<Option<NewExecution>> {
+    conn.prepare_cached("SELECT prompt, profile, workspace, cwd, env, timeout_s FROM executions WHERE id = ?1")?
+        .query_row([id.0], |row| {
+            let workspace: Option<String> = row.get(2)?;
+            let env: String = row.get(4)?;
+            Ok(NewExecution {
+                prompt: row.get(0)?,
+                profile: Some(row.get(1)?),
+                cwd: if workspace.is_none() { Some(row.get(3)?) } else { None },
+                workspace,
+                env: serde_json::from_str(&env).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+                })?,
+                timeout_s: row.get::<_, Option<i64>>(5)?.map(|t| t as u64),
+            })
+        })
+        .optional()
+}
+
+/// Newest first, after `before` (an id), filtered, at most `limit`.
+pub fn list(
+    conn: &Connection,
+    filter: &ExecutionFilter,
+    statuses: &[ExecutionStatus],
+    before: Option<ExecutionId>,
+    limit: usize,
+) -> rusqlite::Result<Vec<Execution>> {
+    let mut clauses: Vec<String> = Vec::new();
+    let mut values: Vec<Box<dyn ToSql>> = Vec::new();
+    if !statuses.is_empty() {
+        let marks = vec!["?"; statuses.len()].join(", ");
+        clauses.push(format!("status IN ({marks})"));
+        values.extend(statuses.iter().map(|s| Box::new(s.as_str()) as Box<dyn ToSql>));
+    }
+    for (column, value) in
+        [("workspace", &filter.workspace), ("profile", &filter.profile), ("provider", &filter.provider)]
+    {
+        if let Some(value) = value {
+            clauses.push(format!("{column} = ?"));
+            values.push(Box::new(value.clone()));
+        }
+    }
+    if let Some(session) = filter.session_id {
+        clauses.push("session_id = ?".into());
+        values.push(Box::new(session));
+    }
+    if let Some(before) = before {
+        clauses.push("id < ?".into());
+        values.push(Box::new(before.0));
+    }
+    let where_clause = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+    let sql = format!("SELECT {COLUMNS} FROM executions {where_clause} ORDER BY id DESC LIMIT {limit}");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(values.iter()), execution_row)?;
+    rows.collect()
+}
+
+/// An execution that was running or paused when the daemon last stopped.
+#[derive(Debug, Clone, Copy)]
+pub struct UnfinishedProcess {
+    pub id: ExecutionId,
+    /// Its process group leader, if it had started.
+    pub pid: Option<i32>,
+    pub start_ticks: Option<u64>,
+}
+
+pub fn unfinished_processes(conn: &Connection) -> rusqlite::Result<Vec<UnfinishedProcess>> {
+    let mut stmt =
+        conn.prepare("SELECT id, pid, proc_start_ticks FROM executions WHERE status IN ('running', 'paused')")?;
+    let rows = stmt.query_map([], |row| {
+        Ok(UnfinishedProcess {
+            id: ExecutionId(row.get(0)?),
+            pid: row.get(1)?,
+            start_ticks: row.get::<_, Option<i64>>(2)?.map(|t| t as u64),
+        })
+    })?;
+    rows.collect()
+}
+
+/// Marks what was running or paused as interrupted.
+pub fn interrupt_unfinished(conn: &Connection, reason: &str, at: DateTime<Utc>) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE executions SET status = 'interrupted', error = ?1, finished_at = ?2, pid = NULL
+         WHERE status IN ('running', 'paused')",
+        params![reason, format_ts(&at)],
+    )
+}
+
+/// An execution still queued when the daemon last stopped.
+#[derive(Debug, Clone)]
+pub struct QueuedExecution {
+    pub execution: Execution,
+    /// The request's own env.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Queued executions in their original order.
+pub fn queued(conn: &Connection) -> rusqlite::Result<Vec<QueuedExecution>> {
+    let mut stmt =
+        conn.prepare(&format!("SELECT {COLUMNS}, env FROM executions WHERE status = 'queued' ORDER BY queue_order"))?;
+    let rows = stmt.query_map([], |row| {
+        let env: String = row.get(17)?;
+        let env = serde_json::from_str(&env)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(17, rusqlite::types::Type::Text, Box::new(e)))?;
+        Ok(QueuedExecution { execution: execution_row(row)?, env })
+    })?;
+    rows.collect()
+}
+
+/// The largest id and queue order used so far.
+pub fn high_water(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("SELECT coalesce(max(id), 0), coalesce(max(queue_order), 0) FROM executions", [], |row| {
+        Ok((row.get(0)?, row.get(1)?))
+    })
+}
+
+/// Counts by status.
+pub fn count_by_status(conn: &Connection) -> rusqlite::Result<BTreeMap<String, u64>> {
+    let mut stmt = conn.prepare("SELECT status, count(*) FROM executions GROUP BY status")?;
+    let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)))?;
+    rows.collect()
+}
+
+pub fn insert_output(conn: &Connection, id: ExecutionId, lines: &[OutputLine]) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO execution_output (execution_id, n, stream, text, ts) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for line in lines {
+        stmt.execute(params![id.0, line.n as i64, line.stream.as_str(), line.text, format_ts(&line.ts)])?;
+    }
+    Ok(())
+}
+
+/// Lines with `n > after`, in order, at most `limit`.
+pub fn output(conn: &Connection, id: ExecutionId, after: u64, limit: usize) -> rusqlite::Result<Vec<OutputLine>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT n, stream, text, ts FROM execution_output WHERE execution_id = ?1 AND n > ?2 ORDER BY n LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![id.0, after as i64, limit as i64], |row| {
+        let stream: String = row.get(1)?;
+        Ok(OutputLine {
+            n: row.get::<_, i64>(0)? as u64,
+            stream: if stream == "stderr" { OutputStream::Stderr } else { OutputStream::Stdout },
+            text: row.get(2)?,
+            ts: ts_column(row, 3)?,
+        })
+    })?;
+    rows.collect()
+}
