@@ -1,5 +1,5 @@
 # warden: the two commands a fresh machine needs are `make run` and `make test`.
-.PHONY: run start stop test deps lint build
+.PHONY: run start stop test deps lint build bench
 
 CARGO ?= cargo
 NEXTEST_PROFILE ?= default
@@ -28,3 +28,9 @@ deps:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+## Benchmarks: a real daemon in a temp home driven over its API; figures to stdout and
+## BENCHMARKS.md. Not part of the tests.
+bench:
+	$(CARGO) build --release --bins
+	./target/release/warden-bench --write

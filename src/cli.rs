@@ -72,6 +72,18 @@ pub enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Print events as they happen (reconnects and resumes on its own).
+    Events {
+        /// Comma-separated types: exact, prefix.* or * (default).
+        #[arg(long)]
+        topics: Option<String>,
+        /// First replay stored events after this seq.
+        #[arg(long)]
+        since: Option<u64>,
+        /// Print each event's JSON envelope.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a queued or running execution.
     Cancel { id: i64 },
     /// Pause a running execution (SIGSTOP to its process group).

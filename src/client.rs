@@ -114,6 +114,94 @@ impl Client {
     }
 }
 
+/// One server-sent event.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SseMessage {
+    pub id: Option<u64>,
+    /// The `event:` field (`message` when absent).
+    pub event: String,
+    pub data: String,
+}
+
+/// Reads server-sent events from a response body.
+pub struct SseStream {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+    pending: std::collections::VecDeque<SseMessage>,
+}
+
+impl SseStream {
+    /// The next event; `None` when the server ended the stream.
+    pub async fn next(&mut self) -> Result<Option<SseMessage>, ClientError> {
+        loop {
+            if let Some(message) = self.pending.pop_front() {
+                return Ok(Some(message));
+            }
+            match self.response.chunk().await.map_err(|e| ClientError::Protocol(e.to_string()))? {
+                Some(chunk) => {
+                    self.buffer.extend_from_slice(&chunk);
+                    self.parse();
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Moves every complete event (ended by a blank line) from the buffer to `pending`.
+    fn parse(&mut self) {
+        while let Some(end) = find_blank_line(&self.buffer) {
+            let block: Vec<u8> = self.buffer.drain(..end.0).collect();
+            self.buffer.drain(..end.1 - end.0);
+            let text = String::from_utf8_lossy(&block);
+            let mut message = SseMessage { event: "message".into(), ..Default::default() };
+            let mut data: Vec<&str> = Vec::new();
+            let mut any_field = false;
+            for line in text.lines() {
+                if line.starts_with(':') {
+                    continue;
+                }
+                let (field, value) =
+                    line.split_once(':').map(|(f, v)| (f, v.strip_prefix(' ').unwrap_or(v))).unwrap_or((line, ""));
+                any_field = true;
+                match field {
+                    "id" => message.id = value.trim().parse().ok(),
+                    "event" => message.event = value.to_owned(),
+                    "data" => data.push(value),
+                    _ => {}
+                }
+            }
+            if any_field {
+                message.data = data.join("\n");
+                self.pending.push_back(message);
+            }
+        }
+    }
+}
+
+/// Where the first blank line is: (start of the separator, end of it).
+fn find_blank_line(buffer: &[u8]) -> Option<(usize, usize)> {
+    buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2))
+}
+
+impl Client {
+    /// Opens an SSE stream, resuming after `last_event_id` when given.
+    pub async fn sse(&self, path: &str, last_event_id: Option<u64>) -> Result<SseStream, ClientError> {
+        let mut request = self.http.get(format!("{}{}", self.base, path)).bearer_auth(&self.token);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response =
+            request.send().await.map_err(|source| ClientError::Unreachable { url: self.base.clone(), source })?;
+        if !response.status().is_success() {
+            return Err(decode::<serde_json::Value>(response)
+                .await
+                .err()
+                .unwrap_or_else(|| ClientError::Protocol("an error status with a success body".into())));
+        }
+        Ok(SseStream { response, buffer: Vec::new(), pending: Default::default() })
+    }
+}
+
 async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, ClientError> {
     let status = response.status();
     let bytes = response.bytes().await.map_err(|e| ClientError::Protocol(e.to_string()))?;

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::actors::session_registry::FlowLimits;
+use crate::actors::ws_session::Heartbeat;
 use crate::domain::{validate_name, Profile, ProfileSpec, ProviderLimits};
 use crate::home::Home;
 
@@ -35,6 +37,9 @@ struct ServerSection {
     shutdown_grace_s: u64,
     cors_origins: Vec<String>,
     workers: usize,
+    ws_ping_interval_s: u64,
+    ws_timeout_s: u64,
+    sse_keepalive_s: u64,
 }
 
 impl Default for ServerSection {
@@ -46,6 +51,9 @@ impl Default for ServerSection {
             shutdown_grace_s: 30,
             cors_origins: Vec::new(),
             workers: 2,
+            ws_ping_interval_s: 30,
+            ws_timeout_s: 60,
+            sse_keepalive_s: 15,
         }
     }
 }
@@ -75,6 +83,10 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// HTTP worker threads.
     pub workers: usize,
+    /// Pings, client timeout and SSE keep-alives of live clients.
+    pub heartbeat: Heartbeat,
+    /// Backpressure thresholds of live clients.
+    pub flow_limits: FlowLimits,
     /// Providers from the file, plus `local`.
     pub providers: BTreeMap<String, ProviderLimits>,
     /// Profiles from the file, plus the built-in `shell`.
@@ -109,6 +121,12 @@ impl Config {
         }
         if server.max_clients == 0 {
             return Err("server.max_clients must be at least 1".into());
+        }
+        if server.ws_ping_interval_s == 0 || server.ws_timeout_s <= server.ws_ping_interval_s {
+            return Err("server.ws_timeout_s must be longer than server.ws_ping_interval_s (and both above 0)".into());
+        }
+        if server.sse_keepalive_s == 0 {
+            return Err("server.sse_keepalive_s must be at least 1".into());
         }
         if server.workers == 0 || server.workers > 64 {
             return Err("server.workers must be between 1 and 64".into());
@@ -149,6 +167,12 @@ impl Config {
             kill_grace: Duration::from_secs(5),
             cors_origins: server.cors_origins,
             workers: server.workers,
+            heartbeat: Heartbeat {
+                ping_interval: Duration::from_secs(server.ws_ping_interval_s),
+                client_timeout: Duration::from_secs(server.ws_timeout_s),
+                sse_keepalive: Duration::from_secs(server.sse_keepalive_s),
+            },
+            flow_limits: FlowLimits::default(),
             providers,
             profiles,
         })

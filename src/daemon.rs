@@ -15,7 +15,7 @@ use crate::actors::supervisor::{Actors, DaemonInfo, Shutdown, Supervisor};
 use crate::config::Config;
 use crate::domain::now;
 use crate::home::{Home, PidLock, ServerInfo};
-use crate::http::{self, auth::Access, HttpState};
+use crate::http::{self, auth::Access, events::LiveSettings, HttpState};
 use crate::store::Store;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -83,14 +83,18 @@ impl Daemon {
             kill_grace: config.kill_grace,
             shutdown_grace: config.shutdown_grace,
         };
-        let actors: Actors = Supervisor::launch(&config, store, info, settings).await.context("starting the actors")?;
+        let actors: Actors =
+            Supervisor::launch(&config, store.clone(), info, settings).await.context("starting the actors")?;
 
         let state = HttpState {
             actors: actors.clone(),
             access: Access::new(token.clone(), addr.ip(), addr.port()),
             cors_origins: config.cors_origins.clone(),
+            live: LiveSettings { store: store.clone(), heartbeat: config.heartbeat, limits: config.flow_limits },
         };
+        let user_timeout = config.heartbeat.client_timeout;
         let server = HttpServer::new(move || http::app(&state))
+            .on_connect(move |connection, _| tune_socket(connection, user_timeout))
             .listen(listener)
             .context("listening")?
             .workers(config.workers)
@@ -124,6 +128,25 @@ impl Daemon {
         result
     }
 }
+
+/// Accepted sockets get a small send buffer, so that what warden counts as queued for a
+/// client is most of what is really waiting, and `TCP_USER_TIMEOUT`, so a client that
+/// stops reading entirely is dropped by the kernel (no timer in the process can unstick
+/// a blocked write).
+fn tune_socket(connection: &dyn std::any::Any, user_timeout: std::time::Duration) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else { return };
+    let millis = user_timeout.as_millis().min(u32::MAX as u128) as u32;
+    if let Err(e) = setsockopt(stream, sockopt::TcpUserTimeout, &millis) {
+        tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
+    }
+    if let Err(e) = setsockopt(stream, sockopt::SndBuf, &SEND_BUFFER) {
+        tracing::debug!(error = %e, "cannot set SO_SNDBUF");
+    }
+}
+
+/// The send buffer asked for (Linux doubles it).
+const SEND_BUFFER: usize = 64 * 1024;
 
 /// Binds the asked-for address; a busy port falls back to a free one (said in the log,
 /// recorded in `server.json`).

@@ -5,3 +5,4 @@ pub mod approval_arbiter;
 pub mod execution_monitor;
 pub mod session_registry;
 pub mod supervisor;
+pub mod ws_session;

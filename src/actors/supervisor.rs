@@ -13,9 +13,9 @@ use super::approval_arbiter::{ApprovalArbiter, CountPending};
 use super::execution_monitor::{
     process, ExecutionMonitor, ExecutionReader, GetCounts, MonitorCounts, MonitorSeed, MonitorSettings, StopAccepting,
 };
-use super::session_registry::{ClientCounts, CountClients, SessionRegistry};
+use super::session_registry::{ClientCounts, CountClients, Deliver, SessionRegistry};
 use crate::config::Config;
-use crate::domain::now;
+use crate::domain::{now, NewEvent};
 use crate::store::{catalog, executions, Store, StoreError};
 
 /// Facts about this daemon process that never change while it runs.
@@ -109,11 +109,20 @@ impl Supervisor {
         if !seed.queued.is_empty() {
             tracing::info!(queued = seed.queued.len(), "queued executions from the last run start again in order");
         }
-        let registry = SessionRegistry::new(config.max_clients).start();
+        let last_seq = SessionRegistry::last_seq_in(&store).await?;
+        let registry = SessionRegistry::new(config.max_clients, last_seq).start();
+        let sink = registry.clone();
+        store.set_event_sink(Box::new(move |events| sink.do_send(Deliver { events })));
         let monitor = ExecutionMonitor::new(store.clone(), settings, seed);
         let executions = ExecutionReader::new(monitor.live(), store.clone());
         let monitor = monitor.start();
         let arbiter = ApprovalArbiter::new().start();
+        let started = serde_json::json!({ "version": info.version, "pid": info.pid, "url": info.url });
+        store
+            .record("record daemon start", move |c, log| {
+                log.record(c, NewEvent::new("daemon.started", started)).map(|_| ())
+            })
+            .await?;
         let supervisor = Supervisor {
             info,
             store,
@@ -167,6 +176,12 @@ impl Handler<Shutdown> for Supervisor {
             async move {
                 if first {
                     tracing::info!("shutting down: no new work is accepted");
+                    let stopping = NewEvent::new("daemon.stopping", serde_json::json!({}));
+                    if let Err(e) =
+                        store.record("record daemon stop", move |c, log| log.record(c, stopping).map(|_| ())).await
+                    {
+                        tracing::error!(error = %e, "recording daemon.stopping failed");
+                    }
                 }
                 if let Err(e) = monitor.send(StopAccepting).await {
                     tracing::error!(error = %e, "execution monitor did not answer the shutdown");

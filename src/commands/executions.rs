@@ -10,12 +10,9 @@ use serde_json::json;
 
 use super::{absolute_path, print_json, print_table, Outcome, Remote};
 use crate::cli::ExecArgs;
-use crate::client::Client;
-use crate::domain::{Execution, OutputLine, OutputStream};
+use crate::client::{Client, ClientError};
+use crate::domain::{Envelope, Execution, OutputLine, OutputStream};
 use crate::http::pagination::Page;
-
-/// How often `--follow` asks for new output while an execution runs.
-const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
 pub async fn exec(remote: &Remote, args: ExecArgs) -> anyhow::Result<Outcome> {
     let client = remote.client()?;
@@ -72,17 +69,84 @@ fn exit_code_of(execution: &Execution) -> i32 {
     }
 }
 
-/// Prints output as it arrives until the execution is final; returns it.
+/// Prints output as it arrives (the execution's event stream) until the execution is
+/// final; returns it. A dropped connection resumes after the last event seen, so
+/// nothing is printed twice.
 async fn follow(client: &Client, id: i64) -> anyhow::Result<Execution> {
-    let mut after = 0;
+    let mut last_seen: Option<u64> = None;
+    let mut retry = Retry::new();
     loop {
-        // Read the status first: once it is final, everything it printed is stored.
-        let execution: Execution = client.get(&format!("/api/v1/executions/{id}")).await?;
-        after = print_output(client, id, after).await?;
-        if execution.status.is_final() {
-            return Ok(execution);
+        let mut stream = match client.sse(&format!("/api/v1/executions/{id}/stream"), last_seen).await {
+            Ok(stream) => stream,
+            Err(e @ ClientError::Problem { .. }) => return Err(e.into()),
+            Err(e) => {
+                retry.wait(&e).await?;
+                continue;
+            }
+        };
+        loop {
+            match stream.next().await {
+                Ok(Some(message)) => {
+                    retry.reset();
+                    if message.id.is_some() {
+                        last_seen = message.id;
+                    }
+                    match message.event.as_str() {
+                        "execution.output" => print_event_line(&message.data)?,
+                        "end" => return Ok(serde_json::from_str(&message.data)?),
+                        _ => {}
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    retry.wait(&e).await?;
+                    break;
+                }
+            }
         }
-        tokio::time::sleep(FOLLOW_POLL).await;
+    }
+}
+
+/// Prints an `execution.output` event's line on the stream it came from.
+fn print_event_line(envelope: &str) -> anyhow::Result<()> {
+    let envelope: Envelope = serde_json::from_str(envelope)?;
+    let text = envelope.data["text"].as_str().unwrap_or("");
+    if envelope.data["stream"] == "stderr" {
+        eprintln!("{text}");
+    } else {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{text}")?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// Reconnection with backoff: 100 ms doubling to 5 s, giving up after a minute without
+/// a single event.
+pub struct Retry {
+    delay: Duration,
+    since: Option<std::time::Instant>,
+}
+
+impl Retry {
+    pub fn new() -> Self {
+        Retry { delay: Duration::from_millis(100), since: None }
+    }
+
+    pub fn reset(&mut self) {
+        self.delay = Duration::from_millis(100);
+        self.since = None;
+    }
+
+    pub async fn wait(&mut self, error: &ClientError) -> anyhow::Result<()> {
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() > Duration::from_secs(60) {
+            anyhow::bail!("lost the connection to warden for a minute: {error}");
+        }
+        tracing::info!(error = %error, delay_ms = self.delay.as_millis() as u64, "connection lost; reconnecting");
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(5));
+        Ok(())
     }
 }
 
@@ -201,4 +265,69 @@ pub async fn control(remote: &Remote, id: i64, action: &str) -> anyhow::Result<O
         _ => println!("{} {}", execution.id, execution.status),
     }
     Ok(Outcome::Done)
+}
+
+/// `warden events`: tails the event stream, resuming after the last event on reconnect.
+pub async fn events(
+    remote: &Remote,
+    topics: Option<String>,
+    since: Option<u64>,
+    json: bool,
+) -> anyhow::Result<Outcome> {
+    let client = remote.client()?;
+    let mut path = "/api/v1/events".to_owned();
+    let mut query = Vec::new();
+    if let Some(topics) = topics {
+        query.push(format!("topics={topics}"));
+    }
+    if let Some(since) = since {
+        query.push(format!("since={since}"));
+    }
+    if !query.is_empty() {
+        path = format!("{path}?{}", query.join("&"));
+    }
+    let mut last_seen: Option<u64> = None;
+    let mut retry = Retry::new();
+    loop {
+        let mut stream = match client.sse(&path, last_seen).await {
+            Ok(stream) => stream,
+            Err(e @ ClientError::Problem { .. }) => return Err(e.into()),
+            Err(e) => {
+                retry.wait(&e).await?;
+                continue;
+            }
+        };
+        loop {
+            let message = match stream.next().await {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(e) => {
+                    retry.wait(&e).await?;
+                    break;
+                }
+            };
+            retry.reset();
+            if message.id.is_some() {
+                last_seen = message.id;
+            }
+            let mut out = std::io::stdout().lock();
+            if json || message.event == "skipped" {
+                writeln!(out, "{}", message.data)?;
+            } else if let Ok(envelope) = serde_json::from_str::<Envelope>(&message.data) {
+                writeln!(out, "{}", describe(&envelope))?;
+            }
+            out.flush()?;
+        }
+    }
+}
+
+/// One line for a person: seq, type, what it is about, the gist.
+fn describe(event: &Envelope) -> String {
+    let about = event.execution_id.map(|id| format!(" execution {id}")).unwrap_or_default();
+    let gist = match event.kind.as_str() {
+        "execution.output" => event.data["text"].as_str().unwrap_or("").to_owned(),
+        kind if kind.starts_with("execution.") => event.data["status"].as_str().unwrap_or("").to_owned(),
+        _ => event.data.to_string(),
+    };
+    format!("{:>6}  {:<20}{about}  {gist}", event.seq, event.kind)
 }

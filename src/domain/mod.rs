@@ -2,8 +2,10 @@
 //! them and the API shows them. Validation rules that belong to a noun live beside it, so
 //! the config file and the API apply the same ones.
 
+mod event;
 mod execution;
 
+pub use event::*;
 pub use execution::*;
 
 use std::collections::BTreeMap;

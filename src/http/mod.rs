@@ -3,6 +3,7 @@
 //! to problem+json in `problem.rs`; the guards live in `auth.rs`.
 
 pub mod auth;
+pub mod events;
 pub mod executions;
 pub mod openapi;
 pub mod pagination;
@@ -32,6 +33,7 @@ pub struct HttpState {
     pub access: Access,
     /// Origins allowed to make cross-origin requests (the daemon's own are added).
     pub cors_origins: Vec<String>,
+    pub live: events::LiveSettings,
 }
 
 /// Builds the app: guards, error mapping, routes.
@@ -54,6 +56,7 @@ pub fn app(
         .app_data(web::Data::new(actors.arbiter.clone()))
         .app_data(web::Data::new(actors.registry.clone()))
         .app_data(web::Data::new(actors.executions.clone()))
+        .app_data(web::Data::new(state.live.clone()))
         .app_data(web::JsonConfig::default().limit(BODY_LIMIT).error_handler(problem::json_error))
         .app_data(web::PayloadConfig::new(BODY_LIMIT))
         .app_data(web::QueryConfig::default().error_handler(problem::query_error))
@@ -83,7 +86,11 @@ fn api_routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/executions/{id}/cancel").post(executions::cancel))
         .service(web::resource("/executions/{id}/pause").post(executions::pause))
         .service(web::resource("/executions/{id}/resume").post(executions::resume))
-        .service(web::resource("/executions/{id}/retry").post(executions::retry));
+        .service(web::resource("/executions/{id}/retry").post(executions::retry))
+        .service(web::resource("/executions/{id}/stream").get(events::execution_stream))
+        .service(web::resource("/events").get(events::sse))
+        .service(web::resource("/events/history").get(events::history))
+        .service(web::resource("/ws").get(events::ws));
 }
 
 /// Cross-origin requests only from configured origins and the daemon's own addresses

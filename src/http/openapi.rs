@@ -7,7 +7,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{executions, problem, profiles, system, workspaces};
+use super::{events, executions, problem, profiles, system, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +25,7 @@ use super::{executions, problem, profiles, system, workspaces};
         profiles::list_providers, profiles::get_provider, profiles::set_provider,
         executions::create, executions::list, executions::get, executions::output,
         executions::cancel, executions::pause, executions::resume, executions::retry,
+        events::execution_stream, events::sse, events::history, events::ws,
     ),
     components(schemas(problem::Problem)),
     modifiers(&BearerToken),

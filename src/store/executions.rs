@@ -251,16 +251,6 @@ pub fn count_by_status(conn: &Connection) -> rusqlite::Result<BTreeMap<String, u
     rows.collect()
 }
 
-pub fn insert_output(conn: &Connection, id: ExecutionId, lines: &[OutputLine]) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO execution_output (execution_id, n, stream, text, ts) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for line in lines {
-        stmt.execute(params![id.0, line.n as i64, line.stream.as_str(), line.text, format_ts(&line.ts)])?;
-    }
-    Ok(())
-}
-
 /// Lines with `n > after`, in order, at most `limit`.
 pub fn output(conn: &Connection, id: ExecutionId, after: u64, limit: usize) -> rusqlite::Result<Vec<OutputLine>> {
     let mut stmt = conn.prepare_cached(

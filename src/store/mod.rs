@@ -4,6 +4,7 @@
 //! the typed queries in the submodules; nothing else opens the database.
 
 pub mod catalog;
+pub mod events;
 pub mod executions;
 mod writer;
 
@@ -14,7 +15,8 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
-pub use writer::WriterStats;
+pub use events::{EventLog, OutputSource};
+pub use writer::{EventSink, WriterStats};
 
 /// Errors from the database, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,7 @@ fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("../../migrations/0001_init.sql")),
         M::up(include_str!("../../migrations/0002_executions.sql")),
+        M::up(include_str!("../../migrations/0003_events.sql")),
     ])
 }
 
@@ -94,7 +97,8 @@ impl Store {
 
         let manager = SqliteConnectionManager::file(path).with_init(|c| configure(c));
         let pool = r2d2::Pool::builder().max_size(8).connection_timeout(Duration::from_secs(10)).build(manager)?;
-        Ok(Store { pool, writer: writer::WriterHandle::start(conn) })
+        let log = EventLog::open(&conn).map_err(open_err)?;
+        Ok(Store { pool, writer: writer::WriterHandle::start(conn, log) })
     }
 
     /// Runs `f` inside the next group-commit transaction and answers once that
@@ -104,16 +108,31 @@ impl Store {
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        self.writer.write(op, move |conn, _| f(conn)).await
+    }
+
+    /// Like [`Store::write`], and `f` may record events: they commit with its changes
+    /// and are delivered after the commit.
+    pub async fn record<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection, &mut EventLog) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
         self.writer.write(op, f).await
     }
 
-    /// Queues a write without waiting for its commit (output lines, events): it is
+    /// Queues a write (which may record events) without waiting for its commit: it is
     /// committed in order with everything queued before it.
-    pub fn write_detached<F>(&self, op: &'static str, f: F)
+    pub fn record_detached<F>(&self, op: &'static str, f: F)
     where
-        F: FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
+        F: FnOnce(&Connection, &mut EventLog) -> rusqlite::Result<()> + Send + 'static,
     {
         self.writer.write_detached(op, f)
+    }
+
+    /// Where committed events go (set once, by the Supervisor, to the SessionRegistry).
+    pub fn set_event_sink(&self, sink: EventSink) {
+        self.writer.set_sink(sink)
     }
 
     /// Waits until everything queued so far is committed.

@@ -1,17 +1,23 @@
 //! The one writer of the database: a dedicated thread that takes every queued write,
 //! runs as many as are waiting inside one transaction (each in its own savepoint, so one
-//! failure spoils nothing else), commits once and only then answers them. A burst of
-//! output lines therefore costs a few commits, not one each.
+//! failure spoils nothing else), commits once and only then answers them and hands the
+//! batch's events to the event sink, in `seq` order. A burst of output lines therefore
+//! costs a few commits, not one each.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::events::EventLog;
 use super::{QueryContext, StoreError};
+use crate::domain::Event;
+
+/// Receives every committed batch's events, in order (the SessionRegistry).
+pub type EventSink = Box<dyn Fn(Vec<Arc<Event>>) + Send>;
 
 /// The most writes one transaction takes, so a flood still commits regularly.
 const MAX_BATCH: usize = 4096;
@@ -19,7 +25,7 @@ const MAX_BATCH: usize = 4096;
 /// What runs after the commit: tells the waiting caller how it went.
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// One write: runs inside the batch transaction and returns its completion.
-type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+type Job = Box<dyn FnOnce(&Connection, &mut EventLog) -> Completion + Send>;
 
 /// Counters of the writer, for `/metrics` and the benchmarks.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -42,28 +48,36 @@ struct Counters {
 pub(super) struct WriterHandle {
     jobs: mpsc::Sender<Job>,
     counters: Arc<Counters>,
+    sink: Arc<Mutex<Option<EventSink>>>,
 }
 
 impl WriterHandle {
-    pub(super) fn start(conn: Connection) -> Self {
+    pub(super) fn start(conn: Connection, log: EventLog) -> Self {
         let (jobs, queue) = mpsc::channel::<Job>();
         let counters = Arc::new(Counters::default());
-        let thread_counters = counters.clone();
+        let sink: Arc<Mutex<Option<EventSink>>> = Arc::new(Mutex::new(None));
+        let (thread_counters, thread_sink) = (counters.clone(), sink.clone());
         std::thread::Builder::new()
             .name("warden-store-writer".into())
-            .spawn(move || run(conn, queue, &thread_counters))
+            .spawn(move || run(conn, log, queue, &thread_counters, &thread_sink))
             .expect("spawning the store writer thread");
-        WriterHandle { jobs, counters }
+        WriterHandle { jobs, counters, sink }
+    }
+
+    pub(super) fn set_sink(&self, sink: EventSink) {
+        if let Ok(mut slot) = self.sink.lock() {
+            *slot = Some(sink);
+        }
     }
 
     pub(super) async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&Connection, &mut EventLog) -> rusqlite::Result<T> + Send + 'static,
         T: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = in_savepoint(conn, f).op(op);
+        let job: Job = Box::new(move |conn, log| {
+            let result = in_savepoint(conn, log, f).op(op);
             Box::new(move |commit| {
                 let outcome = match commit {
                     Ok(()) => result,
@@ -78,10 +92,10 @@ impl WriterHandle {
 
     pub(super) fn write_detached<F>(&self, op: &'static str, f: F)
     where
-        F: FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
+        F: FnOnce(&Connection, &mut EventLog) -> rusqlite::Result<()> + Send + 'static,
     {
-        let job: Job = Box::new(move |conn| {
-            if let Err(e) = in_savepoint(conn, f) {
+        let job: Job = Box::new(move |conn, log| {
+            if let Err(e) = in_savepoint(conn, log, f) {
                 tracing::error!(error = %e, op, "detached write failed");
             }
             Box::new(move |commit| {
@@ -106,34 +120,48 @@ impl WriterHandle {
     }
 }
 
-/// Runs `f` in a savepoint: its changes stay if it succeeds and vanish if it fails.
-fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+/// Runs `f` in a savepoint: its changes (and events) stay if it succeeds and vanish if
+/// it fails.
+fn in_savepoint<T>(
+    conn: &Connection,
+    log: &mut EventLog,
+    f: impl FnOnce(&Connection, &mut EventLog) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let mark = log.mark();
     conn.execute_batch("SAVEPOINT job")?;
-    match f(conn) {
+    match f(conn, log) {
         Ok(value) => {
             conn.execute_batch("RELEASE job")?;
             Ok(value)
         }
         Err(e) => {
+            log.rollback_to(mark);
             conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
             Err(e)
         }
     }
 }
 
-fn run(conn: Connection, queue: mpsc::Receiver<Job>, counters: &Counters) {
+fn run(
+    conn: Connection,
+    mut log: EventLog,
+    queue: mpsc::Receiver<Job>,
+    counters: &Counters,
+    sink: &Mutex<Option<EventSink>>,
+) {
     // Ends when every handle is dropped and the queue is drained.
     while let Ok(first) = queue.recv() {
         let started = Instant::now();
+        let batch_start = log.mark();
         let mut completions: Vec<Completion> = Vec::new();
         let begin = conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string());
         if let Err(e) = &begin {
             tracing::error!(error = %e, "store writer cannot begin a transaction");
         }
-        completions.push(first(&conn));
+        completions.push(first(&conn, &mut log));
         while completions.len() < MAX_BATCH {
             match queue.try_recv() {
-                Ok(job) => completions.push(job(&conn)),
+                Ok(job) => completions.push(job(&conn, &mut log)),
                 Err(_) => break,
             }
         }
@@ -141,6 +169,15 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>, counters: &Counters) {
         if let Err(e) = &commit {
             tracing::error!(error = %e, writes = completions.len(), "store commit failed");
             let _ = conn.execute_batch("ROLLBACK");
+            log.rollback_to(batch_start);
+        }
+        let events = log.take();
+        if !events.is_empty() {
+            if let Ok(sink) = sink.lock() {
+                if let Some(deliver) = sink.as_ref() {
+                    deliver(events);
+                }
+            }
         }
         let n = completions.len() as u64;
         counters.commits.fetch_add(1, Ordering::Relaxed);

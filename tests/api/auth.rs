@@ -28,6 +28,10 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/executions/{id}/pause"),
     ("POST", "/api/v1/executions/{id}/resume"),
     ("POST", "/api/v1/executions/{id}/retry"),
+    ("GET", "/api/v1/executions/{id}/stream"),
+    ("GET", "/api/v1/events"),
+    ("GET", "/api/v1/events/history"),
+    ("GET", "/api/v1/ws"),
 ];
 
 fn concrete(path: &str) -> String {

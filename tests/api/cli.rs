@@ -298,3 +298,69 @@ async fn client_commands_honour_url_and_token_overrides() {
     assert_eq!(nowhere.status.code(), Some(1));
     assert!(stderr(&nowhere).contains("warden start"), "says how to fix it: {}", stderr(&nowhere));
 }
+
+#[actix_web::test]
+async fn exec_follow_prints_the_output_and_exits_with_the_execution_s_code() {
+    let d = spawn_for_executions().await;
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(warden_bin())
+        .args(["exec", "--follow", "echo out; echo err >&2; pwd; exit 7"])
+        .env("WARDEN_HOME", d.home.dir())
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(7), "stderr: {}", stderr(&output));
+    let cwd = std::fs::canonicalize(dir.path()).unwrap();
+    assert_eq!(stdout(&output), format!("out\n{}\n", cwd.display()), "runs in the current directory by default");
+    assert_eq!(stderr(&output), "err\n");
+
+    let ok = warden(d.home.dir(), &["exec", "-f", "--cwd", "/tmp", "echo", "several", "words"]).await;
+    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(stdout(&ok), "several words\n");
+}
+
+#[actix_web::test]
+async fn exec_prints_the_id_and_the_other_commands_find_it() {
+    let d = spawn_for_executions().await;
+    let home = d.home.dir();
+    let created = warden(home, &["exec", "--cwd", "/tmp", "--env", "GREETING=hello", "echo $GREETING; sleep 30"]).await;
+    assert!(created.status.success(), "{}", stderr(&created));
+    let id = stdout(&created).trim().to_owned();
+    assert!(id.parse::<i64>().is_ok(), "prints the id: {id:?}");
+    d.wait_status(&serde_json::json!(id.parse::<i64>().unwrap()), "running").await;
+
+    let listed = stdout(&warden(home, &["ls"]).await);
+    assert!(listed.contains(&id) && listed.contains("running") && listed.contains("echo $GREETING"), "{listed}");
+    let json: Value =
+        serde_json::from_slice(&warden(home, &["ls", "--status", "running", "--json"]).await.stdout).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+
+    let shown = stdout(&warden(home, &["show", &id]).await);
+    assert!(shown.contains("running") && shown.contains("/tmp"), "{shown}");
+
+    let paused = warden(home, &["pause", &id]).await;
+    assert!(stdout(&paused).contains("paused"), "{}", stdout(&paused));
+    let again = warden(home, &["pause", &id]).await;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("cannot pause"), "{}", stderr(&again));
+    assert!(stdout(&warden(home, &["resume", &id]).await).contains("running"));
+
+    let cancelled = warden(home, &["cancel", &id]).await;
+    assert!(cancelled.status.success(), "{}", stderr(&cancelled));
+    let execution = d.wait_final(&serde_json::json!(id.parse::<i64>().unwrap())).await;
+    assert_eq!(execution["status"], "cancelled");
+
+    let logs = warden(home, &["logs", &id]).await;
+    assert_eq!(stdout(&logs), "hello\n");
+    let follow = warden(home, &["logs", "-f", &id]).await;
+    assert_eq!(stdout(&follow), stdout(&logs), "logs -f of an ended execution prints the same and stops");
+    assert_eq!(follow.status.code(), Some(1), "a cancelled execution has no exit code of its own");
+
+    let retried = warden(home, &["retry", &id]).await;
+    assert!(stdout(&retried).contains(&format!("retry of {id}")), "{}", stdout(&retried));
+
+    let missing = warden(home, &["show", "9999"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("no execution 9999"), "{}", stderr(&missing));
+}

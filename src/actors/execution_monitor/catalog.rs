@@ -10,7 +10,8 @@ use utoipa::ToSchema;
 
 use super::{ExecutionMonitor, MonitorError, ProviderState};
 use crate::domain::{
-    canonical_dir, now, validate_name, Origin, Profile, ProfileSpec, Provider, ProviderLimits, Workspace, WorkspaceKey,
+    canonical_dir, now, validate_name, NewEvent, Origin, Profile, ProfileSpec, Provider, ProviderLimits, Workspace,
+    WorkspaceKey,
 };
 use crate::store::catalog as rows;
 
@@ -146,6 +147,26 @@ pub struct SetProviderLimits {
     pub limits: ProviderLimits,
 }
 
+fn workspace_event(kind: &'static str, workspace: &Workspace) -> NewEvent {
+    NewEvent {
+        workspace: Some(workspace.name.clone()),
+        ..NewEvent::new(kind, serde_json::to_value(workspace).unwrap_or_default())
+    }
+}
+
+/// `profile.changed` with what happened (`created`, `updated`, `deleted`); the profile's
+/// env is left out, it may hold secrets.
+fn profile_event(action: &str, profile: &Profile) -> NewEvent {
+    let data = serde_json::json!({
+        "action": action,
+        "name": profile.name,
+        "provider": profile.spec.provider,
+        "command": profile.spec.command,
+        "approval": profile.spec.approval,
+    });
+    NewEvent::new("profile.changed", data)
+}
+
 impl ExecutionMonitor {
     /// Runs `write` (a commit) while the actor handles nothing else, then applies its
     /// result to the in-memory catalog; `apply` makes the reply.
@@ -237,7 +258,11 @@ impl Handler<CreateWorkspace> for ExecutionMonitor {
             let canonical = checked?;
             let created_at = now();
             store
-                .write("insert workspace", move |c| rows::insert_workspace(c, &name, &canonical, created_at))
+                .record("insert workspace", move |c, log| {
+                    let workspace = rows::insert_workspace(c, &name, &canonical, created_at)?;
+                    log.record(c, workspace_event("workspace.created", &workspace))?;
+                    Ok(workspace)
+                })
                 .await
                 .map_err(MonitorError::from)
         };
@@ -257,8 +282,13 @@ impl Handler<DeleteWorkspace> for ExecutionMonitor {
         let store = self.store.clone();
         let write = async move {
             let workspace = found?;
-            let id = workspace.id;
-            store.write("delete workspace", move |c| rows::delete_workspace(c, id)).await?;
+            let deleted = workspace.clone();
+            store
+                .record("delete workspace", move |c, log| {
+                    rows::delete_workspace(c, deleted.id)?;
+                    log.record(c, workspace_event("workspace.deleted", &deleted)).map(|_| ())
+                })
+                .await?;
             Ok(workspace)
         };
         self.atomically(write, |act, workspace, _| {
@@ -301,7 +331,12 @@ impl Handler<CreateProfile> for ExecutionMonitor {
         let write = async move {
             let profile = checked?;
             let stored = profile.clone();
-            store.write("insert profile", move |c| rows::upsert_profile(c, &stored, now())).await?;
+            store
+                .record("insert profile", move |c, log| {
+                    rows::upsert_profile(c, &stored, now())?;
+                    log.record(c, profile_event("created", &stored)).map(|_| ())
+                })
+                .await?;
             Ok(profile)
         };
         self.atomically(write, |act, profile, _| act.install_profile(profile))
@@ -320,7 +355,12 @@ impl Handler<UpdateProfile> for ExecutionMonitor {
         let write = async move {
             let profile = checked?;
             let stored = profile.clone();
-            store.write("update profile", move |c| rows::upsert_profile(c, &stored, now())).await?;
+            store
+                .record("update profile", move |c, log| {
+                    rows::upsert_profile(c, &stored, now())?;
+                    log.record(c, profile_event("updated", &stored)).map(|_| ())
+                })
+                .await?;
             Ok(profile)
         };
         self.atomically(write, |act, profile, _| act.install_profile(profile))
@@ -335,8 +375,13 @@ impl Handler<DeleteProfile> for ExecutionMonitor {
         let store = self.store.clone();
         let write = async move {
             let profile = checked?;
-            let name = profile.name.clone();
-            store.write("delete profile", move |c| rows::delete_profile(c, &name)).await?;
+            let deleted = profile.clone();
+            store
+                .record("delete profile", move |c, log| {
+                    rows::delete_profile(c, &deleted.name)?;
+                    log.record(c, profile_event("deleted", &deleted)).map(|_| ())
+                })
+                .await?;
             Ok(profile)
         };
         self.atomically(write, |act, profile, _| {
@@ -389,7 +434,13 @@ impl Handler<SetProviderLimits> for ExecutionMonitor {
         let write = async move {
             checked?;
             let stored = name.clone();
-            store.write("set provider limits", move |c| rows::upsert_provider(c, &stored, limits, now())).await?;
+            store
+                .record("set provider limits", move |c, log| {
+                    rows::upsert_provider(c, &stored, limits, now())?;
+                    let data = serde_json::json!({ "name": stored, "max_concurrent": limits.max_concurrent, "rate_per_minute": limits.rate_per_minute });
+                    log.record(c, NewEvent::new("provider.changed", data)).map(|_| ())
+                })
+                .await?;
             Ok((name, limits))
         };
         self.atomically(write, |act, (name, limits), ctx| {

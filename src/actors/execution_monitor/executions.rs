@@ -13,10 +13,11 @@ use super::process::{self, signal_group, ProcessExit, SpawnSpec};
 use super::queue::NextStart;
 use super::{ExecutionMonitor, MonitorError, ProviderState};
 use crate::domain::{
-    canonical_dir, fill_template, now, validate_env, Execution, ExecutionId, ExecutionStatus, NewExecution,
+    canonical_dir, fill_template, now, validate_env, Execution, ExecutionId, ExecutionStatus, NewEvent, NewExecution,
     ProviderLimits, TemplateValues, WorkspaceKey,
 };
 use crate::store::executions as rows;
+use crate::store::OutputSource;
 
 type Reply = ResponseActFuture<ExecutionMonitor, Result<Execution, MonitorError>>;
 
@@ -219,6 +220,18 @@ impl Handler<ProcessEnded> for ExecutionMonitor {
     }
 }
 
+/// An event about an execution, carrying the whole execution as its data.
+pub(super) fn execution_event(kind: &'static str, execution: &Execution) -> NewEvent {
+    NewEvent {
+        kind,
+        execution_id: Some(execution.id),
+        approval_id: execution.approval_id,
+        session_id: execution.session_id,
+        workspace: execution.workspace.clone(),
+        data: serde_json::to_value(execution).unwrap_or_default(),
+    }
+}
+
 impl ExecutionMonitor {
     /// Validates a request, gives it an id and a place at the back of its provider's
     /// queue, and replies once its row is committed (only then may it start).
@@ -238,7 +251,16 @@ impl ExecutionMonitor {
         self.tracked.insert(id, Tracked { env: env.clone(), process: None, ending: None });
 
         let store = self.store.clone();
-        let write = async move { store.write("insert execution", move |c| rows::insert(c, &shown, &env, order)).await };
+        let write = async move {
+            store
+                .record("insert execution", move |c, log| {
+                    rows::insert(c, &shown, &env, order)?;
+                    log.record(c, execution_event("execution.created", &shown))?;
+                    log.record(c, execution_event("execution.queued", &shown))?;
+                    Ok(())
+                })
+                .await
+        };
         Box::pin(write.into_actor(self).map(move |stored, act, ctx| match stored {
             Ok(()) => {
                 if let Some(state) = act.providers.get_mut(&provider) {
@@ -385,7 +407,9 @@ impl ExecutionMonitor {
         env.insert("WARDEN_EXECUTION_ID".into(), id.to_string());
         env.insert("WARDEN_URL".into(), self.settings.url.clone());
         env.insert("WARDEN_TOKEN".into(), self.settings.token.clone());
-        let spec = SpawnSpec { id, argv: execution.argv.clone(), cwd: execution.cwd.clone().into(), env };
+        let source =
+            OutputSource { execution_id: id, session_id: execution.session_id, workspace: execution.workspace.clone() };
+        let spec = SpawnSpec { source, argv: execution.argv.clone(), cwd: execution.cwd.clone().into(), env };
         let monitor = ctx.address();
         let spawned = process::spawn(spec, self.store.clone(), move |exit| monitor.do_send(ProcessEnded { id, exit }));
         match spawned {
@@ -406,8 +430,13 @@ impl ExecutionMonitor {
                     });
                 }
                 self.arm_timeout(id, ctx);
-                self.store.write_detached("mark execution started", move |c| {
-                    rows::mark_started(c, id, started_at, spawned.pid, spawned.start_ticks)
+                let shown = self.snapshot(id);
+                self.store.record_detached("mark execution started", move |c, log| {
+                    rows::mark_started(c, id, started_at, spawned.pid, spawned.start_ticks)?;
+                    if let Some(shown) = &shown {
+                        log.record(c, execution_event("execution.started", shown))?;
+                    }
+                    Ok(())
                 });
                 tracing::debug!(execution = %id, pid = spawned.pid, "execution started");
             }
@@ -505,7 +534,12 @@ impl ExecutionMonitor {
         let (store, live, stored) = (self.store.clone(), self.live.clone(), finished.clone());
         actix::spawn(async move {
             let row = stored.clone();
-            match store.write("finish execution", move |c| rows::mark_finished(c, &row)).await {
+            let finished = store.record("finish execution", move |c, log| {
+                rows::mark_finished(c, &row)?;
+                log.record(c, execution_event("execution.finished", &row))?;
+                Ok(())
+            });
+            match finished.await {
                 Ok(()) => {
                     live.remove(&id);
                 }
@@ -519,11 +553,20 @@ impl ExecutionMonitor {
         Some(finished)
     }
 
+    /// Paused or running again: the read model, the row and the event.
     fn set_status(&mut self, id: ExecutionId, status: ExecutionStatus) {
-        if let Some(mut shown) = self.live.get_mut(&id) {
+        let Some(shown) = self.live.get_mut(&id).map(|mut shown| {
             shown.status = status;
-        }
-        self.store.write_detached("set execution status", move |c| rows::set_status(c, id, status));
+            shown.clone()
+        }) else {
+            return;
+        };
+        let kind = if status == ExecutionStatus::Paused { "execution.paused" } else { "execution.resumed" };
+        self.store.record_detached("set execution status", move |c, log| {
+            rows::set_status(c, id, status)?;
+            log.record(c, execution_event(kind, &shown))?;
+            Ok(())
+        });
     }
 
     /// Keeps `queue_position` exact for every waiting execution of a provider.

@@ -13,8 +13,8 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
-use crate::domain::{now, ExecutionId, OutputLine, OutputStream};
-use crate::store::{executions as rows, Store};
+use crate::domain::{now, OutputLine, OutputStream};
+use crate::store::{OutputSource, Store};
 
 /// Lines longer than this are split, so one line can never hold the whole output.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -24,7 +24,8 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
 
 /// What to run.
 pub struct SpawnSpec {
-    pub id: ExecutionId,
+    /// Whose output this is, for its events.
+    pub source: OutputSource,
     pub argv: Vec<String>,
     pub cwd: PathBuf,
     pub env: BTreeMap<String, String>,
@@ -83,14 +84,16 @@ pub fn spawn(spec: SpawnSpec, store: Store, on_exit: impl FnOnce(ProcessExit) + 
     let spawned = Spawned { pid, start_ticks: start_ticks(pid) };
 
     let counter = Arc::new(AtomicU64::new(0));
+    let id = spec.source.execution_id;
+    let source = Arc::new(spec.source);
     let stdout = child
         .stdout
         .take()
-        .map(|out| actix_rt::spawn(capture(out, OutputStream::Stdout, spec.id, counter.clone(), store.clone())));
+        .map(|out| actix_rt::spawn(capture(out, OutputStream::Stdout, source.clone(), counter.clone(), store.clone())));
     let stderr = child
         .stderr
         .take()
-        .map(|err| actix_rt::spawn(capture(err, OutputStream::Stderr, spec.id, counter.clone(), store.clone())));
+        .map(|err| actix_rt::spawn(capture(err, OutputStream::Stderr, source.clone(), counter.clone(), store.clone())));
     actix_rt::spawn(async move {
         let status = child.wait().await;
         // The leader is gone: take every process left in its group with it.
@@ -104,7 +107,7 @@ pub fn spawn(spec: SpawnSpec, store: Store, on_exit: impl FnOnce(ProcessExit) + 
             }
         };
         if tokio::time::timeout(DRAIN_AFTER_EXIT, drain).await.is_err() {
-            tracing::warn!(execution = %spec.id, "output pipes stayed open after the process group ended");
+            tracing::warn!(execution = %id, "output pipes stayed open after the process group ended");
         }
         on_exit(ProcessExit::from_status(status, counter.load(Ordering::Relaxed)));
     });
@@ -127,10 +130,11 @@ fn describe_spawn_error(program: &str, cwd: &std::path::Path, e: &std::io::Error
 async fn capture(
     reader: impl AsyncRead + Unpin,
     stream: OutputStream,
-    id: ExecutionId,
+    source: Arc<OutputSource>,
     counter: Arc<AtomicU64>,
     store: Store,
 ) {
+    let id = source.execution_id;
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let mut line: Vec<u8> = Vec::new();
     loop {
@@ -169,12 +173,12 @@ async fn capture(
         }
         let consumed = chunk.len();
         reader.consume(consumed);
-        persist(&store, id, lines);
+        persist(&store, &source, lines);
     }
     if !line.is_empty() {
         // A last line without a newline is kept.
         let last = finish_line(&mut line, stream, &counter);
-        persist(&store, id, vec![last]);
+        persist(&store, &source, vec![last]);
     }
 }
 
@@ -195,9 +199,11 @@ fn char_boundary(bytes: &[u8]) -> usize {
     }
 }
 
-fn persist(store: &Store, id: ExecutionId, lines: Vec<OutputLine>) {
+/// Stores a chunk's lines as `execution.output` events, in one write.
+fn persist(store: &Store, source: &Arc<OutputSource>, lines: Vec<OutputLine>) {
     if !lines.is_empty() {
-        store.write_detached("insert output", move |c| rows::insert_output(c, id, &lines));
+        let source = source.clone();
+        store.record_detached("insert output", move |c, log| log.record_output(c, &source, &lines));
     }
 }
 

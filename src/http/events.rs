@@ -1,0 +1,322 @@
+//! Live events over HTTP: `GET /api/v1/ws` (WebSocket, served by a `WsSession` actor),
+//! `GET /api/v1/events` (SSE), `GET /api/v1/executions/{id}/stream` (SSE of one
+//! execution, ending with `event: end`) and `GET /api/v1/events/history` (JSON pages).
+//! Every live client takes a slot from the SessionRegistry first.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use utoipa::IntoParams;
+
+use super::problem::{ApiError, Problem};
+use crate::actors::execution_monitor::ExecutionReader;
+use crate::actors::session_registry::{
+    self, ClientId, ClientQueue, Detach, FlowLimits, Outbound, Reservation, Reserve, SessionRegistry, TooManyClients,
+    Transport,
+};
+use crate::actors::ws_session::{CountingBody, Heartbeat, WsSession, WsSessionParts};
+use crate::domain::{Envelope, EventFilter, ExecutionId};
+use crate::store::{events as log, Store};
+
+/// What live clients need besides the actors.
+#[derive(Clone)]
+pub struct LiveSettings {
+    pub store: Store,
+    pub heartbeat: Heartbeat,
+    pub limits: FlowLimits,
+}
+
+type Registry = web::Data<Addr<SessionRegistry>>;
+type Live = web::Data<LiveSettings>;
+
+/// `?topics=&execution_id=&session_id=&since=` for the event streams.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Comma-separated types: exact (`execution.finished`), prefix (`execution.*`) or `*`
+    /// (default).
+    pub topics: Option<String>,
+    pub execution_id: Option<i64>,
+    pub session_id: Option<i64>,
+    /// Replay stored events after this `seq` first (`Last-Event-ID` overrides it).
+    pub since: Option<u64>,
+    /// History pages only: events per page, 1 to 1000 (default 100).
+    pub limit: Option<usize>,
+}
+
+impl EventsQuery {
+    fn filter(&self) -> Result<EventFilter, ApiError> {
+        let topics: Vec<String> = match &self.topics {
+            Some(text) if !text.trim().is_empty() => text.split(',').map(|t| t.trim().to_owned()).collect(),
+            _ => vec!["*".to_owned()],
+        };
+        let filter =
+            EventFilter { topics, execution_id: self.execution_id.map(ExecutionId), session_id: self.session_id };
+        filter.validate().map_err(ApiError::bad_request)?;
+        Ok(filter)
+    }
+}
+
+impl From<TooManyClients> for ApiError {
+    fn from(e: TooManyClients) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_clients", e.to_string())
+    }
+}
+
+/// `Last-Event-ID`, which wins over `since`.
+fn resume_point(req: &HttpRequest, since: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match req.headers().get("last-event-id") {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be an event seq (a whole number)")),
+        None => Ok(since),
+    }
+}
+
+async fn reserve(registry: &Registry) -> Result<Reservation, ApiError> {
+    Ok(registry.send(Reserve).await??)
+}
+
+/// The WebSocket: `hello` first, then `subscribe` / `unsubscribe` from the client and
+/// `event` / `skipped` / `error` from the server.
+#[utoipa::path(get, path = "/api/v1/ws", tag = "events",
+    responses((status = 101, description = "switching to the WebSocket protocol"),
+              (status = 400, body = Problem), (status = 503, description = "too many clients", body = Problem)))]
+pub async fn ws(
+    req: HttpRequest,
+    body: web::Payload,
+    registry: Registry,
+    live: Live,
+) -> Result<HttpResponse, ApiError> {
+    let reservation = reserve(&registry).await?;
+    let (response, session, stream) = match actix_ws::handle(&req, body) {
+        Ok(parts) => parts,
+        Err(e) => {
+            registry.do_send(Detach { id: reservation.id });
+            return Err(ApiError::bad_request(format!("not a WebSocket upgrade: {e}")));
+        }
+    };
+    let (queue, outbound) = ClientQueue::new(Transport::WebSocket, live.limits);
+    let counted = queue.clone();
+    WsSession::start(WsSessionParts {
+        id: reservation.id,
+        last_seq: reservation.last_seq,
+        registry: registry.get_ref().clone(),
+        store: live.store.clone(),
+        heartbeat: live.heartbeat,
+        queue,
+        outbound,
+        session,
+        stream,
+    });
+    Ok(response.map_body(|_, body| BoxBody::new(CountingBody::new(body, counted))))
+}
+
+/// Server-sent events: `id:` is the seq, `event:` the type, `data:` the envelope.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventsQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "resume after this seq")),
+    responses((status = 200, description = "an event stream", content_type = "text/event-stream"),
+              (status = 400, body = Problem), (status = 503, description = "too many clients", body = Problem)))]
+pub async fn sse(
+    req: HttpRequest,
+    query: web::Query<EventsQuery>,
+    registry: Registry,
+    live: Live,
+) -> Result<HttpResponse, ApiError> {
+    let filter = query.filter()?;
+    let since = resume_point(&req, query.since)?;
+    let reservation = reserve(&registry).await?;
+    let (queue, outbound) = ClientQueue::new(Transport::Sse, live.limits);
+    let body = SseBody::new(outbound, queue.clone(), live.heartbeat.sse_keepalive, None, &registry, reservation.id);
+    let (registry, store) = (registry.get_ref().clone(), live.store.clone());
+    actix::spawn(async move {
+        if let Err(e) = session_registry::subscribe(&registry, &store, reservation.id, &queue, filter, since).await {
+            tracing::warn!(error = %e, "SSE subscription failed");
+            queue.close("replay failed");
+        }
+    });
+    Ok(sse_response(body))
+}
+
+/// One execution as SSE: its stored events (output and status) from `since` (or the
+/// start), then live, then `event: end` with the final execution, then the stream ends.
+#[utoipa::path(get, path = "/api/v1/executions/{id}/stream", tag = "events", params(("id" = i64, Path),
+        ("since" = Option<u64>, Query, description = "resume after this seq"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "resume after this seq")),
+    responses((status = 200, description = "an event stream", content_type = "text/event-stream"),
+              (status = 404, body = Problem), (status = 503, description = "too many clients", body = Problem)))]
+pub async fn execution_stream(
+    req: HttpRequest,
+    id: web::Path<i64>,
+    query: web::Query<EventsQuery>,
+    reader: web::Data<ExecutionReader>,
+    registry: Registry,
+    live: Live,
+) -> Result<HttpResponse, ApiError> {
+    let id = ExecutionId(*id);
+    reader.get(id).await?;
+    let since = resume_point(&req, query.since)?.unwrap_or(0);
+    let reservation = reserve(&registry).await?;
+    let (queue, outbound) = ClientQueue::new(Transport::Sse, live.limits);
+    let body = SseBody::new(outbound, queue.clone(), live.heartbeat.sse_keepalive, Some(id), &registry, reservation.id);
+    let filter = EventFilter { topics: vec!["execution.*".into()], execution_id: Some(id), session_id: None };
+    let (registry, store, reader) = (registry.get_ref().clone(), live.store.clone(), reader.get_ref().clone());
+    actix::spawn(async move {
+        let subscribed =
+            session_registry::subscribe(&registry, &store, reservation.id, &queue, filter, Some(since)).await;
+        if let Err(e) = subscribed {
+            tracing::warn!(error = %e, "execution stream subscription failed");
+            queue.close("replay failed");
+            return;
+        }
+        // Resumed after its end: nothing more will come, so end now.
+        let finished = store.read("find the finish", move |c| log::finished_seq(c, id)).await.ok().flatten();
+        if finished.is_some_and(|seq| seq <= since) {
+            if let Ok(execution) = reader.get(id).await {
+                queue.push_end(serde_json::to_string(&execution).unwrap_or_default());
+            }
+        }
+    });
+    Ok(sse_response(body))
+}
+
+fn sse_response(body: SseBody) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .body(body)
+}
+
+/// Stored events as JSON pages, for scripts.
+#[utoipa::path(get, path = "/api/v1/events/history", tag = "events", params(EventsQuery),
+    responses((status = 200, description = "`{items: [event envelopes], next_cursor}`", body = super::pagination::Page<Envelope>),
+              (status = 400, body = Problem)))]
+pub async fn history(query: web::Query<EventsQuery>, live: Live) -> Result<HttpResponse, ApiError> {
+    let filter = query.filter()?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and 1000, not {limit}")));
+    }
+    let after = query.since.unwrap_or(0);
+    let page =
+        live.store.read("read event history", move |c| log::replay(c, &filter, after, u64::MAX, limit + 1)).await?;
+    let more = page.len() > limit;
+    let items: Vec<&str> = page.iter().take(limit).map(|e| e.json.as_str()).collect();
+    let next_cursor = if more { page.get(limit - 1).map(|e| e.seq.to_string()) } else { None };
+    let body = format!(
+        "{{\"items\":[{}],\"next_cursor\":{}}}",
+        items.join(","),
+        serde_json::to_string(&next_cursor).unwrap_or_else(|_| "null".into())
+    );
+    Ok(HttpResponse::Ok().content_type("application/json").body(body))
+}
+
+/// Frees the client's slot when its stream is dropped (the client went away).
+struct ClientGuard {
+    id: ClientId,
+    registry: Addr<SessionRegistry>,
+    queue: Arc<ClientQueue>,
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.queue.close("the stream ended");
+        self.registry.do_send(Detach { id: self.id });
+    }
+}
+
+/// An SSE response body: the client's queue, keep-alive comments, and for an execution
+/// stream, `event: end` after its `execution.finished`.
+struct SseBody {
+    outbound: mpsc::UnboundedReceiver<Outbound>,
+    queue: Arc<ClientQueue>,
+    keepalive: tokio::time::Interval,
+    /// End after this execution's `execution.finished`.
+    end_after: Option<ExecutionId>,
+    done: bool,
+    _guard: ClientGuard,
+}
+
+impl SseBody {
+    fn new(
+        outbound: mpsc::UnboundedReceiver<Outbound>,
+        queue: Arc<ClientQueue>,
+        keepalive: Duration,
+        end_after: Option<ExecutionId>,
+        registry: &Registry,
+        id: ClientId,
+    ) -> Self {
+        let keepalive = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+        let guard = ClientGuard { id, registry: registry.get_ref().clone(), queue: queue.clone() };
+        SseBody { outbound, queue, keepalive, end_after, done: false, _guard: guard }
+    }
+
+    /// The bytes for one queued item; marks the stream done when it ends it.
+    fn frame(&mut self, item: Outbound) -> Option<Bytes> {
+        let bytes = item.sse_bytes()?;
+        self.queue.sent(bytes.len());
+        match &item {
+            Outbound::End(_) => self.done = true,
+            Outbound::Event(event)
+                if event.kind == "execution.finished"
+                    && event.execution_id.is_some()
+                    && event.execution_id == self.end_after =>
+            {
+                self.done = true;
+                let execution = serde_json::from_str::<Envelope>(&event.json).map(|e| e.data).unwrap_or_default();
+                let end = Outbound::End(execution.to_string()).sse_bytes().unwrap_or_default();
+                return Some([bytes, end].concat().into());
+            }
+            _ => {}
+        }
+        Some(bytes)
+    }
+}
+
+impl Stream for SseBody {
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.outbound.poll_recv(cx) {
+            Poll::Ready(Some(item)) => match self.frame(item) {
+                Some(bytes) => Poll::Ready(Some(Ok(bytes))),
+                // A close: the stream ends.
+                None => Poll::Ready(None),
+            },
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match self.keepalive.poll_tick(cx) {
+                Poll::Ready(_) => Poll::Ready(Some(Ok(Bytes::from_static(b": keepalive\n\n")))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl MessageBody for SseBody {
+    type Error = actix_web::Error;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        actix_web::body::BodySize::Stream
+    }
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Stream::poll_next(self, cx)
+    }
+}
