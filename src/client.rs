@@ -184,6 +184,32 @@ fn find_blank_line(buffer: &[u8]) -> Option<(usize, usize)> {
 }
 
 impl Client {
+    /// Stored events of `topics` (and one execution, if given) with
+    /// `from_seq <= seq <= to_seq`: what a `skipped` notice says a client missed.
+    pub async fn events_between(
+        &self,
+        topics: &str,
+        execution_id: Option<i64>,
+        from_seq: u64,
+        to_seq: u64,
+    ) -> Result<Vec<crate::domain::Envelope>, ClientError> {
+        let mut events = Vec::new();
+        let mut after = from_seq.saturating_sub(1);
+        let narrow = execution_id.map(|id| format!("&execution_id={id}")).unwrap_or_default();
+        loop {
+            let page: serde_json::Value =
+                self.get(&format!("/api/v1/events/history?topics={topics}{narrow}&since={after}&limit=1000")).await?;
+            let items: Vec<crate::domain::Envelope> = serde_json::from_value(page["items"].clone())
+                .map_err(|e| ClientError::Protocol(format!("event history: {e}")))?;
+            let Some(last) = items.last().map(|e| e.seq) else { return Ok(events) };
+            events.extend(items.into_iter().filter(|e| e.seq <= to_seq));
+            if last >= to_seq || page["next_cursor"].is_null() {
+                return Ok(events);
+            }
+            after = last;
+        }
+    }
+
     /// Opens an SSE stream, resuming after `last_event_id` when given.
     pub async fn sse(&self, path: &str, last_event_id: Option<u64>) -> Result<SseStream, ClientError> {
         let mut request = self.http.get(format!("{}{}", self.base, path)).bearer_auth(&self.token);

@@ -92,7 +92,16 @@ async fn follow(client: &Client, id: i64) -> anyhow::Result<Execution> {
                         last_seen = message.id;
                     }
                     match message.event.as_str() {
-                        "execution.output" => print_event_line(&message.data)?,
+                        "execution.output" => print_event_line(&serde_json::from_str(&message.data)?)?,
+                        // The stream skipped lines while we were slow: fetch them.
+                        "skipped" => {
+                            let notice: serde_json::Value = serde_json::from_str(&message.data)?;
+                            let (from, to) =
+                                (notice["from_seq"].as_u64().unwrap_or(0), notice["to_seq"].as_u64().unwrap_or(0));
+                            for event in client.events_between("execution.output", Some(id), from, to).await? {
+                                print_event_line(&event)?;
+                            }
+                        }
                         "end" => return Ok(serde_json::from_str(&message.data)?),
                         _ => {}
                     }
@@ -108,8 +117,7 @@ async fn follow(client: &Client, id: i64) -> anyhow::Result<Execution> {
 }
 
 /// Prints an `execution.output` event's line on the stream it came from.
-fn print_event_line(envelope: &str) -> anyhow::Result<()> {
-    let envelope: Envelope = serde_json::from_str(envelope)?;
+fn print_event_line(envelope: &Envelope) -> anyhow::Result<()> {
     let text = envelope.data["text"].as_str().unwrap_or("");
     if envelope.data["stream"] == "stderr" {
         eprintln!("{text}");

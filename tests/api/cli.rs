@@ -364,3 +364,57 @@ async fn exec_prints_the_id_and_the_other_commands_find_it() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(stderr(&missing).contains("no execution 9999"), "{}", stderr(&missing));
 }
+
+#[actix_web::test]
+async fn logs_follow_prints_exactly_what_logs_prints_even_for_a_burst() {
+    let d = spawn_for_executions().await;
+    let home = d.home.dir();
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("go");
+    // Follow from before the burst, so the lines arrive live (and partly skipped).
+    let script =
+        format!("echo first; while [ ! -e {} ]; do sleep 0.02; done; seq 1 50000; echo oops >&2", gate.display());
+    let id = d.exec(&script).await["id"].to_string();
+    wait_until("the first line", Duration::from_secs(10), || async {
+        (!d.output(&serde_json::json!(id.parse::<i64>().unwrap())).await.is_empty()).then_some(())
+    })
+    .await;
+    let follower = tokio::process::Command::new(warden_bin())
+        .args(["logs", "-f", &id])
+        .env("WARDEN_HOME", home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::write(&gate, "").unwrap();
+    let followed = follower.wait_with_output().await.unwrap();
+    assert_eq!(followed.status.code(), Some(0), "{}", stderr(&followed));
+    let whole = warden(home, &["logs", &id]).await;
+    assert_eq!(stdout(&followed).lines().count(), 50_001);
+    assert!(stdout(&followed) == stdout(&whole), "logs -f and logs print the same lines");
+    assert_eq!(stderr(&followed), "oops\n");
+}
+
+#[actix_web::test]
+async fn events_tails_the_event_stream() {
+    let d = spawn_for_executions().await;
+    let mut tail = tokio::process::Command::new(warden_bin())
+        .args(["events", "--topics", "execution.finished", "--json"])
+        .env("WARDEN_HOME", d.home.dir())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Wait until it is connected: it holds a client slot.
+    wait_until("the tail to connect", Duration::from_secs(10), || async {
+        (d.get_ok("/api/v1/status").await["counts"]["clients"]["connected"] == 1).then_some(())
+    })
+    .await;
+    let id = d.exec("true").await["id"].clone();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!((event["type"].as_str(), &event["execution_id"]), (Some("execution.finished"), &id));
+    tail.kill().await.unwrap();
+}

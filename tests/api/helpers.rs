@@ -282,3 +282,149 @@ pub async fn read_pid_file(path: &Path) -> i64 {
     })
     .await
 }
+
+/// A WebSocket client of the daemon (real tungstenite over TCP).
+pub struct WsClient {
+    pub stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl TestDaemon {
+    /// Connects to `/api/v1/ws` with the token; returns the client and its hello.
+    pub async fn ws(&self) -> (WsClient, Value) {
+        let mut client = self.try_ws().await.expect("WebSocket connects");
+        let hello = client.next_json().await.expect("hello");
+        assert_eq!(hello["type"], "hello", "{hello}");
+        (client, hello)
+    }
+
+    pub async fn try_ws(&self) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}/api/v1/ws", self.base_url.replace("http://", "ws://"));
+        let mut request = url.into_client_request()?;
+        request.headers_mut().insert("Authorization", format!("Bearer {}", self.token).parse().unwrap());
+        let (stream, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(WsClient { stream })
+    }
+}
+
+impl WsClient {
+    pub async fn send_json(&mut self, value: Value) {
+        use futures_util::SinkExt;
+        self.stream.send(tokio_tungstenite::tungstenite::Message::Text(value.to_string().into())).await.expect("send");
+    }
+
+    /// The next JSON text frame, or `None` if the connection ended. Panics after 30 s.
+    pub async fn next_json(&mut self) -> Option<Value> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let frame =
+                tokio::time::timeout(Duration::from_secs(30), self.stream.next()).await.expect("a frame within 30 s");
+            match frame {
+                Some(Ok(Message::Text(text))) => return Some(serde_json::from_str(&text).expect("JSON frame")),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Reads events until `done` says stop; returns them (envelopes). Gives up after a
+    /// minute.
+    pub async fn events_until(&mut self, mut done: impl FnMut(&Value) -> bool) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut events = Vec::new();
+        loop {
+            assert!(std::time::Instant::now() < deadline, "the awaited event never came");
+            let message = self.next_json().await.expect("the connection stays open");
+            if message["type"] != "event" {
+                continue;
+            }
+            let event = message["event"].clone();
+            let stop = done(&event);
+            events.push(event);
+            if stop {
+                return events;
+            }
+        }
+    }
+}
+
+impl WsClient {
+    /// An execution's output line numbers as a client sees them: live `execution.output`
+    /// events, plus the ranges a `skipped` notice names, fetched from the history (as
+    /// the protocol asks), until the execution's `execution.finished`.
+    pub async fn output_lines(&mut self, d: &TestDaemon, execution_id: &Value) -> (Vec<u64>, u64) {
+        let client = warden::client::Client::new(&d.base_url, &d.token);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut lines: Vec<(u64, u64)> = Vec::new();
+        let mut skipped_notices = 0;
+        loop {
+            assert!(std::time::Instant::now() < deadline, "execution {execution_id} never finished for this client");
+            let message = self.next_json().await.expect("the connection stays open");
+            if message["type"] == "skipped" {
+                skipped_notices += 1;
+                let (from, to) = (message["from_seq"].as_u64().unwrap(), message["to_seq"].as_u64().unwrap());
+                let missed = client.events_between("execution.output", execution_id.as_i64(), from, to).await.unwrap();
+                lines.extend(missed.iter().map(|e| (e.seq, e.data["n"].as_u64().unwrap())));
+                continue;
+            }
+            let event = &message["event"];
+            if message["type"] != "event" || event["execution_id"] != *execution_id {
+                continue;
+            }
+            match event["type"].as_str() {
+                Some("execution.output") => {
+                    lines.push((event["seq"].as_u64().unwrap(), event["data"]["n"].as_u64().unwrap()))
+                }
+                Some("execution.finished") => break,
+                _ => {}
+            }
+        }
+        lines.sort();
+        (lines.into_iter().map(|(_, n)| n).collect(), skipped_notices)
+    }
+}
+
+/// Checks `numbers` is exactly 1..=n without printing a huge list when it is not.
+pub fn assert_all_lines(numbers: &[u64], n: u64) {
+    assert_eq!(numbers.len() as u64, n, "expected {n} lines, got {}", numbers.len());
+    if let Some((i, got)) = numbers.iter().enumerate().find(|(i, got)| **got != *i as u64 + 1) {
+        panic!("line {} is {got}: lines are missing, doubled or out of order", i + 1);
+    }
+}
+
+/// Reads a raw SSE response until `done`; returns (id, event, data) triples.
+pub async fn read_sse(
+    response: reqwest::Response,
+    mut done: impl FnMut(&str, &str) -> bool,
+) -> Vec<(Option<u64>, String, String)> {
+    let mut stream = response;
+    let mut buffer = String::new();
+    let mut messages = Vec::new();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.chunk()).await.expect("SSE data within 30 s");
+        let Some(chunk) = chunk.expect("SSE chunk") else { return messages };
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (None, "message".to_owned(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.parse().ok();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    event = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = v.to_owned();
+                } else if line.starts_with(':') {
+                    event = "comment".to_owned();
+                    data = line.to_owned();
+                }
+            }
+            let stop = done(&event, &data);
+            messages.push((id, event, data));
+            if stop {
+                return messages;
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@ mod cli;
 mod errors;
 mod executions;
 mod lifecycle;
+mod live;
 mod openapi;
 mod queueing;
 mod supervision;

@@ -217,6 +217,9 @@ impl ClientQueue {
             flow.skipped_to = event.seq;
             return Offered::Skipped;
         }
+        // A gap is announced before anything that comes after it, so a client never
+        // sees a later event (say, execution.finished) before learning what it missed.
+        self.announce_skipped(flow);
         self.send(Outbound::Event(event.clone()), self.frame_len(event));
         Offered::Queued
     }
@@ -265,6 +268,10 @@ impl ClientQueue {
 
     fn recover_locked(&self, flow: &mut Flow) {
         flow.congested = false;
+        self.announce_skipped(flow);
+    }
+
+    fn announce_skipped(&self, flow: &mut Flow) {
         if flow.skipped > 0 {
             let item = Outbound::Skipped { count: flow.skipped, from_seq: flow.skipped_from, to_seq: flow.skipped_to };
             flow.skipped = 0;
@@ -355,9 +362,10 @@ mod tests {
         assert_eq!(queue.offer(&event(seq, "execution.output")), Offered::Skipped);
         assert_eq!(queue.offer(&event(seq + 1, "execution.output")), Offered::Skipped);
         assert_eq!(queue.offer(&event(seq + 2, "approval.requested")), Offered::Queued, "high is never skipped");
-        assert_eq!(queue.offer(&event(seq + 3, "execution.finished")), Offered::Queued, "normal is never skipped");
-        // The writer drains everything: below the low-water mark the client recovers
-        // and is told what it missed.
+        assert_eq!(queue.offer(&event(seq + 3, "execution.output")), Offered::Skipped);
+        assert_eq!(queue.offer(&event(seq + 4, "execution.finished")), Offered::Queued, "normal is never skipped");
+        // The writer drains everything. Each gap was announced before the event after
+        // it; the client recovers below the low-water mark.
         let mut notices = Vec::new();
         while let Ok(item) = rx.try_recv() {
             match &item {
@@ -366,12 +374,12 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        assert_eq!(notices, vec![(2, seq, seq + 1)]);
-        assert_eq!(
-            queue.queued_bytes(),
-            Outbound::Skipped { count: 2, from_seq: seq, to_seq: seq + 1 }.wire_len(Transport::Sse)
-        );
-        assert_eq!(queue.offer(&event(seq + 4, "execution.output")), Offered::Queued);
+        assert_eq!(notices, vec![(2, seq, seq + 1), (1, seq + 3, seq + 3)]);
+        // Notices were counted when queued and never "sent" here.
+        let notice_bytes = Outbound::Skipped { count: 2, from_seq: seq, to_seq: seq + 1 }.wire_len(Transport::Sse)
+            + Outbound::Skipped { count: 1, from_seq: seq + 3, to_seq: seq + 3 }.wire_len(Transport::Sse);
+        assert_eq!(queue.queued_bytes(), notice_bytes);
+        assert_eq!(queue.offer(&event(seq + 5, "execution.output")), Offered::Queued);
     }
 
     #[test]
