@@ -32,5 +32,4 @@ lint:
 ## Benchmarks: a real daemon in a temp home driven over its API; figures to stdout and
 ## BENCHMARKS.md. Not part of the tests.
 bench:
-	$(CARGO) build --release --bins
-	./target/release/warden-bench --write
+	$(CARGO) bench --bench warden-bench -- --write

@@ -92,6 +92,32 @@ pub enum Command {
     Resume { id: i64 },
     /// Run an ended execution's request again.
     Retry { id: i64 },
+    /// List approvals waiting for a decision (all of them with --all).
+    Approvals {
+        /// Also decided, expired and cancelled ones.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a pending approval (exit 1 if another answer won first).
+    Approve {
+        id: i64,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny a pending approval (exit 1 if another answer won first).
+    Deny {
+        id: i64,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Hooks that let agents ask warden for approval.
+    #[command(subcommand)]
+    Hook(HookCommand),
     /// Manage workspaces: the directories executions run in.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
@@ -142,6 +168,35 @@ pub struct ServeArgs {
     /// Allow listening on a non-loopback address.
     #[arg(long)]
     pub allow_remote: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Claude Code PreToolUse hook: reads the hook JSON on stdin, asks warden, prints
+    /// Claude's permission decision.
+    Claude(ClaudeHookArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClaudeHookArgs {
+    /// Only these tools ask (comma-separated, e.g. Bash,Write,Edit); others pass
+    /// through with no output. Default: every tool asks.
+    #[arg(long, value_delimiter = ',')]
+    pub tools: Vec<String>,
+    /// Seconds to wait for a human; then the approval's default (deny) applies. Keep it
+    /// shorter than Claude's own hook timeout.
+    #[arg(long, default_value_t = 55)]
+    pub timeout: u64,
+    /// When warden cannot be reached: `ask` lets Claude's own prompt decide, `deny`
+    /// refuses the tool call.
+    #[arg(long, value_enum, default_value_t = OnError::Ask)]
+    pub on_error: OnError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnError {
+    Ask,
+    Deny,
 }
 
 #[derive(Debug, Subcommand)]

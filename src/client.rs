@@ -35,6 +35,8 @@ pub struct Client {
     base: String,
     token: String,
     http: reqwest::Client,
+    /// Sent as `X-Warden-Client`: who is answering approvals.
+    name: Option<String>,
 }
 
 impl std::fmt::Debug for Client {
@@ -49,7 +51,13 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .expect("building an HTTP client without TLS cannot fail");
-        Client { base: base.into().trim_end_matches('/').to_owned(), token: token.into(), http }
+        Client { base: base.into().trim_end_matches('/').to_owned(), token: token.into(), http, name: None }
+    }
+
+    /// Names this client in `X-Warden-Client` (recorded as who decided an approval).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// The daemon of a data dir, unless `url`/`token` say otherwise.
@@ -105,6 +113,9 @@ impl Client {
         body: Option<&impl Serialize>,
     ) -> Result<T, ClientError> {
         let mut request = self.http.request(method, format!("{}{}", self.base, path)).bearer_auth(&self.token);
+        if let Some(name) = &self.name {
+            request = request.header("X-Warden-Client", name);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }

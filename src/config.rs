@@ -23,6 +23,8 @@ struct ConfigFile {
     #[serde(default)]
     server: ServerSection,
     #[serde(default)]
+    approvals: ApprovalsSection,
+    #[serde(default)]
     providers: BTreeMap<String, ProviderLimits>,
     #[serde(default)]
     profiles: BTreeMap<String, ProfileSpec>,
@@ -58,6 +60,19 @@ impl Default for ServerSection {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ApprovalsSection {
+    /// Seconds an approval waits before its default applies.
+    timeout_s: u64,
+}
+
+impl Default for ApprovalsSection {
+    fn default() -> Self {
+        ApprovalsSection { timeout_s: 600 }
+    }
+}
+
 /// Overrides from the command line; `None` leaves the file's value.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -79,6 +94,8 @@ pub struct Config {
     /// How long a cancelled or timed-out process group gets between SIGTERM and SIGKILL
     /// (5 s; not in the file, tests shorten it).
     pub kill_grace: Duration,
+    /// How long an approval waits for a human unless its request says otherwise.
+    pub approval_timeout: Duration,
     /// Origins allowed to make cross-origin requests; none by default.
     pub cors_origins: Vec<String>,
     /// HTTP worker threads.
@@ -118,6 +135,9 @@ impl Config {
             return Err(format!(
                 "server.host = {host_text:?} is not a loopback address; warden listens on the network only with --allow-remote"
             ));
+        }
+        if !(1..=crate::actors::approval_arbiter::MAX_TIMEOUT_S).contains(&file.approvals.timeout_s) {
+            return Err("approvals.timeout_s must be between 1 and 86400".into());
         }
         if server.max_clients == 0 {
             return Err("server.max_clients must be at least 1".into());
@@ -165,6 +185,7 @@ impl Config {
             max_clients: server.max_clients,
             shutdown_grace: Duration::from_secs(server.shutdown_grace_s),
             kill_grace: Duration::from_secs(5),
+            approval_timeout: Duration::from_secs(file.approvals.timeout_s),
             cors_origins: server.cors_origins,
             workers: server.workers,
             heartbeat: Heartbeat {

@@ -1,30 +1,68 @@
 //! `ApprovalArbiter` owns pending approvals. Decisions arrive one message at a time, so
-//! the first decision for an approval wins and later ones are told who won. The
-//! Supervisor starts it; HTTP handlers, WebSocket sessions and the ExecutionMonitor talk
-//! to it. (The approvals themselves arrive with the approvals issue.)
+//! the first decision for an approval wins by construction: it is taken at once, stored
+//! (with its event) before anyone is told, and every later decision waits for that
+//! commit and gets `AlreadyDecided` with the winner. Deadlines are timers that apply the
+//! default. The ExecutionMonitor hears of every approval of an execution.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use actix::prelude::*;
+use tokio::sync::oneshot;
 
-/// The actor.
-pub struct ApprovalArbiter {
-    /// Approvals waiting for a human.
-    pending: usize,
+use crate::domain::{now, Approval, ApprovalId, ApprovalStatus, Decision, NewApproval, NewEvent};
+use crate::store::{approvals as rows, Store, StoreError};
+
+/// The longest an approval may wait, and the longest title.
+pub const MAX_TIMEOUT_S: u64 = 86_400;
+const MAX_TITLE: usize = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArbiterError {
+    #[error("no approval {0}")]
+    NotFound(ApprovalId),
+    #[error("approval {} was already decided: {} by {}", .0.id, .0.status.as_str(), .0.decided_by.as_deref().unwrap_or("?"))]
+    AlreadyDecided(Box<Approval>),
+    #[error("approval {} expired at its deadline ({} applied)", .0.id, .0.default.as_str())]
+    Expired(Box<Approval>),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-impl ApprovalArbiter {
-    pub fn new() -> Self {
-        ApprovalArbiter { pending: 0 }
-    }
+/// Ask a human; replies once the approval is stored and its deadline armed.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Approval, ArbiterError>")]
+pub struct Request {
+    pub request: NewApproval,
 }
 
-impl Default for ApprovalArbiter {
-    fn default() -> Self {
-        Self::new()
-    }
+/// A decision from some client. The first one for a pending approval wins.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Approval, ArbiterError>")]
+pub struct Decide {
+    pub id: ApprovalId,
+    pub decision: Decision,
+    pub reason: Option<String>,
+    /// Who answered: the `X-Warden-Client` header, the WebSocket client id, or `api`.
+    pub decided_by: String,
 }
 
-impl Actor for ApprovalArbiter {
-    type Context = Context<Self>;
+/// A receiver that fires with the approval once it is settled; `None` if it is not
+/// pending (long polls).
+#[derive(Message, Debug)]
+#[rtype(result = "Option<oneshot::Receiver<Approval>>")]
+pub struct Watch {
+    pub id: ApprovalId,
+}
+
+/// The execution ended or was cancelled: its pending approvals are cancelled.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct CancelForExecution {
+    pub execution_id: i64,
+    pub reason: String,
 }
 
 /// How many approvals wait for a decision.
@@ -32,10 +70,320 @@ impl Actor for ApprovalArbiter {
 #[rtype(result = "usize")]
 pub struct CountPending;
 
+/// Told to the ExecutionMonitor: an approval about one of its executions opened.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ApprovalOpened {
+    pub approval: Approval,
+}
+
+/// Told to the ExecutionMonitor: an approval about one of its executions is settled.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ApprovalSettled {
+    pub approval: Approval,
+}
+
+/// Where the arbiter tells about approvals of executions.
+#[derive(Clone)]
+pub struct ExecutionListener {
+    pub opened: Recipient<ApprovalOpened>,
+    pub settled: Recipient<ApprovalSettled>,
+}
+
+struct Pending {
+    approval: Approval,
+    /// Fires the default at the deadline.
+    timer: Option<SpawnHandle>,
+    /// The winning decision while it is being stored; later deciders wait for it.
+    settling: Option<Approval>,
+    losers: Vec<oneshot::Sender<Result<Approval, ArbiterError>>>,
+    /// Long polls waiting for the outcome.
+    watchers: Vec<oneshot::Sender<Approval>>,
+}
+
+/// The actor.
+pub struct ApprovalArbiter {
+    store: Store,
+    listener: ExecutionListener,
+    /// Used when a request names no timeout.
+    default_timeout: Duration,
+    next_id: ApprovalId,
+    /// Every pending approval (and one being settled).
+    pending: HashMap<ApprovalId, Pending>,
+}
+
+impl ApprovalArbiter {
+    /// `pending` are the approvals still pending in the database: their deadlines are
+    /// armed again (overdue ones expire at once).
+    pub fn new(
+        store: Store,
+        listener: ExecutionListener,
+        default_timeout: Duration,
+        max_id: ApprovalId,
+        pending: Vec<Approval>,
+    ) -> Self {
+        let pending = pending
+            .into_iter()
+            .map(|approval| {
+                (
+                    approval.id,
+                    Pending { approval, timer: None, settling: None, losers: Vec::new(), watchers: Vec::new() },
+                )
+            })
+            .collect();
+        ApprovalArbiter { store, listener, default_timeout, next_id: max_id + 1, pending }
+    }
+
+    fn arm(&mut self, id: ApprovalId, ctx: &mut Context<Self>) {
+        let Some(pending) = self.pending.get_mut(&id) else { return };
+        let left = (pending.approval.expires_at - now()).to_std().unwrap_or(Duration::ZERO);
+        pending.timer = Some(ctx.run_later(left, move |act, ctx| act.expire(id, ctx)));
+    }
+
+    /// The deadline passed: the default applies and the approval is `expired`.
+    fn expire(&mut self, id: ApprovalId, ctx: &mut Context<Self>) {
+        let Some(pending) = self.pending.get(&id).filter(|p| p.settling.is_none()) else { return };
+        let mut expired = pending.approval.clone();
+        expired.status = ApprovalStatus::Expired;
+        expired.decided_by = Some("deadline".into());
+        expired.decided_at = Some(now());
+        tracing::info!(approval = id, default = expired.default.as_str(), "approval expired");
+        self.settle(expired, "approval.expired", ctx);
+    }
+
+    /// Takes the outcome now (so no other can win), stores it with its event, then
+    /// tells everyone waiting. Returns a receiver for the stored outcome.
+    fn settle(
+        &mut self,
+        outcome: Approval,
+        kind: &'static str,
+        ctx: &mut Context<Self>,
+    ) -> oneshot::Receiver<Result<Approval, ArbiterError>> {
+        let (reply, answer) = oneshot::channel();
+        let id = outcome.id;
+        if let Some(pending) = self.pending.get_mut(&id) {
+            pending.settling = Some(outcome.clone());
+            if let Some(timer) = pending.timer.take() {
+                ctx.cancel_future(timer);
+            }
+        }
+        let store = self.store.clone();
+        let stored = outcome.clone();
+        let write = async move {
+            store
+                .record("settle approval", move |c, log| {
+                    rows::settle(c, &stored)?;
+                    let event = NewEvent {
+                        approval_id: Some(stored.id),
+                        execution_id: stored.execution_id.map(crate::domain::ExecutionId),
+                        session_id: stored.session_id,
+                        ..NewEvent::new(kind, serde_json::to_value(&stored).unwrap_or_default())
+                    };
+                    log.record(c, event).map(|_| ())
+                })
+                .await
+        };
+        ctx.spawn(write.into_actor(self).map(move |written, act, ctx| match written {
+            Ok(()) => {
+                let Some(pending) = act.pending.remove(&id) else { return };
+                for loser in pending.losers {
+                    let _ = loser.send(Err(ArbiterError::AlreadyDecided(Box::new(outcome.clone()))));
+                }
+                for watcher in pending.watchers {
+                    let _ = watcher.send(outcome.clone());
+                }
+                if outcome.execution_id.is_some() {
+                    act.listener.settled.do_send(ApprovalSettled { approval: outcome.clone() });
+                }
+                let _ = reply.send(Ok(outcome));
+            }
+            Err(e) => {
+                tracing::error!(approval = id, error = %e, "storing a decision failed; the approval stays pending");
+                if let Some(pending) = act.pending.get_mut(&id) {
+                    pending.settling = None;
+                    for loser in pending.losers.drain(..) {
+                        let _ = loser
+                            .send(Err(ArbiterError::Invalid("the decision could not be stored; try again".into())));
+                    }
+                }
+                act.arm(id, ctx);
+                let _ = reply.send(Err(e.into()));
+            }
+        }));
+        answer
+    }
+}
+
+impl Actor for ApprovalArbiter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(65_536);
+        let ids: Vec<ApprovalId> = self.pending.keys().copied().collect();
+        if !ids.is_empty() {
+            tracing::info!(pending = ids.len(), "approval deadlines armed again");
+        }
+        for id in ids {
+            self.arm(id, ctx);
+        }
+    }
+}
+
+impl Handler<Request> for ApprovalArbiter {
+    type Result = ResponseActFuture<Self, Result<Approval, ArbiterError>>;
+
+    fn handle(&mut self, msg: Request, _: &mut Self::Context) -> Self::Result {
+        let request = msg.request;
+        let title = request.title.trim().to_owned();
+        let timeout = request.timeout_s.map(Duration::from_secs).unwrap_or(self.default_timeout);
+        let invalid = if title.is_empty() {
+            Some("title must not be empty".to_owned())
+        } else if title.chars().count() > MAX_TITLE {
+            Some(format!("title must be at most {MAX_TITLE} characters"))
+        } else if !(1..=MAX_TIMEOUT_S).contains(&timeout.as_secs()) {
+            Some(format!("timeout_s must be between 1 and {MAX_TIMEOUT_S}"))
+        } else {
+            None
+        };
+        if let Some(problem) = invalid {
+            return Box::pin(fut::ready(Err(ArbiterError::Invalid(problem))));
+        }
+        let created_at = now();
+        let approval = Approval {
+            id: self.next_id,
+            status: ApprovalStatus::Pending,
+            title,
+            details: request.details,
+            source: request.source.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "api".into()),
+            execution_id: request.execution_id,
+            session_id: request.session_id,
+            created_at,
+            expires_at: created_at + chrono::Duration::from_std(timeout).unwrap_or_default(),
+            default: request.default.unwrap_or(Decision::Deny),
+            decided_by: None,
+            decided_at: None,
+            reason: None,
+        };
+        self.next_id += 1;
+        let store = self.store.clone();
+        let stored = approval.clone();
+        let write = async move {
+            store
+                .record("insert approval", move |c, log| {
+                    rows::insert(c, &stored)?;
+                    let event = NewEvent {
+                        approval_id: Some(stored.id),
+                        execution_id: stored.execution_id.map(crate::domain::ExecutionId),
+                        session_id: stored.session_id,
+                        ..NewEvent::new("approval.requested", serde_json::to_value(&stored).unwrap_or_default())
+                    };
+                    log.record(c, event).map(|_| ())
+                })
+                .await
+        };
+        Box::pin(write.into_actor(self).map(move |written, act, ctx| {
+            written?;
+            let id = approval.id;
+            act.pending.insert(
+                id,
+                Pending {
+                    approval: approval.clone(),
+                    timer: None,
+                    settling: None,
+                    losers: Vec::new(),
+                    watchers: Vec::new(),
+                },
+            );
+            act.arm(id, ctx);
+            if approval.execution_id.is_some() {
+                act.listener.opened.do_send(ApprovalOpened { approval: approval.clone() });
+            }
+            tracing::info!(approval = id, title = %approval.title, "approval requested");
+            Ok(approval)
+        }))
+    }
+}
+
+impl Handler<Decide> for ApprovalArbiter {
+    type Result = ResponseActFuture<Self, Result<Approval, ArbiterError>>;
+
+    fn handle(&mut self, msg: Decide, ctx: &mut Self::Context) -> Self::Result {
+        let Decide { id, decision, reason, decided_by } = msg;
+        match self.pending.get_mut(&id) {
+            Some(pending) if pending.settling.is_none() => {
+                let mut winner = pending.approval.clone();
+                winner.status = match decision {
+                    Decision::Approve => ApprovalStatus::Approved,
+                    Decision::Deny => ApprovalStatus::Denied,
+                };
+                winner.decided_by = Some(decided_by);
+                winner.decided_at = Some(now());
+                winner.reason = reason.filter(|r| !r.trim().is_empty());
+                tracing::info!(approval = id, decision = decision.as_str(), by = ?winner.decided_by, "approval decided");
+                let answer = self.settle(winner, "approval.decided", ctx);
+                Box::pin(async move { answer.await.unwrap_or(Err(ArbiterError::NotFound(id))) }.into_actor(self))
+            }
+            Some(pending) => {
+                // Someone else won a moment ago; answer once their decision is stored.
+                let (loser, answer) = oneshot::channel();
+                pending.losers.push(loser);
+                Box::pin(async move { answer.await.unwrap_or(Err(ArbiterError::NotFound(id))) }.into_actor(self))
+            }
+            None => {
+                let store = self.store.clone();
+                Box::pin(
+                    async move {
+                        match store.read("get approval", move |c| rows::get(c, id)).await? {
+                            None => Err(ArbiterError::NotFound(id)),
+                            Some(a) if a.status == ApprovalStatus::Expired => Err(ArbiterError::Expired(Box::new(a))),
+                            Some(a) => Err(ArbiterError::AlreadyDecided(Box::new(a))),
+                        }
+                    }
+                    .into_actor(self),
+                )
+            }
+        }
+    }
+}
+
+impl Handler<Watch> for ApprovalArbiter {
+    type Result = MessageResult<Watch>;
+
+    fn handle(&mut self, msg: Watch, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.pending.get_mut(&msg.id).map(|pending| {
+            let (watcher, fired) = oneshot::channel();
+            pending.watchers.push(watcher);
+            fired
+        }))
+    }
+}
+
+impl Handler<CancelForExecution> for ApprovalArbiter {
+    type Result = ();
+
+    fn handle(&mut self, msg: CancelForExecution, ctx: &mut Self::Context) {
+        let doomed: Vec<Approval> = self
+            .pending
+            .values()
+            .filter(|p| p.settling.is_none() && p.approval.execution_id == Some(msg.execution_id))
+            .map(|p| p.approval.clone())
+            .collect();
+        for mut approval in doomed {
+            approval.status = ApprovalStatus::Cancelled;
+            approval.decided_by = Some("warden".into());
+            approval.decided_at = Some(now());
+            approval.reason = Some(msg.reason.clone());
+            // Nobody waits for a cancellation's answer; the receiver is dropped.
+            drop(self.settle(approval, "approval.cancelled", ctx));
+        }
+    }
+}
+
 impl Handler<CountPending> for ApprovalArbiter {
     type Result = usize;
 
     fn handle(&mut self, _: CountPending, _: &mut Self::Context) -> usize {
-        self.pending
+        self.pending.values().filter(|p| p.settling.is_none()).count()
     }
 }

@@ -9,14 +9,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::approval_arbiter::{ApprovalArbiter, CountPending};
+use super::approval_arbiter::{ApprovalArbiter, CountPending, ExecutionListener};
 use super::execution_monitor::{
     process, ExecutionMonitor, ExecutionReader, GetCounts, MonitorCounts, MonitorSeed, MonitorSettings, StopAccepting,
 };
 use super::session_registry::{ClientCounts, CountClients, Deliver, SessionRegistry};
 use crate::config::Config;
 use crate::domain::{now, NewEvent};
-use crate::store::{catalog, executions, Store, StoreError};
+use crate::store::{approvals, catalog, executions, Store, StoreError};
 
 /// Facts about this daemon process that never change while it runs.
 #[derive(Debug, Clone)]
@@ -113,10 +113,19 @@ impl Supervisor {
         let registry = SessionRegistry::new(config.max_clients, last_seq).start();
         let sink = registry.clone();
         store.set_event_sink(Box::new(move |events| sink.do_send(Deliver { events })));
-        let monitor = ExecutionMonitor::new(store.clone(), settings, seed);
+        // The monitor and the arbiter talk both ways: make the monitor's mailbox first,
+        // so the arbiter can be given its address before the monitor runs.
+        let (max_approval, pending) =
+            store.read("load pending approvals", |c| Ok((approvals::max_id(c)?, approvals::pending(c)?))).await?;
+        let monitor_context = Context::<ExecutionMonitor>::new();
+        let monitor_addr = monitor_context.address();
+        let listener =
+            ExecutionListener { opened: monitor_addr.clone().recipient(), settled: monitor_addr.recipient() };
+        let arbiter =
+            ApprovalArbiter::new(store.clone(), listener, config.approval_timeout, max_approval, pending).start();
+        let monitor = ExecutionMonitor::new(store.clone(), settings, arbiter.clone(), seed);
         let executions = ExecutionReader::new(monitor.live(), store.clone());
-        let monitor = monitor.start();
-        let arbiter = ApprovalArbiter::new().start();
+        let monitor = monitor_context.run(monitor);
         let started = serde_json::json!({ "version": info.version, "pid": info.pid, "url": info.url });
         store
             .record("record daemon start", move |c, log| {
@@ -153,7 +162,15 @@ async fn recover_interrupted(store: &Store) -> Result<(), StoreError> {
     }
     let count = store
         .write("interrupt unfinished executions", |c| {
-            executions::interrupt_unfinished(c, "the daemon stopped while it ran", now())
+            let at = now();
+            c.execute(
+                "UPDATE approvals SET status = 'cancelled', decided_by = 'warden', decided_at = ?1,
+                     reason = 'the execution was interrupted'
+                 WHERE status = 'pending' AND execution_id IN
+                     (SELECT id FROM executions WHERE status IN ('running', 'paused'))",
+                [crate::domain::format_ts(&at)],
+            )?;
+            executions::interrupt_unfinished(c, "the daemon stopped while it ran", at)
         })
         .await?;
     tracing::warn!(count, "executions that were running when the daemon stopped are marked interrupted");

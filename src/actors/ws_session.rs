@@ -15,8 +15,9 @@ use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use super::approval_arbiter::{ApprovalArbiter, ArbiterError, Decide};
 use super::session_registry::{self, Attach, ClientId, ClientQueue, Detach, Outbound, SessionRegistry};
-use crate::domain::{EventFilter, ExecutionId};
+use crate::domain::{Decision, EventFilter, ExecutionId};
 use crate::store::Store;
 
 /// Liveness settings of live clients.
@@ -56,12 +57,21 @@ enum ClientMessage {
     },
     /// Stop receiving these topics.
     Unsubscribe { topics: Vec<String> },
+    /// Answer an approval; the reply says whether this answer won.
+    Decide {
+        approval_id: i64,
+        decision: Decision,
+        #[serde(default)]
+        reason: Option<String>,
+    },
 }
 
 /// The actor.
 pub struct WsSession {
     id: ClientId,
     registry: Addr<SessionRegistry>,
+    /// Decisions sent over this socket go here.
+    arbiter: Addr<ApprovalArbiter>,
     store: Store,
     queue: Arc<ClientQueue>,
     /// Written only by the writer task; kept here for pings and pongs.
@@ -84,6 +94,7 @@ pub struct WsSessionParts {
     pub id: ClientId,
     pub last_seq: u64,
     pub registry: Addr<SessionRegistry>,
+    pub arbiter: Addr<ApprovalArbiter>,
     pub store: Store,
     pub heartbeat: Heartbeat,
     pub queue: Arc<ClientQueue>,
@@ -94,12 +105,14 @@ pub struct WsSessionParts {
 
 impl WsSession {
     pub fn start(parts: WsSessionParts) -> Addr<WsSession> {
-        let WsSessionParts { id, last_seq, registry, store, heartbeat, queue, outbound, session, stream } = parts;
+        let WsSessionParts { id, last_seq, registry, arbiter, store, heartbeat, queue, outbound, session, stream } =
+            parts;
         WsSession::create(move |ctx| {
             ctx.add_stream(stream.max_frame_size(1 << 20));
             WsSession {
                 id,
                 registry,
+                arbiter,
                 store,
                 queue,
                 session,
@@ -151,6 +164,34 @@ impl WsSession {
             ClientMessage::Unsubscribe { topics } => {
                 self.filter.topics.retain(|t| !topics.contains(t));
                 self.registry.do_send(Attach { id: self.id, filter: self.filter.clone(), queue: self.queue.clone() });
+            }
+            ClientMessage::Decide { approval_id, decision, reason } => {
+                let decide = Decide { id: approval_id, decision, reason, decided_by: self.id.to_string() };
+                let (arbiter, queue) = (self.arbiter.clone(), self.queue.clone());
+                ctx.spawn(
+                    async move {
+                        let (won, approval) = match arbiter.send(decide).await {
+                            Ok(Ok(approval)) => (true, approval),
+                            Ok(Err(ArbiterError::AlreadyDecided(winner) | ArbiterError::Expired(winner))) => (false, *winner),
+                            Ok(Err(e)) => {
+                                let code = if matches!(e, ArbiterError::NotFound(_)) { "not_found" } else { "decision_failed" };
+                                let error = serde_json::json!({ "type": "error", "code": code, "message": e.to_string() });
+                                queue.push_text(error.to_string());
+                                return;
+                            }
+                            Err(e) => {
+                                let error = serde_json::json!({ "type": "error", "code": "unavailable", "message": e.to_string() });
+                                queue.push_text(error.to_string());
+                                return;
+                            }
+                        };
+                        let answer = serde_json::json!({
+                            "type": "decision", "approval_id": approval_id, "won": won, "approval": approval,
+                        });
+                        queue.push_text(answer.to_string());
+                    }
+                    .into_actor(self),
+                );
             }
         }
     }

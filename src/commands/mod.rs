@@ -2,6 +2,7 @@
 //! its outcome into an exit code: 0 done, 1 failed (one readable line on stderr), 3 not
 //! running (`status`).
 
+mod approvals;
 mod catalog;
 mod executions;
 mod lifecycle;
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, HookCommand};
 use crate::client::Client;
 use crate::home::Home;
 
@@ -54,6 +55,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Pause { id } => block_on(executions::control(&remote, id, "pause")),
         Command::Resume { id } => block_on(executions::control(&remote, id, "resume")),
         Command::Retry { id } => block_on(executions::control(&remote, id, "retry")),
+        Command::Approvals { all, json } => block_on(approvals::list(&remote, all, json)),
+        Command::Approve { id, reason } => block_on(approvals::decide(&remote, id, "approve", reason)),
+        Command::Deny { id, reason } => block_on(approvals::decide(&remote, id, "deny", reason)),
+        Command::Hook(HookCommand::Claude(args)) => block_on(approvals::claude_hook(&remote, args)),
         Command::Workspace(cmd) => block_on(catalog::workspace(&remote, cmd)),
         Command::Profile(cmd) => block_on(catalog::profile(&remote, cmd)),
         Command::Provider(cmd) => block_on(catalog::provider(&remote, cmd)),

@@ -148,7 +148,11 @@ pub struct Execution {
     #[schema(value_type = Option<i64>)]
     pub retry_of: Option<ExecutionId>,
     pub session_id: Option<i64>,
+    /// The approval that gated this execution's start (profiles with `approval = "always"`).
     pub approval_id: Option<i64>,
+    /// An approval the running agent waits on now (e.g. a Claude Code tool call).
+    #[serde(default)]
+    pub waiting_approval_id: Option<i64>,
 }
 
 /// Which stream an output line came from.

@@ -2,9 +2,11 @@
 //! them and the API shows them. Validation rules that belong to a noun live beside it, so
 //! the config file and the API apply the same ones.
 
+mod approval;
 mod event;
 mod execution;
 
+pub use approval::*;
 pub use event::*;
 pub use execution::*;
 
@@ -303,6 +305,8 @@ pub struct Provider {
     pub running: u32,
     /// Executions waiting in this provider's queue.
     pub queued: u32,
+    /// Executions waiting for a human before they may queue.
+    pub pending_approval: u32,
 }
 
 #[cfg(test)]

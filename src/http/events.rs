@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
 use super::problem::{ApiError, Problem};
+use crate::actors::approval_arbiter::ApprovalArbiter;
 use crate::actors::execution_monitor::ExecutionReader;
 use crate::actors::session_registry::{
     self, ClientId, ClientQueue, Detach, FlowLimits, Outbound, Reservation, Reserve, SessionRegistry, TooManyClients,
@@ -99,6 +100,7 @@ pub async fn ws(
     req: HttpRequest,
     body: web::Payload,
     registry: Registry,
+    arbiter: web::Data<Addr<ApprovalArbiter>>,
     live: Live,
 ) -> Result<HttpResponse, ApiError> {
     let reservation = reserve(&registry).await?;
@@ -115,6 +117,7 @@ pub async fn ws(
         id: reservation.id,
         last_seq: reservation.last_seq,
         registry: registry.get_ref().clone(),
+        arbiter: arbiter.get_ref().clone(),
         store: live.store.clone(),
         heartbeat: live.heartbeat,
         queue,

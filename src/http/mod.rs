@@ -2,6 +2,7 @@
 //! Handlers are thin: parse, send one message to an actor, render the reply. Errors map
 //! to problem+json in `problem.rs`; the guards live in `auth.rs`.
 
+pub mod approvals;
 pub mod auth;
 pub mod events;
 pub mod executions;
@@ -57,6 +58,7 @@ pub fn app(
         .app_data(web::Data::new(actors.registry.clone()))
         .app_data(web::Data::new(actors.executions.clone()))
         .app_data(web::Data::new(state.live.clone()))
+        .app_data(web::Data::new(state.live.store.clone()))
         .app_data(web::JsonConfig::default().limit(BODY_LIMIT).error_handler(problem::json_error))
         .app_data(web::PayloadConfig::new(BODY_LIMIT))
         .app_data(web::QueryConfig::default().error_handler(problem::query_error))
@@ -90,7 +92,9 @@ fn api_routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/executions/{id}/stream").get(events::execution_stream))
         .service(web::resource("/events").get(events::sse))
         .service(web::resource("/events/history").get(events::history))
-        .service(web::resource("/ws").get(events::ws));
+        .service(web::resource("/ws").get(events::ws))
+        .service(web::resource("/approvals").get(approvals::list).post(approvals::create))
+        .service(web::resource("/approvals/{id}").get(approvals::get).post(approvals::decide));
 }
 
 /// Cross-origin requests only from configured origins and the daemon's own addresses

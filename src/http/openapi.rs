@@ -7,7 +7,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{events, executions, problem, profiles, system, workspaces};
+use super::{approvals, events, executions, problem, profiles, system, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,6 +26,7 @@ use super::{events, executions, problem, profiles, system, workspaces};
         executions::create, executions::list, executions::get, executions::output,
         executions::cancel, executions::pause, executions::resume, executions::retry,
         events::execution_stream, events::sse, events::history, events::ws,
+        approvals::create, approvals::list, approvals::get, approvals::decide,
     ),
     components(schemas(problem::Problem)),
     modifiers(&BearerToken),

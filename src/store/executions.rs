@@ -50,6 +50,7 @@ fn execution_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
         retry_of: row.get::<_, Option<i64>>(14)?.map(ExecutionId),
         session_id: row.get(15)?,
         approval_id: row.get(16)?,
+        waiting_approval_id: None,
     })
 }
 
@@ -97,6 +98,12 @@ pub fn mark_started(
         "UPDATE executions SET status = 'running', started_at = ?2, pid = ?3, proc_start_ticks = ?4 WHERE id = ?1",
     )?
     .execute(params![id.0, format_ts(&started_at), pid, start_ticks.map(|t| t as i64)])?;
+    Ok(())
+}
+
+/// Records the approval that gates an execution.
+pub fn set_approval(conn: &Connection, id: ExecutionId, approval_id: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE executions SET approval_id = ?2 WHERE id = ?1")?.execute(params![id.0, approval_id])?;
     Ok(())
 }
 
@@ -224,10 +231,11 @@ pub struct QueuedExecution {
     pub env: BTreeMap<String, String>,
 }
 
-/// Queued executions in their original order.
+/// Queued executions (and those waiting for approval) in their original order.
 pub fn queued(conn: &Connection) -> rusqlite::Result<Vec<QueuedExecution>> {
-    let mut stmt =
-        conn.prepare(&format!("SELECT {COLUMNS}, env FROM executions WHERE status = 'queued' ORDER BY queue_order"))?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS}, env FROM executions WHERE status IN ('queued', 'pending_approval') ORDER BY queue_order"
+    ))?;
     let rows = stmt.query_map([], |row| {
         let env: String = row.get(17)?;
         let env = serde_json::from_str(&env)

@@ -3,6 +3,7 @@
 //! Actors hold a `Store` and call [`Store::write`] / [`Store::read`] with a closure over
 //! the typed queries in the submodules; nothing else opens the database.
 
+pub mod approvals;
 pub mod catalog;
 pub mod events;
 pub mod executions;
@@ -66,6 +67,8 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0001_init.sql")),
         M::up(include_str!("../../migrations/0002_executions.sql")),
         M::up(include_str!("../../migrations/0003_events.sql")),
+        M::up(include_str!("../../migrations/0004_approvals.sql")),
+        M::up(include_str!("../../migrations/0005_output_by_execution_seq.sql")),
     ])
 }
 

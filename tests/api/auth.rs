@@ -32,6 +32,10 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/events"),
     ("GET", "/api/v1/events/history"),
     ("GET", "/api/v1/ws"),
+    ("GET", "/api/v1/approvals"),
+    ("POST", "/api/v1/approvals"),
+    ("GET", "/api/v1/approvals/{id}"),
+    ("POST", "/api/v1/approvals/{id}"),
 ];
 
 fn concrete(path: &str) -> String {

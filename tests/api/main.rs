@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod approvals;
 mod auth;
 mod catalog;
 mod cli;

@@ -205,6 +205,11 @@ impl ExecutionMonitor {
             origin: state.origin,
             running: state.queue.running(),
             queued: state.queue.queued(),
+            pending_approval: self
+                .live
+                .iter()
+                .filter(|e| e.status == crate::domain::ExecutionStatus::PendingApproval && e.provider == name)
+                .count() as u32,
         }
     }
 

@@ -12,9 +12,10 @@ use nix::sys::signal::Signal;
 use super::process::{self, signal_group, ProcessExit, SpawnSpec};
 use super::queue::NextStart;
 use super::{ExecutionMonitor, MonitorError, ProviderState};
+use crate::actors::approval_arbiter::{ApprovalOpened, ApprovalSettled, CancelForExecution, Request};
 use crate::domain::{
-    canonical_dir, fill_template, now, validate_env, Execution, ExecutionId, ExecutionStatus, NewEvent, NewExecution,
-    ProviderLimits, TemplateValues, WorkspaceKey,
+    canonical_dir, fill_template, now, validate_env, ApprovalPolicy, ApprovalStatus, Decision, Execution, ExecutionId,
+    ExecutionStatus, NewApproval, NewEvent, NewExecution, ProviderLimits, TemplateValues, WorkspaceKey,
 };
 use crate::store::executions as rows;
 use crate::store::OutputSource;
@@ -135,6 +136,8 @@ impl Handler<Cancel> for ExecutionMonitor {
                 Box::pin(fut::ready(cancelled.ok_or(MonitorError::UnknownExecution(id))))
             }
             _ => {
+                self.arbiter
+                    .do_send(CancelForExecution { execution_id: id.0, reason: "the execution was cancelled".into() });
                 self.signal_ending(id, Ending::Cancel, self.settings.kill_grace, ctx);
                 self.reply_now(id)
             }
@@ -232,6 +235,104 @@ pub(super) fn execution_event(kind: &'static str, execution: &Execution) -> NewE
     }
 }
 
+/// The approval a gated execution asks for: titled after its profile and prompt.
+fn approval_request(execution: &Execution) -> NewApproval {
+    let prompt: String = execution.prompt.split_whitespace().collect::<Vec<_>>().join(" ");
+    let excerpt: String = if prompt.chars().count() > 80 {
+        format!("{}…", prompt.chars().take(79).collect::<String>())
+    } else {
+        prompt
+    };
+    NewApproval {
+        title: format!("Run {}: {excerpt}", execution.profile),
+        details: serde_json::json!({
+            "argv": execution.argv,
+            "cwd": execution.cwd,
+            "workspace": execution.workspace,
+            "profile": execution.profile,
+        }),
+        timeout_s: None,
+        default: None,
+        execution_id: Some(execution.id.0),
+        session_id: execution.session_id,
+        source: Some("warden".into()),
+    }
+}
+
+fn shown_provider(live: &super::LiveExecutions, id: ExecutionId) -> String {
+    live.get(&id).map(|e| e.provider.clone()).unwrap_or_default()
+}
+
+impl Handler<ApprovalOpened> for ExecutionMonitor {
+    type Result = ();
+
+    /// An agent inside a running execution waits on a human.
+    fn handle(&mut self, msg: ApprovalOpened, _: &mut Self::Context) {
+        let Some(id) = msg.approval.execution_id.map(ExecutionId) else { return };
+        if let Some(mut shown) = self.live.get_mut(&id) {
+            if matches!(shown.status, ExecutionStatus::Running | ExecutionStatus::Paused) {
+                shown.waiting_approval_id = Some(msg.approval.id);
+            }
+        }
+    }
+}
+
+impl Handler<ApprovalSettled> for ExecutionMonitor {
+    type Result = ();
+
+    /// A gated execution is approved (it joins the back of its queue) or denied (final);
+    /// a running one stops waiting.
+    fn handle(&mut self, msg: ApprovalSettled, ctx: &mut Self::Context) {
+        let approval = msg.approval;
+        let Some(id) = approval.execution_id.map(ExecutionId) else { return };
+        let Some(status) = self.live.get(&id).filter(|_| self.tracked.contains_key(&id)).map(|e| e.status) else {
+            return;
+        };
+        if status != ExecutionStatus::PendingApproval {
+            if let Some(mut shown) = self.live.get_mut(&id) {
+                if shown.waiting_approval_id == Some(approval.id) {
+                    shown.waiting_approval_id = None;
+                }
+            }
+            return;
+        }
+        match approval.outcome() {
+            Some(Decision::Approve) => {
+                let Some(shown) = self.live.get_mut(&id).map(|mut shown| {
+                    shown.status = ExecutionStatus::Queued;
+                    shown.approval_id = Some(approval.id);
+                    shown.clone()
+                }) else {
+                    return;
+                };
+                self.store.record_detached("queue approved execution", move |c, log| {
+                    rows::set_status(c, id, ExecutionStatus::Queued)?;
+                    log.record(c, execution_event("execution.queued", &shown))?;
+                    Ok(())
+                });
+                // At the back of the FIFO as of the approval.
+                let provider = shown_provider(&self.live, id);
+                self.provider_mut(&provider).queue.push(id, true);
+                self.try_start(&provider, ctx);
+            }
+            _ => {
+                let by = approval.decided_by.clone().unwrap_or_else(|| "?".into());
+                let why = match approval.status {
+                    ApprovalStatus::Expired => "the approval expired (default: deny)".to_owned(),
+                    ApprovalStatus::Cancelled => {
+                        format!("the approval was cancelled: {}", approval.reason.clone().unwrap_or_default())
+                    }
+                    _ => match &approval.reason {
+                        Some(reason) => format!("denied by {by}: {reason}"),
+                        None => format!("denied by {by}"),
+                    },
+                };
+                self.finish(id, ExecutionStatus::Denied, None, Some(why), false);
+            }
+        }
+    }
+}
+
 impl ExecutionMonitor {
     /// Validates a request, gives it an id and a place at the back of its provider's
     /// queue, and replies once its row is committed (only then may it start).
@@ -241,29 +342,47 @@ impl ExecutionMonitor {
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
         let (id, provider) = (execution.id, execution.provider.clone());
+        let gated = execution.status == ExecutionStatus::PendingApproval;
         let order = self.next_queue_order;
         self.next_queue_order += 1;
-        let state = self.provider_mut(&provider);
-        state.queue.push(id, false);
         let mut shown = execution;
-        shown.queue_position = Some(state.queue.queued().saturating_sub(1));
+        if !gated {
+            let state = self.provider_mut(&provider);
+            state.queue.push(id, false);
+            shown.queue_position = Some(state.queue.queued().saturating_sub(1));
+        }
         self.live.insert(id, shown.clone());
         self.tracked.insert(id, Tracked { env: env.clone(), process: None, ending: None });
 
-        let store = self.store.clone();
+        let (store, arbiter) = (self.store.clone(), self.arbiter.clone());
+        let request = gated.then(|| approval_request(&shown));
         let write = async move {
             store
                 .record("insert execution", move |c, log| {
                     rows::insert(c, &shown, &env, order)?;
                     log.record(c, execution_event("execution.created", &shown))?;
-                    log.record(c, execution_event("execution.queued", &shown))?;
+                    if !gated {
+                        log.record(c, execution_event("execution.queued", &shown))?;
+                    }
                     Ok(())
                 })
+                .await?;
+            let Some(request) = request else { return Ok(None) };
+            let approval = arbiter
+                .send(Request { request })
                 .await
+                .map_err(|e| MonitorError::Invalid(format!("the approval arbiter did not answer: {e}")))?
+                .map_err(|e| MonitorError::Invalid(format!("asking for approval failed: {e}")))?;
+            store.write("link approval", move |c| rows::set_approval(c, id, approval.id)).await?;
+            Ok(Some(approval.id))
         };
-        Box::pin(write.into_actor(self).map(move |stored, act, ctx| match stored {
-            Ok(()) => {
-                if let Some(state) = act.providers.get_mut(&provider) {
+        Box::pin(write.into_actor(self).map(move |stored: Result<Option<i64>, MonitorError>, act, ctx| match stored {
+            Ok(approval_id) => {
+                if let Some(approval_id) = approval_id {
+                    if let Some(mut shown) = act.live.get_mut(&id) {
+                        shown.approval_id = Some(approval_id);
+                    }
+                } else if let Some(state) = act.providers.get_mut(&provider) {
                     state.queue.mark_stored(id);
                 }
                 let reply = act.snapshot(id).ok_or(MonitorError::UnknownExecution(id));
@@ -278,7 +397,7 @@ impl ExecutionMonitor {
                 act.tracked.remove(&id);
                 act.live.remove(&id);
                 act.refresh_positions(&provider);
-                Err(e.into())
+                Err(e)
             }
         }))
     }
@@ -330,9 +449,10 @@ impl ExecutionMonitor {
                 turn: None,
             },
         );
+        let gated = profile.spec.approval == ApprovalPolicy::Always;
         let execution = Execution {
             id,
-            status: ExecutionStatus::Queued,
+            status: if gated { ExecutionStatus::PendingApproval } else { ExecutionStatus::Queued },
             profile: profile.name.clone(),
             provider: profile.spec.provider.clone(),
             workspace,
@@ -349,6 +469,7 @@ impl ExecutionMonitor {
             retry_of,
             session_id: None,
             approval_id: None,
+            waiting_approval_id: None,
         };
         Ok((execution, request.env))
     }
@@ -357,7 +478,9 @@ impl ExecutionMonitor {
     pub(super) fn requeue_recovered(&mut self, execution: Execution, env: BTreeMap<String, String>) {
         let id = execution.id;
         let state = self.provider_mut(&execution.provider);
-        state.queue.push(id, true);
+        if execution.status == ExecutionStatus::Queued {
+            state.queue.push(id, true);
+        }
         self.live.insert(id, execution.clone());
         self.tracked.insert(id, Tracked { env, process: None, ending: None });
         self.refresh_positions(&execution.provider);
@@ -531,6 +654,9 @@ impl ExecutionMonitor {
                 state.queue.release();
             }
         }
+        // Nothing can wait on an ended execution's approvals any more.
+        let reason = format!("the execution ended {status}");
+        self.arbiter.do_send(CancelForExecution { execution_id: id.0, reason });
         let (store, live, stored) = (self.store.clone(), self.live.clone(), finished.clone());
         actix::spawn(async move {
             let row = stored.clone();

@@ -18,6 +18,7 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use tokio::sync::oneshot;
 
+use super::approval_arbiter::ApprovalArbiter;
 use crate::domain::{Execution, ExecutionId, ExecutionStatus, Origin, Profile, ProviderLimits, Workspace, WorkspaceId};
 use crate::store::executions::QueuedExecution;
 use crate::store::{Store, StoreError};
@@ -98,6 +99,8 @@ impl ProviderState {
 pub struct ExecutionMonitor {
     store: Store,
     settings: MonitorSettings,
+    /// Asked for approvals of gated executions; told when executions end.
+    arbiter: Addr<ApprovalArbiter>,
     /// Every workspace by id; the database holds the same rows.
     workspaces: BTreeMap<WorkspaceId, Workspace>,
     /// Built-in, config-file and API profiles by name (API ones are also stored).
@@ -132,7 +135,7 @@ pub struct MonitorSeed {
 }
 
 impl ExecutionMonitor {
-    pub fn new(store: Store, settings: MonitorSettings, seed: MonitorSeed) -> Self {
+    pub fn new(store: Store, settings: MonitorSettings, arbiter: Addr<ApprovalArbiter>, seed: MonitorSeed) -> Self {
         let mut providers: BTreeMap<String, ProviderState> = seed
             .config_providers
             .into_iter()
@@ -162,6 +165,7 @@ impl ExecutionMonitor {
         let mut monitor = ExecutionMonitor {
             store,
             settings,
+            arbiter,
             workspaces: seed.workspaces.into_iter().map(|w| (w.id, w)).collect(),
             profiles,
             providers,

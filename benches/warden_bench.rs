@@ -1,0 +1,414 @@
+//! `warden-bench`: starts a real daemon (`warden serve`) in a temp home as a separate
+//! process, drives it over its public API, prints each figure as `name: value` and, with
+//! `--write`, rewrites the results table in BENCHMARKS.md. Run it with `make bench`
+//! (`cargo bench --bench warden-bench -- [b1 b2 …] [--write]`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use warden::client::Client;
+use warden::home::Home;
+
+/// A daemon process in a temp home, killed on drop.
+struct BenchDaemon {
+    child: Child,
+    client: Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for BenchDaemon {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// The `warden` binary cargo built for this bench (same profile: optimised).
+fn warden_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_warden"))
+}
+
+async fn start_daemon(config: &str) -> anyhow::Result<BenchDaemon> {
+    let dir = tempfile::tempdir()?;
+    let home = Home::new(dir.path().join("home"));
+    home.ensure()?;
+    std::fs::write(home.config_path(), config)?;
+    let child = Command::new(warden_exe())
+        .args(["serve", "--port", "0"])
+        .env("WARDEN_HOME", home.dir())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting warden serve")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(info) = home.read_server_info() {
+            let client = Client::new(&info.url, home.read_token()?);
+            if client.health().await.is_ok() {
+                return Ok(BenchDaemon { child, client, _dir: dir });
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the daemon did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Waits until the daemon has no queued or running execution.
+async fn wait_idle(client: &Client, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status: Value = client.get("/api/v1/status").await?;
+        let counts = &status["counts"];
+        if counts["executions_queued"] == 0 && counts["executions_running"] == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("still busy after {timeout:?}: {counts}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// B1: 1,000 executions of `true` with a provider limit of 2, submitted as fast as
+/// possible; executions per second until all are final, beside `xargs -P2 -n1 true`.
+async fn b1_throughput(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    const N: usize = 1000;
+    let daemon = start_daemon("[providers.local]\nmax_concurrent = 2\n").await?;
+    let client = &daemon.client;
+    let started = Instant::now();
+    let bodies: Vec<Value> = (0..N).map(|_| json!({"prompt": "true", "cwd": "/tmp"})).collect();
+    // Submit from 8 concurrent request loops.
+    let chunks: Vec<Vec<Value>> = bodies.chunks(N / 8).map(|c| c.to_vec()).collect();
+    let submitters = chunks.into_iter().map(|chunk| {
+        let client = client.clone();
+        async move {
+            for body in chunk {
+                let _: Value = client.post("/api/v1/executions", &body).await?;
+            }
+            anyhow::Ok(())
+        }
+    });
+    for result in futures_util::future::join_all(submitters).await {
+        result?;
+    }
+    wait_idle(client, Duration::from_secs(300)).await?;
+    let warden_rate = N as f64 / started.elapsed().as_secs_f64();
+    let failed: Value = client.get("/api/v1/executions?status=failed,cancelled,interrupted&limit=1").await?;
+    if !failed["items"].as_array().is_some_and(|a| a.is_empty()) {
+        bail!("B1: some executions did not succeed: {failed}");
+    }
+
+    let floor_started = Instant::now();
+    let status =
+        Command::new("sh").args(["-c", &format!("seq {N} | xargs -P2 -n1 true")]).status().context("running xargs")?;
+    if !status.success() {
+        bail!("xargs failed");
+    }
+    let floor_rate = N as f64 / floor_started.elapsed().as_secs_f64();
+    figures.push(("b1_executions_per_s".into(), format!("{warden_rate:.0}")));
+    figures.push(("b1_xargs_floor_per_s".into(), format!("{floor_rate:.0}")));
+    figures.push(("b1_ratio_to_floor".into(), format!("{:.2}", warden_rate / floor_rate)));
+    Ok(())
+}
+
+/// B2: an idle daemon, 200 single executions one after another: POST → process start
+/// (the process prints its own start time) and POST → final state visible.
+async fn b2_latency(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    const N: usize = 200;
+    let daemon = start_daemon("[profiles.clock]\nprovider = \"local\"\ncommand = [\"date\", \"+%s%N\"]\n").await?;
+    let client = &daemon.client;
+    let mut to_start = Vec::with_capacity(N);
+    let mut to_final = Vec::with_capacity(N);
+    for _ in 0..N {
+        let sent_ns = unix_nanos();
+        let sent = Instant::now();
+        let created: Value =
+            client.post("/api/v1/executions", &json!({"prompt": "", "profile": "clock", "cwd": "/tmp"})).await?;
+        let id = created["id"].clone();
+        loop {
+            let execution: Value = client.get(&format!("/api/v1/executions/{id}")).await?;
+            if execution["status"] == "succeeded" {
+                to_final.push(sent.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            if execution["status"].as_str().is_some_and(|s| s != "queued" && s != "running") {
+                bail!("B2: execution ended {execution}");
+            }
+        }
+        let output: Value = client.get(&format!("/api/v1/executions/{id}/output")).await?;
+        let started_ns: u128 = output["items"][0]["text"].as_str().unwrap_or("0").parse()?;
+        to_start.push(started_ns.saturating_sub(sent_ns) as f64 / 1e6);
+    }
+    to_start.sort_by(f64::total_cmp);
+    to_final.sort_by(f64::total_cmp);
+    figures.push(("b2_post_to_start_p50_ms".into(), format!("{:.2}", percentile(&to_start, 50.0))));
+    figures.push(("b2_post_to_start_p99_ms".into(), format!("{:.2}", percentile(&to_start, 99.0))));
+    figures.push(("b2_post_to_final_visible_p50_ms".into(), format!("{:.2}", percentile(&to_final, 50.0))));
+    Ok(())
+}
+
+/// Resident memory of a process, in MB.
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket client subscribed to `subscription`, past its hello.
+async fn ws_client(client: &Client, token: &str, subscription: Value) -> anyhow::Result<Ws> {
+    use futures_util::{SinkExt, StreamExt};
+    let url = format!("{}/api/v1/ws?token={token}", client.base_url().replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    ws.next().await.context("no hello")??;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(subscription.to_string().into())).await?;
+    Ok(ws)
+}
+
+/// Follows one execution's output over a WebSocket until it finishes, refetching what a
+/// `skipped` notice names; returns the line numbers in seq order.
+async fn ws_follow(client: Client, mut ws: Ws, id: Value) -> anyhow::Result<Vec<u64>> {
+    use futures_util::StreamExt;
+    let mut lines: Vec<(u64, u64)> = Vec::new();
+    while let Some(frame) = ws.next().await {
+        let frame = frame?;
+        let Ok(text) = frame.to_text() else { continue };
+        let Ok(message) = serde_json::from_str::<Value>(text) else { continue };
+        if message["type"] == "skipped" {
+            let (from, to) = (message["from_seq"].as_u64().unwrap_or(0), message["to_seq"].as_u64().unwrap_or(0));
+            for e in client.events_between("execution.output", id.as_i64(), from, to).await? {
+                lines.push((e.seq, e.data["n"].as_u64().unwrap_or(0)));
+            }
+            continue;
+        }
+        let event = &message["event"];
+        match event["type"].as_str() {
+            Some("execution.output") => {
+                lines.push((event["seq"].as_u64().unwrap_or(0), event["data"]["n"].as_u64().unwrap_or(0)))
+            }
+            Some("execution.finished") if event["execution_id"] == id => break,
+            _ => {}
+        }
+    }
+    lines.sort();
+    Ok(lines.into_iter().map(|(_, n)| n).collect())
+}
+
+/// Follows one execution's SSE stream to its end, refetching skipped ranges.
+async fn sse_follow(client: Client, id: Value) -> anyhow::Result<Vec<u64>> {
+    let mut stream = client.sse(&format!("/api/v1/executions/{id}/stream"), None).await?;
+    let mut lines: Vec<(u64, u64)> = Vec::new();
+    while let Some(message) = stream.next().await? {
+        match message.event.as_str() {
+            "execution.output" => {
+                let envelope: Value = serde_json::from_str(&message.data)?;
+                lines.push((envelope["seq"].as_u64().unwrap_or(0), envelope["data"]["n"].as_u64().unwrap_or(0)));
+            }
+            "skipped" => {
+                let notice: Value = serde_json::from_str(&message.data)?;
+                let (from, to) = (notice["from_seq"].as_u64().unwrap_or(0), notice["to_seq"].as_u64().unwrap_or(0));
+                for e in client.events_between("execution.output", id.as_i64(), from, to).await? {
+                    lines.push((e.seq, e.data["n"].as_u64().unwrap_or(0)));
+                }
+            }
+            "end" => break,
+            _ => {}
+        }
+    }
+    lines.sort();
+    Ok(lines.into_iter().map(|(_, n)| n).collect())
+}
+
+fn all_in_order(lines: &[u64], n: u64) -> bool {
+    lines.len() as u64 == n && lines.iter().enumerate().all(|(i, l)| *l == i as u64 + 1)
+}
+
+/// B3: one execution printing 1,000,000 lines, followed by an SSE and a WebSocket client.
+async fn b3_output(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    const N: u64 = 1_000_000;
+    let daemon = start_daemon("").await?;
+    let client = daemon.client.clone();
+    let dir = tempfile::tempdir()?;
+    let gate = dir.path().join("go");
+    let script = format!("while [ ! -e {} ]; do sleep 0.01; done; seq 1 {N}", gate.display());
+    let created: Value = client.post("/api/v1/executions", &json!({"prompt": script, "cwd": "/tmp"})).await?;
+    let id = created["id"].clone();
+    let token = std::fs::read_to_string(daemon._dir.path().join("home/token"))?.trim().to_owned();
+    let ws =
+        ws_client(&client, &token, json!({"type": "subscribe", "topics": ["execution.*"], "execution_id": id})).await?;
+    let sse = tokio::spawn(sse_follow(client.clone(), id.clone()));
+    let ws = tokio::spawn(ws_follow(client.clone(), ws, id.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await; // both attached before the burst
+    let started = Instant::now();
+    std::fs::write(&gate, "")?;
+    loop {
+        let execution: Value = client.get(&format!("/api/v1/executions/{id}")).await?;
+        if execution["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let persisted = started.elapsed();
+    let sse_lines = sse.await??;
+    let sse_done = started.elapsed();
+    let ws_lines = ws.await??;
+    let ws_done = started.elapsed();
+    let rss = rss_mb(daemon.child.id());
+    figures.push(("b3_lines_persisted_per_s".into(), format!("{:.0}", N as f64 / persisted.as_secs_f64())));
+    figures.push(("b3_lines_delivered_sse_per_s".into(), format!("{:.0}", N as f64 / sse_done.as_secs_f64())));
+    figures.push(("b3_lines_delivered_ws_per_s".into(), format!("{:.0}", N as f64 / ws_done.as_secs_f64())));
+    figures.push((
+        "b3_all_lines_in_order".into(),
+        (all_in_order(&sse_lines, N) && all_in_order(&ws_lines, N)).to_string(),
+    ));
+    figures.push(("b3_daemon_rss_mb".into(), format!("{rss:.0}")));
+    Ok(())
+}
+
+/// B4/B5: `clients` WebSocket clients subscribed to `*` while an execution prints a
+/// timestamped line every millisecond for 5 s: print → receive latency, and daemon RSS.
+async fn fan_out(figures: &mut Vec<(String, String)>, name: &str, clients: usize) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    const LINES: u64 = 5000;
+    let daemon = start_daemon(&format!("[server]\nmax_clients = {}\n", clients + 10)).await?;
+    let client = daemon.client.clone();
+    let token = std::fs::read_to_string(daemon._dir.path().join("home/token"))?.trim().to_owned();
+    let mut sockets = Vec::new();
+    for _ in 0..clients {
+        sockets.push(ws_client(&client, &token, json!({"type": "subscribe", "topics": ["*"]})).await?);
+    }
+    let script = format!(
+        "import time\nt0 = time.time() + 0.2\nfor i in range({LINES}):\n    d = t0 + i / 1000 - time.time()\n    \
+         if d > 0: time.sleep(d)\n    print(time.time_ns(), flush=True)\n"
+    );
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut skipped = 0u64;
+                while let Some(Ok(frame)) = ws.next().await {
+                    let now = unix_nanos();
+                    let Ok(text) = frame.to_text() else { continue };
+                    let Ok(message) = serde_json::from_str::<Value>(text) else { continue };
+                    if message["type"] == "skipped" {
+                        skipped += message["count"].as_u64().unwrap_or(0);
+                        continue;
+                    }
+                    let event = &message["event"];
+                    match event["type"].as_str() {
+                        Some("execution.output") => {
+                            if let Some(sent) = event["data"]["text"].as_str().and_then(|t| t.parse::<u128>().ok()) {
+                                latencies.push(now.saturating_sub(sent) as f64 / 1e6);
+                            }
+                        }
+                        Some("execution.finished") => break,
+                        _ => {}
+                    }
+                }
+                (latencies, skipped)
+            })
+        })
+        .collect();
+    let pid = daemon.child.id();
+    let sampler = tokio::spawn(async move {
+        let mut peak: f64 = 0.0;
+        for _ in 0..200 {
+            peak = peak.max(rss_mb(pid));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        peak
+    });
+    let body = json!({"prompt": "python3 -c \"$SCRIPT\"", "cwd": "/tmp", "env": {"SCRIPT": script}});
+    let _: Value = client.post("/api/v1/executions", &body).await?;
+    let mut all = Vec::new();
+    let mut skipped = 0;
+    for reader in readers {
+        let (latencies, s) = reader.await?;
+        all.extend(latencies);
+        skipped += s;
+    }
+    sampler.abort();
+    let rss = rss_mb(pid);
+    all.sort_by(f64::total_cmp);
+    figures.push((format!("{name}_clients"), clients.to_string()));
+    figures.push((format!("{name}_latency_p50_ms"), format!("{:.2}", percentile(&all, 50.0))));
+    figures.push((format!("{name}_latency_p99_ms"), format!("{:.2}", percentile(&all, 99.0))));
+    figures.push((format!("{name}_events_received"), all.len().to_string()));
+    figures.push((format!("{name}_events_skipped"), skipped.to_string()));
+    figures.push((format!("{name}_daemon_rss_mb"), format!("{rss:.0}")));
+    Ok(())
+}
+
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+fn write_results(path: &Path, figures: &[(String, String)]) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let (begin, end) = ("<!-- results:begin -->", "<!-- results:end -->");
+    let mut table = format!("{begin}\n| figure | value |\n|---|---|\n");
+    for (name, value) in figures {
+        table.push_str(&format!("| {name} | {value} |\n"));
+    }
+    table.push_str(end);
+    let updated = match (text.find(begin), text.find(end)) {
+        (Some(a), Some(b)) => format!("{}{}{}", &text[..a], table, &text[b + end.len()..]),
+        _ => format!("{text}\n{table}\n"),
+    };
+    std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let write = args.iter().any(|a| a == "--write");
+    let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o.as_str() == name);
+    let mut figures = Vec::new();
+    if wanted("b1") {
+        b1_throughput(&mut figures).await?;
+    }
+    if wanted("b2") {
+        b2_latency(&mut figures).await?;
+    }
+    if wanted("b3") {
+        b3_output(&mut figures).await?;
+    }
+    if wanted("b4") {
+        fan_out(&mut figures, "b4", 10).await?;
+    }
+    if wanted("b5") {
+        fan_out(&mut figures, "b5", 500).await?;
+    }
+    for (name, value) in &figures {
+        println!("{name}: {value}");
+    }
+    if write {
+        write_results(Path::new("BENCHMARKS.md"), &figures)?;
+    }
+    Ok(())
+}

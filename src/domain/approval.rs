@@ -1,0 +1,126 @@
+//! Approvals: a question for a human about risky work, with a deadline and a default.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// An approval's id.
+pub type ApprovalId = i64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    Cancelled,
+}
+
+impl ApprovalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Denied => "denied",
+            ApprovalStatus::Expired => "expired",
+            ApprovalStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Pending, Self::Approved, Self::Denied, Self::Expired, Self::Cancelled]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// What a human (or the deadline) decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    Deny,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Deny => "deny",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "approve" => Some(Decision::Approve),
+            "deny" => Some(Decision::Deny),
+            _ => None,
+        }
+    }
+}
+
+/// An approval as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Approval {
+    pub id: ApprovalId,
+    pub status: ApprovalStatus,
+    pub title: String,
+    /// Any JSON: what is being asked about (argv, a tool's input, …).
+    pub details: serde_json::Value,
+    /// Who asked: `warden` for gated executions, `claude-code` for the hook, or the
+    /// caller's own word.
+    pub source: String,
+    pub execution_id: Option<i64>,
+    pub session_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// Applied at the deadline.
+    pub default: Decision,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+}
+
+impl Approval {
+    /// The decision in force: the human's, the default for an expired one, none while
+    /// pending, deny for a cancelled one.
+    pub fn outcome(&self) -> Option<Decision> {
+        match self.status {
+            ApprovalStatus::Pending => None,
+            ApprovalStatus::Approved => Some(Decision::Approve),
+            ApprovalStatus::Denied | ApprovalStatus::Cancelled => Some(Decision::Deny),
+            ApprovalStatus::Expired => Some(self.default),
+        }
+    }
+}
+
+/// Body of `POST /api/v1/approvals`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewApproval {
+    pub title: String,
+    #[serde(default)]
+    pub details: serde_json::Value,
+    /// Seconds until the default applies (1 to 86400; default from the config).
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+    /// `deny` unless said otherwise.
+    #[serde(default)]
+    pub default: Option<Decision>,
+    #[serde(default)]
+    pub execution_id: Option<i64>,
+    #[serde(default)]
+    pub session_id: Option<i64>,
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// Body of `POST /api/v1/approvals/{id}`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    pub decision: Decision,
+    #[serde(default)]
+    pub reason: Option<String>,
+}

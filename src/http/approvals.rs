@@ -1,0 +1,137 @@
+//! `/api/v1/approvals`: thin handlers over the ApprovalArbiter. A decision is one
+//! `Decide` message; the arbiter's answer says whether this one won.
+
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::pagination::{Page, PageQuery};
+use super::problem::{ApiError, Problem};
+use crate::actors::approval_arbiter::{ApprovalArbiter, ArbiterError, Decide, Request, Watch};
+use crate::domain::{Approval, ApprovalStatus, DecisionRequest, NewApproval};
+use crate::store::{approvals as rows, Store};
+
+type Arbiter = web::Data<Addr<ApprovalArbiter>>;
+
+/// The longest a long poll may wait.
+pub const MAX_WAIT_S: u64 = 300;
+
+impl From<ArbiterError> for ApiError {
+    fn from(e: ArbiterError) -> Self {
+        let detail = e.to_string();
+        match e {
+            ArbiterError::NotFound(_) => ApiError::not_found(detail),
+            ArbiterError::AlreadyDecided(winner) => ApiError::new(StatusCode::CONFLICT, "already_decided", detail)
+                .with_extra("approval", serde_json::to_value(&winner).unwrap_or_default()),
+            ArbiterError::Expired(approval) => ApiError::new(StatusCode::CONFLICT, "expired", detail)
+                .with_extra("approval", serde_json::to_value(&approval).unwrap_or_default()),
+            ArbiterError::Invalid(_) => ApiError::unprocessable(detail),
+            ArbiterError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// `GET /api/v1/approvals` query.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this status (`pending`, `approved`, …).
+    pub status: Option<String>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+/// `GET /api/v1/approvals/{id}` query.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Hold the request until the approval is decided or this many seconds pass (≤ 300).
+    pub wait: Option<u64>,
+}
+
+/// Ask a human (agents, hooks, scripts).
+#[utoipa::path(post, path = "/api/v1/approvals", tag = "approvals", request_body = NewApproval,
+    responses((status = 201, body = Approval), (status = 400, body = Problem), (status = 422, body = Problem)))]
+pub async fn create(arbiter: Arbiter, body: web::Json<NewApproval>) -> Result<HttpResponse, ApiError> {
+    let approval = arbiter.send(Request { request: body.into_inner() }).await??;
+    Ok(HttpResponse::Created().json(approval))
+}
+
+/// Approvals, newest first.
+#[utoipa::path(get, path = "/api/v1/approvals", tag = "approvals", params(ListQuery),
+    responses((status = 200, body = Page<Approval>), (status = 400, body = Problem)))]
+pub async fn list(store: web::Data<Store>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(ApprovalStatus::parse(text).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown status {text:?}; known: pending, approved, denied, expired, cancelled"
+            ))
+        })?),
+    };
+    let page = PageQuery { limit: query.limit, cursor: query.cursor };
+    let (limit, before) = (page.limit()?, page.cursor::<i64>()?);
+    let mut items = store.read("list approvals", move |c| rows::list(c, status, before, limit + 1)).await?;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|a| a.id.to_string())
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
+
+/// One approval; with `?wait=S`, a long poll that answers as soon as it is decided.
+#[utoipa::path(get, path = "/api/v1/approvals/{id}", tag = "approvals", params(("id" = i64, Path), WaitQuery),
+    responses((status = 200, body = Approval), (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub async fn get(
+    arbiter: Arbiter,
+    store: web::Data<Store>,
+    id: web::Path<i64>,
+    query: web::Query<WaitQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = *id;
+    let wait = query.wait.unwrap_or(0);
+    if wait > MAX_WAIT_S {
+        return Err(ApiError::bad_request(format!("wait must be at most {MAX_WAIT_S} seconds")));
+    }
+    if wait > 0 {
+        if let Some(settled) = arbiter.send(Watch { id }).await? {
+            if let Ok(Ok(approval)) = tokio::time::timeout(Duration::from_secs(wait), settled).await {
+                return Ok(HttpResponse::Ok().json(approval));
+            }
+        }
+    }
+    let approval = store.read("get approval", move |c| rows::get(c, id)).await?;
+    let approval = approval.ok_or_else(|| ApiError::not_found(format!("no approval {id}")))?;
+    Ok(HttpResponse::Ok().json(approval))
+}
+
+/// Decide. 200 with the approval when this answer won; 409 `already_decided` (the
+/// body's `approval` is the winner) or `expired`.
+#[utoipa::path(post, path = "/api/v1/approvals/{id}", tag = "approvals", request_body = DecisionRequest,
+    params(("id" = i64, Path), ("X-Warden-Client" = Option<String>, Header, description = "who is answering")),
+    responses((status = 200, body = Approval), (status = 404, body = Problem),
+              (status = 409, description = "already decided or expired", body = Problem), (status = 422, body = Problem)))]
+pub async fn decide(
+    req: HttpRequest,
+    arbiter: Arbiter,
+    id: web::Path<i64>,
+    body: web::Json<DecisionRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let decided_by = req
+        .headers()
+        .get("x-warden-client")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().chars().take(100).collect::<String>())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "api".into());
+    let DecisionRequest { decision, reason } = body.into_inner();
+    let approval = arbiter.send(Decide { id: *id, decision, reason, decided_by }).await??;
+    Ok(HttpResponse::Ok().json(approval))
+}
