@@ -80,7 +80,7 @@ async fn a_hundred_racing_answers_make_exactly_one_winner() {
     let stored = d.get_ok(&format!("/api/v1/approvals/{id}")).await;
     assert_eq!(stored, winner, "what is stored is the winner");
     assert!(matches!(stored["status"].as_str(), Some("approved" | "denied")));
-    let decided = d.get_ok(&format!("/api/v1/events/history?topics=approval.decided&limit=1000")).await;
+    let decided = d.get_ok("/api/v1/events/history?topics=approval.decided&limit=1000").await;
     assert_eq!(decided["items"].as_array().unwrap().len(), 1, "exactly one approval.decided event");
     assert_eq!(decided["items"][0]["data"], winner);
     assert_eq!(decided["items"][0]["priority"], "high");
