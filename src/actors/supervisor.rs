@@ -3,6 +3,8 @@
 //! stop accepting work, settle what runs, flush the store. `daemon.rs` launches it.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -13,7 +15,7 @@ use super::approval_arbiter::{ApprovalArbiter, CountPending, ExecutionListener};
 use super::execution_monitor::{
     process, ExecutionMonitor, ExecutionReader, GetCounts, MonitorCounts, MonitorSeed, MonitorSettings, StopAccepting,
 };
-use super::session_registry::{ClientCounts, CountClients, Deliver, SessionRegistry};
+use super::session_registry::{event_sink, ClientCounts, CountClients, SessionRegistry};
 use crate::config::Config;
 use crate::domain::{now, NewEvent};
 use crate::store::{approvals, catalog, executions, Store, StoreError};
@@ -110,9 +112,9 @@ impl Supervisor {
             tracing::info!(queued = seed.queued.len(), "queued executions from the last run start again in order");
         }
         let last_seq = SessionRegistry::last_seq_in(&store).await?;
-        let registry = SessionRegistry::new(config.max_clients, last_seq).start();
-        let sink = registry.clone();
-        store.set_event_sink(Box::new(move |events| sink.do_send(Deliver { events })));
+        let undelivered = Arc::new(AtomicUsize::new(0));
+        let registry = SessionRegistry::new(config.max_clients, last_seq, undelivered.clone()).start();
+        store.set_event_sink(event_sink(registry.clone(), undelivered));
         // The monitor and the arbiter talk both ways: make the monitor's mailbox first,
         // so the arbiter can be given its address before the monitor runs.
         let (max_approval, pending) =

@@ -124,6 +124,21 @@ impl Store {
         self.writer.write(op, f).await
     }
 
+    /// Queues a write (which may record events) at once, in order, and returns a future
+    /// of its commit, to await later.
+    pub fn record_queued<T, F>(
+        &self,
+        op: &'static str,
+        f: F,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>>
+    where
+        F: FnOnce(&Connection, &mut EventLog) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let answer = self.writer.enqueue(op, f);
+        async move { answer.await.map_err(|_| StoreError::Closed)? }
+    }
+
     /// Queues a write (which may record events) without waiting for its commit: it is
     /// committed in order with everything queued before it.
     pub fn record_detached<F>(&self, op: &'static str, f: F)

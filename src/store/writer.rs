@@ -75,6 +75,16 @@ impl WriterHandle {
         F: FnOnce(&Connection, &mut EventLog) -> rusqlite::Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        self.enqueue(op, f).await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a write now (so writes keep the order they were queued in) and returns
+    /// where its outcome will arrive.
+    pub(super) fn enqueue<T, F>(&self, op: &'static str, f: F) -> oneshot::Receiver<Result<T, StoreError>>
+    where
+        F: FnOnce(&Connection, &mut EventLog) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn, log| {
             let result = in_savepoint(conn, log, f).op(op);
@@ -86,8 +96,9 @@ impl WriterHandle {
                 let _ = reply.send(outcome);
             })
         });
-        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        // A closed writer drops the job, and with it `reply`: the answer is Closed.
+        let _ = self.jobs.send(job);
+        answer
     }
 
     pub(super) fn write_detached<F>(&self, op: &'static str, f: F)

@@ -12,12 +12,17 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::Semaphore;
 
 use crate::domain::{now, OutputLine, OutputStream};
 use crate::store::{OutputSource, Store};
 
 /// Lines longer than this are split, so one line can never hold the whole output.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Output chunks (of at most 64 KiB) of one execution queued for the store but not yet
+/// committed. When they are all in flight, capture stops reading the pipe, so a flooding
+/// process blocks on its writes instead of growing the daemon's memory.
+const CHUNKS_IN_FLIGHT: usize = 32;
 /// How long output may keep flowing after the process group is gone (a process that
 /// escaped the group with setsid may hold the pipes open).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
@@ -83,17 +88,16 @@ pub fn spawn(spec: SpawnSpec, store: Store, on_exit: impl FnOnce(ProcessExit) + 
     let pid = child.id().map(|p| p as i32).ok_or("the process ended before it could be tracked")?;
     let spawned = Spawned { pid, start_ticks: start_ticks(pid) };
 
-    let counter = Arc::new(AtomicU64::new(0));
     let id = spec.source.execution_id;
-    let source = Arc::new(spec.source);
-    let stdout = child
-        .stdout
-        .take()
-        .map(|out| actix_rt::spawn(capture(out, OutputStream::Stdout, source.clone(), counter.clone(), store.clone())));
-    let stderr = child
-        .stderr
-        .take()
-        .map(|err| actix_rt::spawn(capture(err, OutputStream::Stderr, source.clone(), counter.clone(), store.clone())));
+    let sink = OutputSink {
+        source: Arc::new(spec.source),
+        store,
+        in_flight: Arc::new(Semaphore::new(CHUNKS_IN_FLIGHT)),
+        counter: Arc::new(AtomicU64::new(0)),
+    };
+    let counter = sink.counter.clone();
+    let stdout = child.stdout.take().map(|out| actix_rt::spawn(capture(out, OutputStream::Stdout, sink.clone())));
+    let stderr = child.stderr.take().map(|err| actix_rt::spawn(capture(err, OutputStream::Stderr, sink.clone())));
     actix_rt::spawn(async move {
         let status = child.wait().await;
         // The leader is gone: take every process left in its group with it.
@@ -125,16 +129,39 @@ fn describe_spawn_error(program: &str, cwd: &std::path::Path, e: &std::io::Error
     }
 }
 
-/// Reads one stream to its end, numbering lines from the shared counter and queueing
-/// each chunk's lines as one write.
-async fn capture(
-    reader: impl AsyncRead + Unpin,
-    stream: OutputStream,
+/// Where an execution's output goes: numbered from one counter across both streams,
+/// stored as events, with a bounded number of chunks in flight.
+#[derive(Clone)]
+struct OutputSink {
     source: Arc<OutputSource>,
-    counter: Arc<AtomicU64>,
     store: Store,
-) {
-    let id = source.execution_id;
+    in_flight: Arc<Semaphore>,
+    counter: Arc<AtomicU64>,
+}
+
+impl OutputSink {
+    /// Queues a chunk's lines as one write, in order; waits first while too many chunks
+    /// are in flight (backpressure on the process).
+    async fn persist(&self, lines: Vec<OutputLine>) {
+        if lines.is_empty() {
+            return;
+        }
+        let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
+        let source = self.source.clone();
+        let committed = self.store.record_queued("insert output", move |c, log| log.record_output(c, &source, &lines));
+        actix_rt::spawn(async move {
+            if let Err(e) = committed.await {
+                tracing::error!(error = %e, "storing output failed");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Reads one stream to its end, queueing each chunk's lines as one write.
+async fn capture(reader: impl AsyncRead + Unpin, stream: OutputStream, sink: OutputSink) {
+    let id = sink.source.execution_id;
+    let counter = sink.counter.clone();
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let mut line: Vec<u8> = Vec::new();
     loop {
@@ -173,12 +200,12 @@ async fn capture(
         }
         let consumed = chunk.len();
         reader.consume(consumed);
-        persist(&store, &source, lines);
+        sink.persist(lines).await;
     }
     if !line.is_empty() {
         // A last line without a newline is kept.
         let last = finish_line(&mut line, stream, &counter);
-        persist(&store, &source, vec![last]);
+        sink.persist(vec![last]).await;
     }
 }
 
@@ -196,14 +223,6 @@ fn char_boundary(bytes: &[u8]) -> usize {
     match std::str::from_utf8(bytes) {
         Err(e) if e.error_len().is_none() && e.valid_up_to() > 0 => e.valid_up_to(),
         _ => bytes.len(),
-    }
-}
-
-/// Stores a chunk's lines as `execution.output` events, in one write.
-fn persist(store: &Store, source: &Arc<OutputSource>, lines: Vec<OutputLine>) {
-    if !lines.is_empty() {
-        let source = source.clone();
-        store.record_detached("insert output", move |c, log| log.record_output(c, &source, &lines));
     }
 }
 

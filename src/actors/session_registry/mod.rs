@@ -7,6 +7,7 @@
 pub mod client_queue;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -68,6 +69,22 @@ pub struct Deliver {
     pub events: Vec<Arc<Event>>,
 }
 
+/// The most committed events waiting for the registry before the store's writer waits
+/// for it: under a flood the writer slows down instead of queueing without bound.
+pub const MAX_UNDELIVERED: usize = 50_000;
+
+/// Hands committed events to the registry, making the writer wait while the registry is
+/// `MAX_UNDELIVERED` events behind. Runs on the writer thread.
+pub fn event_sink(registry: Addr<SessionRegistry>, undelivered: Arc<AtomicUsize>) -> crate::store::EventSink {
+    Box::new(move |events| {
+        while undelivered.load(Ordering::Acquire) > MAX_UNDELIVERED {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        undelivered.fetch_add(events.len(), Ordering::AcqRel);
+        registry.do_send(Deliver { events });
+    })
+}
+
 /// How many live clients are connected, and the limit.
 #[derive(Message, Debug)]
 #[rtype(result = "ClientCounts")]
@@ -102,12 +119,15 @@ pub struct SessionRegistry {
     events_published: u64,
     events_skipped: u64,
     clients_dropped: u64,
+    /// Events handed over by the writer and not yet fanned out (see `event_sink`).
+    undelivered: Arc<AtomicUsize>,
 }
 
 impl SessionRegistry {
     /// Starts from the last `seq` in the log, so `seq` continues across restarts.
-    pub fn new(max_clients: u32, last_seq: u64) -> Self {
+    pub fn new(max_clients: u32, last_seq: u64, undelivered: Arc<AtomicUsize>) -> Self {
         SessionRegistry {
+            undelivered,
             max_clients,
             clients: HashMap::new(),
             next_id: 1,
@@ -173,6 +193,7 @@ impl Handler<Deliver> for SessionRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
+        self.undelivered.fetch_sub(msg.events.len(), Ordering::AcqRel);
         for event in &msg.events {
             self.last_seq = self.last_seq.max(event.seq);
             self.events_published += 1;
