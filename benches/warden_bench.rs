@@ -363,6 +363,69 @@ async fn fan_out(figures: &mut Vec<(String, String)>, name: &str, clients: usize
     Ok(())
 }
 
+/// B6: 1,000 approvals, 10 deciders racing on each: decisions per second and exactly
+/// one winner each; then decision POST → waiting long poll's answer.
+async fn b6_approvals(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    const N: usize = 1000;
+    const DECIDERS: usize = 10;
+    let daemon = start_daemon("").await?;
+    let client = daemon.client.clone();
+    let mut ids = Vec::with_capacity(N);
+    for i in 0..N {
+        let approval: Value = client.post("/api/v1/approvals", &json!({"title": format!("bench {i}")})).await?;
+        ids.push(approval["id"].as_i64().unwrap_or(0));
+    }
+    let started = Instant::now();
+    let deciders = (0..DECIDERS).map(|d| {
+        let client = client.clone().named(format!("decider-{d}"));
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            let mut wins = Vec::new();
+            for id in ids {
+                let decision = if d % 2 == 0 { "approve" } else { "deny" };
+                match client.post::<Value>(&format!("/api/v1/approvals/{id}"), &json!({"decision": decision})).await {
+                    Ok(_) => wins.push(id),
+                    Err(e) if e.code() == Some("already_decided") => {}
+                    Err(e) => return Err(anyhow::anyhow!("decide {id}: {e}")),
+                }
+            }
+            Ok(wins)
+        })
+    });
+    let mut wins: Vec<i64> = Vec::new();
+    for decider in deciders {
+        wins.extend(decider.await??);
+    }
+    let elapsed = started.elapsed();
+    wins.sort();
+    let double_wins = wins.windows(2).filter(|w| w[0] == w[1]).count();
+    let unique = wins.len() - double_wins;
+    figures.push(("b6_decisions_per_s".into(), format!("{:.0}", N as f64 / elapsed.as_secs_f64())));
+    figures.push(("b6_approvals_with_one_winner".into(), format!("{unique}/{N}")));
+    figures.push(("b6_double_wins".into(), double_wins.to_string()));
+
+    let mut latencies = Vec::new();
+    for i in 0..100 {
+        let approval: Value = client.post("/api/v1/approvals", &json!({"title": format!("poll {i}")})).await?;
+        let id = approval["id"].clone();
+        let poller = client.clone();
+        let poll = tokio::spawn(async move {
+            let answer: Result<Value, _> = poller.get(&format!("/api/v1/approvals/{id}?wait=30")).await;
+            (Instant::now(), answer)
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await; // the poll is waiting
+        let sent = Instant::now();
+        let _: Value =
+            client.post(&format!("/api/v1/approvals/{}", approval["id"]), &json!({"decision": "approve"})).await?;
+        let (answered, _) = poll.await?;
+        latencies.push(answered.saturating_duration_since(sent).as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    figures.push(("b6_decision_to_long_poll_p50_ms".into(), format!("{:.2}", percentile(&latencies, 50.0))));
+    figures.push(("b6_decision_to_long_poll_p99_ms".into(), format!("{:.2}", percentile(&latencies, 99.0))));
+    Ok(())
+}
+
 fn unix_nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
@@ -403,6 +466,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("b5") {
         fan_out(&mut figures, "b5", 500).await?;
+    }
+    if wanted("b6") {
+        b6_approvals(&mut figures).await?;
     }
     for (name, value) in &figures {
         println!("{name}: {value}");
