@@ -18,7 +18,7 @@ use super::execution_monitor::{
 use super::session_registry::{event_sink, ClientCounts, CountClients, SessionRegistry};
 use crate::config::Config;
 use crate::domain::{now, NewEvent};
-use crate::store::{approvals, catalog, executions, Store, StoreError};
+use crate::store::{approvals, catalog, executions, Store, StoreError, WriterStats};
 
 /// Facts about this daemon process that never change while it runs.
 #[derive(Debug, Clone)]
@@ -70,6 +70,8 @@ pub struct StatusCounts {
     pub catalog: MonitorCounts,
     pub pending_approvals: usize,
     pub clients: ClientCounts,
+    /// Commits and writes of the store's writer: writes per commit show group commit.
+    pub store: WriterStats,
 }
 
 /// The actor.
@@ -220,6 +222,7 @@ impl Handler<GetStatus> for Supervisor {
     fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
         let info = self.info.clone();
         let shutting_down = self.shutting_down;
+        let store = self.store.writer_stats();
         let (monitor, arbiter, registry) = (self.monitor.clone(), self.arbiter.clone(), self.registry.clone());
         Box::pin(async move {
             let (catalog, pending, clients) =
@@ -233,7 +236,7 @@ impl Handler<GetStatus> for Supervisor {
                 data_dir: info.data_dir.display().to_string(),
                 url: info.url,
                 shutting_down,
-                counts: StatusCounts { catalog, pending_approvals: pending, clients },
+                counts: StatusCounts { catalog, pending_approvals: pending, clients, store },
             })
         })
     }

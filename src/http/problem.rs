@@ -140,10 +140,10 @@ impl From<MonitorError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store error answered as 500");
         if e.is_unique_violation() {
             return ApiError::new(StatusCode::CONFLICT, "conflict", "that name is taken");
         }
+        tracing::error!(error = %e, "store error answered as 500");
         ApiError::internal(format!("database error: {e}"))
     }
 }

@@ -173,16 +173,6 @@ impl Store {
         .map_err(|_| StoreError::Closed)?
     }
 
-    /// Blocking read, for start-up before the runtime serves anything.
-    pub fn read_blocking<T>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, StoreError> {
-        let conn = self.pool.get()?;
-        f(&conn).op(op)
-    }
-
     pub fn writer_stats(&self) -> WriterStats {
         self.writer.stats()
     }

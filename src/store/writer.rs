@@ -27,8 +27,8 @@ type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// One write: runs inside the batch transaction and returns its completion.
 type Job = Box<dyn FnOnce(&Connection, &mut EventLog) -> Completion + Send>;
 
-/// Counters of the writer, for `/metrics` and the benchmarks.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Counters of the writer (group commit at work), shown by `/api/v1/status`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct WriterStats {
     pub commits: u64,
     pub writes: u64,

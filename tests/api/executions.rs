@@ -108,6 +108,11 @@ async fn a_hundred_thousand_lines_are_all_kept_in_order() {
     assert_eq!(d.wait_final(&id).await["status"], "succeeded");
     let lines = d.output(&id).await;
     assert_eq!(lines.len(), 100_000);
+    // Group commit: a read chunk is one write, and many writes share one commit.
+    let store = d.get_ok("/api/v1/status").await["counts"]["store"].clone();
+    let (commits, writes) = (store["commits"].as_u64().unwrap(), store["writes"].as_u64().unwrap());
+    assert!(commits < 2_000, "100,000 lines took {commits} commits: lines are not batched");
+    assert!(writes >= commits, "{store}");
     for (i, line) in lines.iter().enumerate() {
         let expected = (i + 1).to_string();
         assert_eq!((line["n"].as_u64(), line["text"].as_str()), (Some(i as u64 + 1), Some(expected.as_str())));
