@@ -115,6 +115,12 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Conversations with an agent: each message is a turn (an execution).
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// Talk with an agent in this terminal: type a message, read the reply, repeat;
+    /// Ctrl-D ends (the session is kept).
+    Chat(ChatArgs),
     /// Hooks that let agents ask warden for approval.
     #[command(subcommand)]
     Hook(HookCommand),
@@ -168,6 +174,71 @@ pub struct ServeArgs {
     /// Allow listening on a non-loopback address.
     #[arg(long)]
     pub allow_remote: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SessionTarget {
+    /// Profile to talk to.
+    #[arg(long, short)]
+    pub profile: Option<String>,
+    /// Workspace (name or id).
+    #[arg(long, short, conflicts_with = "cwd")]
+    pub workspace: Option<String>,
+    /// Directory (default: the current directory).
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// A title for the session.
+    #[arg(long)]
+    pub title: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Start a session; prints its id.
+    New {
+        #[command(flatten)]
+        target: SessionTarget,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List sessions, newest first.
+    Ls {
+        /// Only this status (idle, running, closed).
+        #[arg(long)]
+        status: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a message (it runs as the session's next turn).
+    Send {
+        id: i64,
+        /// The message; several words are joined with spaces.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        message: Vec<String>,
+        /// Wait for the turn and print the agent's output as it comes.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Print a session's transcript.
+    Show {
+        id: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a session (its running turn is cancelled; the transcript is kept).
+    Close { id: i64 },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub target: SessionTarget,
+    /// Go on with this session instead of starting one.
+    #[arg(long)]
+    pub session: Option<i64>,
 }
 
 #[derive(Debug, Subcommand)]

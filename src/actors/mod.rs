@@ -3,6 +3,7 @@
 
 pub mod approval_arbiter;
 pub mod execution_monitor;
+pub mod session_keeper;
 pub mod session_registry;
 pub mod supervisor;
 pub mod ws_session;

@@ -12,13 +12,15 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::approval_arbiter::{ApprovalArbiter, CountPending, ExecutionListener};
+use super::execution_monitor::TurnEnded;
 use super::execution_monitor::{
     process, ExecutionMonitor, ExecutionReader, GetCounts, MonitorCounts, MonitorSeed, MonitorSettings, StopAccepting,
 };
+use super::session_keeper::SessionKeeper;
 use super::session_registry::{event_sink, ClientCounts, CountClients, SessionRegistry};
 use crate::config::Config;
-use crate::domain::{now, NewEvent};
-use crate::store::{approvals, catalog, executions, Store, StoreError, WriterStats};
+use crate::domain::{now, ExecutionId, NewEvent, SessionStatus};
+use crate::store::{approvals, catalog, executions, sessions, Store, StoreError, WriterStats};
 
 /// Facts about this daemon process that never change while it runs.
 #[derive(Debug, Clone)]
@@ -37,6 +39,7 @@ pub struct Actors {
     pub monitor: Addr<ExecutionMonitor>,
     pub arbiter: Addr<ApprovalArbiter>,
     pub registry: Addr<SessionRegistry>,
+    pub keeper: Addr<SessionKeeper>,
     /// The read side of executions (read model + database).
     pub executions: ExecutionReader,
 }
@@ -127,9 +130,34 @@ impl Supervisor {
             ExecutionListener { opened: monitor_addr.clone().recipient(), settled: monitor_addr.recipient() };
         let arbiter =
             ApprovalArbiter::new(store.clone(), listener, config.approval_timeout, max_approval, pending).start();
-        let monitor = ExecutionMonitor::new(store.clone(), settings, arbiter.clone(), seed);
+        // Likewise the keeper: the monitor tells it when turns end.
+        let keeper_context = Context::<SessionKeeper>::new();
+        let turns = keeper_context.address().recipient();
+        let monitor = ExecutionMonitor::new(store.clone(), settings, arbiter.clone(), Some(turns), seed);
         let executions = ExecutionReader::new(monitor.live(), store.clone());
         let monitor = monitor_context.run(monitor);
+        let (max_session, open_sessions, waiting, ended) = store
+            .read("load sessions", |c| {
+                let open = sessions::open(c)?;
+                // Turns that ended while the daemon was down still need their reply.
+                let mut ended = Vec::new();
+                for session in open.iter().filter(|s| s.status == SessionStatus::Running) {
+                    if let Some(id) = session.last_execution_id {
+                        if let Some(execution) = executions::get(c, ExecutionId(id))? {
+                            if execution.status.is_final() {
+                                ended.push(execution);
+                            }
+                        }
+                    }
+                }
+                Ok((sessions::max_id(c)?, open, sessions::waiting(c)?, ended))
+            })
+            .await?;
+        let keeper =
+            keeper_context.run(SessionKeeper::new(store.clone(), monitor.clone(), max_session, open_sessions, waiting));
+        for execution in ended {
+            keeper.do_send(TurnEnded { execution });
+        }
         let started = serde_json::json!({ "version": info.version, "pid": info.pid, "url": info.url });
         store
             .record("record daemon start", move |c, log| {
@@ -145,7 +173,7 @@ impl Supervisor {
             shutting_down: false,
         }
         .start();
-        Ok(Actors { supervisor, monitor, arbiter, registry, executions })
+        Ok(Actors { supervisor, monitor, arbiter, registry, keeper, executions })
     }
 }
 

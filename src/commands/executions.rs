@@ -72,7 +72,7 @@ fn exit_code_of(execution: &Execution) -> i32 {
 /// Prints output as it arrives (the execution's event stream) until the execution is
 /// final; returns it. A dropped connection resumes after the last event seen, so
 /// nothing is printed twice.
-async fn follow(client: &Client, id: i64) -> anyhow::Result<Execution> {
+pub async fn follow(client: &Client, id: i64) -> anyhow::Result<Execution> {
     let mut last_seen: Option<u64> = None;
     let mut retry = Retry::new();
     loop {

@@ -6,6 +6,7 @@ mod approvals;
 mod catalog;
 mod executions;
 mod lifecycle;
+mod sessions;
 
 use std::path::PathBuf;
 
@@ -58,6 +59,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Approvals { all, json } => block_on(approvals::list(&remote, all, json)),
         Command::Approve { id, reason } => block_on(approvals::decide(&remote, id, "approve", reason)),
         Command::Deny { id, reason } => block_on(approvals::decide(&remote, id, "deny", reason)),
+        Command::Session(cmd) => block_on(sessions::session(&remote, cmd)),
+        Command::Chat(args) => block_on(sessions::chat(&remote, args)),
         Command::Hook(HookCommand::Claude(args)) => block_on(approvals::claude_hook(&remote, args)),
         Command::Workspace(cmd) => block_on(catalog::workspace(&remote, cmd)),
         Command::Profile(cmd) => block_on(catalog::profile(&remote, cmd)),

@@ -194,6 +194,16 @@ pub struct ExecutionFilter {
     pub session_id: Option<i64>,
 }
 
+/// The session turn an execution is (for `{session_id}`, `{session_uuid}`, `{turn}` and
+/// the choice between `command` and `continue_command`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionTurn {
+    pub session_id: i64,
+    pub session_uuid: String,
+    /// 1 for the first turn.
+    pub turn: u32,
+}
+
 /// What the placeholders of an argv template stand for.
 pub struct TemplateValues<'a> {
     pub prompt: &'a str,

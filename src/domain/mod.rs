@@ -5,10 +5,12 @@
 mod approval;
 mod event;
 mod execution;
+mod session;
 
 pub use approval::*;
 pub use event::*;
 pub use execution::*;
+pub use session::*;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -51,7 +51,7 @@ pub struct OutputQuery {
               (status = 404, description = "unknown profile or workspace", body = Problem),
               (status = 422, body = Problem), (status = 503, description = "shutting down", body = Problem)))]
 pub async fn create(monitor: Monitor, body: web::Json<NewExecution>) -> Result<HttpResponse, ApiError> {
-    let execution = monitor.send(Enqueue { request: body.into_inner() }).await??;
+    let execution = monitor.send(Enqueue { request: body.into_inner(), turn: None }).await??;
     Ok(HttpResponse::Created().json(execution))
 }
 

@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod pagination;
 pub mod problem;
 pub mod profiles;
+pub mod sessions;
 pub mod system;
 pub mod workspaces;
 
@@ -56,6 +57,7 @@ pub fn app(
         .app_data(web::Data::new(actors.monitor.clone()))
         .app_data(web::Data::new(actors.arbiter.clone()))
         .app_data(web::Data::new(actors.registry.clone()))
+        .app_data(web::Data::new(actors.keeper.clone()))
         .app_data(web::Data::new(actors.executions.clone()))
         .app_data(web::Data::new(state.live.clone()))
         .app_data(web::Data::new(state.live.store.clone()))
@@ -94,7 +96,10 @@ fn api_routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/events/history").get(events::history))
         .service(web::resource("/ws").get(events::ws))
         .service(web::resource("/approvals").get(approvals::list).post(approvals::create))
-        .service(web::resource("/approvals/{id}").get(approvals::get).post(approvals::decide));
+        .service(web::resource("/approvals/{id}").get(approvals::get).post(approvals::decide))
+        .service(web::resource("/sessions").get(sessions::list).post(sessions::create))
+        .service(web::resource("/sessions/{id}").get(sessions::get).delete(sessions::close).patch(sessions::rename))
+        .service(web::resource("/sessions/{id}/messages").get(sessions::messages).post(sessions::send));
 }
 
 /// Cross-origin requests only from configured origins and the daemon's own addresses

@@ -7,7 +7,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{approvals, events, executions, problem, profiles, system, workspaces};
+use super::{approvals, events, executions, problem, profiles, sessions, system, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,8 @@ use super::{approvals, events, executions, problem, profiles, system, workspaces
         executions::cancel, executions::pause, executions::resume, executions::retry,
         events::execution_stream, events::sse, events::history, events::ws,
         approvals::create, approvals::list, approvals::get, approvals::decide,
+        sessions::create, sessions::list, sessions::get, sessions::close, sessions::rename,
+        sessions::send, sessions::messages,
     ),
     components(schemas(problem::Problem)),
     modifiers(&BearerToken),

@@ -7,6 +7,7 @@ pub mod approvals;
 pub mod catalog;
 pub mod events;
 pub mod executions;
+pub mod sessions;
 mod writer;
 
 use std::path::Path;
@@ -69,6 +70,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0003_events.sql")),
         M::up(include_str!("../../migrations/0004_approvals.sql")),
         M::up(include_str!("../../migrations/0005_output_by_execution_seq.sql")),
+        M::up(include_str!("../../migrations/0006_sessions.sql")),
     ])
 }
 

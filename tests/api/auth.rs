@@ -36,6 +36,13 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/approvals"),
     ("GET", "/api/v1/approvals/{id}"),
     ("POST", "/api/v1/approvals/{id}"),
+    ("GET", "/api/v1/sessions"),
+    ("POST", "/api/v1/sessions"),
+    ("GET", "/api/v1/sessions/{id}"),
+    ("DELETE", "/api/v1/sessions/{id}"),
+    ("PATCH", "/api/v1/sessions/{id}"),
+    ("GET", "/api/v1/sessions/{id}/messages"),
+    ("POST", "/api/v1/sessions/{id}/messages"),
 ];
 
 fn concrete(path: &str) -> String {

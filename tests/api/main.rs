@@ -13,4 +13,5 @@ mod lifecycle;
 mod live;
 mod openapi;
 mod queueing;
+mod sessions;
 mod supervision;

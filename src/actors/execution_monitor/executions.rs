@@ -15,7 +15,7 @@ use super::{ExecutionMonitor, MonitorError, ProviderState};
 use crate::actors::approval_arbiter::{ApprovalOpened, ApprovalSettled, CancelForExecution, Request};
 use crate::domain::{
     canonical_dir, fill_template, now, validate_env, ApprovalPolicy, ApprovalStatus, Decision, Execution, ExecutionId,
-    ExecutionStatus, NewApproval, NewEvent, NewExecution, ProviderLimits, TemplateValues, WorkspaceKey,
+    ExecutionStatus, NewApproval, NewEvent, NewExecution, ProviderLimits, SessionTurn, TemplateValues, WorkspaceKey,
 };
 use crate::store::executions as rows;
 use crate::store::OutputSource;
@@ -27,6 +27,32 @@ type Reply = ResponseActFuture<ExecutionMonitor, Result<Execution, MonitorError>
 #[rtype(result = "Result<Execution, MonitorError>")]
 pub struct Enqueue {
     pub request: NewExecution,
+    /// Set when the execution is a turn of a session.
+    pub turn: Option<SessionTurn>,
+}
+
+/// Where a session's executions and their places are checked before the session exists.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Target, MonitorError>")]
+pub struct ResolveTarget {
+    pub profile: Option<String>,
+    pub workspace: Option<String>,
+    pub cwd: Option<String>,
+}
+
+/// A checked place to run: the profile's name, the workspace's name (if any), the cwd.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub profile: String,
+    pub workspace: Option<String>,
+    pub cwd: String,
+}
+
+/// Told to the SessionKeeper when a turn's execution is final and stored.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct TurnEnded {
+    pub execution: Execution,
 }
 
 /// Run a finished execution's request again as a new execution at the back of the queue.
@@ -99,7 +125,16 @@ impl Handler<Enqueue> for ExecutionMonitor {
     type Result = Reply;
 
     fn handle(&mut self, msg: Enqueue, _: &mut Self::Context) -> Reply {
-        self.enqueue(msg.request, None)
+        self.enqueue(msg.request, None, msg.turn)
+    }
+}
+
+impl Handler<ResolveTarget> for ExecutionMonitor {
+    type Result = Result<Target, MonitorError>;
+
+    fn handle(&mut self, msg: ResolveTarget, _: &mut Self::Context) -> Self::Result {
+        let (profile, workspace, cwd) = self.resolve(&msg.profile, &msg.workspace, &msg.cwd)?;
+        Ok(Target { profile: profile.name, workspace, cwd })
     }
 }
 
@@ -113,7 +148,7 @@ impl Handler<Retry> for ExecutionMonitor {
                 execution: Box::new(execution),
             })));
         }
-        self.enqueue(msg.request, Some(msg.id))
+        self.enqueue(msg.request, Some(msg.id), None)
     }
 }
 
@@ -336,8 +371,8 @@ impl Handler<ApprovalSettled> for ExecutionMonitor {
 impl ExecutionMonitor {
     /// Validates a request, gives it an id and a place at the back of its provider's
     /// queue, and replies once its row is committed (only then may it start).
-    fn enqueue(&mut self, request: NewExecution, retry_of: Option<ExecutionId>) -> Reply {
-        let (execution, env) = match self.prepare(request, retry_of) {
+    fn enqueue(&mut self, request: NewExecution, retry_of: Option<ExecutionId>, turn: Option<SessionTurn>) -> Reply {
+        let (execution, env) = match self.prepare(request, retry_of, turn) {
             Ok(prepared) => prepared,
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
@@ -402,18 +437,16 @@ impl ExecutionMonitor {
         }))
     }
 
-    /// Checks a request against the catalog and builds the execution it asks for.
-    fn prepare(
-        &mut self,
-        request: NewExecution,
-        retry_of: Option<ExecutionId>,
-    ) -> Result<(Execution, BTreeMap<String, String>), MonitorError> {
-        if !self.accepting {
-            return Err(MonitorError::ShuttingDown);
-        }
-        let profile_name = request.profile.clone().unwrap_or_else(|| "shell".into());
+    /// The profile, workspace name and cwd a request names, checked against the catalog.
+    fn resolve(
+        &self,
+        profile: &Option<String>,
+        workspace: &Option<String>,
+        cwd: &Option<String>,
+    ) -> Result<(crate::domain::Profile, Option<String>, String), MonitorError> {
+        let profile_name = profile.clone().unwrap_or_else(|| "shell".into());
         let profile = self.profiles.get(&profile_name).ok_or(MonitorError::UnknownProfile(profile_name))?.clone();
-        let (workspace, cwd) = match (&request.workspace, &request.cwd) {
+        let (workspace, cwd) = match (workspace, cwd) {
             (Some(key), None) => {
                 let key = WorkspaceKey::parse(key);
                 let found = self
@@ -429,6 +462,20 @@ impl ExecutionMonitor {
             }
             _ => return Err(MonitorError::Invalid("give exactly one of workspace and cwd".into())),
         };
+        Ok((profile, workspace, cwd))
+    }
+
+    /// Checks a request against the catalog and builds the execution it asks for.
+    fn prepare(
+        &mut self,
+        request: NewExecution,
+        retry_of: Option<ExecutionId>,
+        turn: Option<SessionTurn>,
+    ) -> Result<(Execution, BTreeMap<String, String>), MonitorError> {
+        if !self.accepting {
+            return Err(MonitorError::ShuttingDown);
+        }
+        let (profile, workspace, cwd) = self.resolve(&request.profile, &request.workspace, &request.cwd)?;
         validate_env(&request.env).map_err(MonitorError::Invalid)?;
         if request.prompt.contains('\0') {
             return Err(MonitorError::Invalid("prompt must not contain NUL bytes".into()));
@@ -438,15 +485,20 @@ impl ExecutionMonitor {
         }
         let id = ExecutionId(self.next_id);
         self.next_id += 1;
+        // From a session's second turn on, the profile's continue_command (if any).
+        let template = match (&turn, &profile.spec.continue_command) {
+            (Some(t), Some(continued)) if t.turn > 1 => continued,
+            _ => &profile.spec.command,
+        };
         let argv = fill_template(
-            &profile.spec.command,
+            template,
             &TemplateValues {
                 prompt: &request.prompt,
                 workspace: &cwd,
                 execution_id: id,
-                session_id: None,
-                session_uuid: None,
-                turn: None,
+                session_id: turn.as_ref().map(|t| t.session_id),
+                session_uuid: turn.as_ref().map(|t| t.session_uuid.as_str()),
+                turn: turn.as_ref().map(|t| t.turn),
             },
         );
         let gated = profile.spec.approval == ApprovalPolicy::Always;
@@ -467,7 +519,7 @@ impl ExecutionMonitor {
             finished_at: None,
             queue_position: None,
             retry_of,
-            session_id: None,
+            session_id: turn.as_ref().map(|t| t.session_id),
             approval_id: None,
             waiting_approval_id: None,
         };
@@ -658,6 +710,7 @@ impl ExecutionMonitor {
         let reason = format!("the execution ended {status}");
         self.arbiter.do_send(CancelForExecution { execution_id: id.0, reason });
         let (store, live, stored) = (self.store.clone(), self.live.clone(), finished.clone());
+        let turn_listener = finished.session_id.and(self.turn_listener.clone());
         actix::spawn(async move {
             let row = stored.clone();
             let finished = store.record("finish execution", move |c, log| {
@@ -668,6 +721,9 @@ impl ExecutionMonitor {
             match finished.await {
                 Ok(()) => {
                     live.remove(&id);
+                    if let Some(listener) = turn_listener {
+                        listener.do_send(TurnEnded { execution: stored });
+                    }
                 }
                 // The read model shows the final state, so what clients see stays true.
                 Err(e) => {

@@ -101,6 +101,8 @@ pub struct ExecutionMonitor {
     settings: MonitorSettings,
     /// Asked for approvals of gated executions; told when executions end.
     arbiter: Addr<ApprovalArbiter>,
+    /// Told when a session's turn has ended (the SessionKeeper).
+    turn_listener: Option<Recipient<TurnEnded>>,
     /// Every workspace by id; the database holds the same rows.
     workspaces: BTreeMap<WorkspaceId, Workspace>,
     /// Built-in, config-file and API profiles by name (API ones are also stored).
@@ -135,7 +137,13 @@ pub struct MonitorSeed {
 }
 
 impl ExecutionMonitor {
-    pub fn new(store: Store, settings: MonitorSettings, arbiter: Addr<ApprovalArbiter>, seed: MonitorSeed) -> Self {
+    pub fn new(
+        store: Store,
+        settings: MonitorSettings,
+        arbiter: Addr<ApprovalArbiter>,
+        turn_listener: Option<Recipient<TurnEnded>>,
+        seed: MonitorSeed,
+    ) -> Self {
         let mut providers: BTreeMap<String, ProviderState> = seed
             .config_providers
             .into_iter()
@@ -166,6 +174,7 @@ impl ExecutionMonitor {
             store,
             settings,
             arbiter,
+            turn_listener,
             workspaces: seed.workspaces.into_iter().map(|w| (w.id, w)).collect(),
             profiles,
             providers,

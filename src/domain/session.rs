@@ -1,0 +1,94 @@
+//! Sessions: a conversation with one agent profile in one place. Each user message
+//! becomes an execution (a turn); the agent's stdout becomes its reply.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub type SessionId = i64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Idle,
+    Running,
+    Closed,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Idle => "idle",
+            SessionStatus::Running => "running",
+            SessionStatus::Closed => "closed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Idle, Self::Running, Self::Closed].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Session {
+    pub id: SessionId,
+    pub title: String,
+    pub workspace: Option<String>,
+    pub cwd: String,
+    pub profile: String,
+    pub status: SessionStatus,
+    /// Handed to the agent (`{session_uuid}`), e.g. Claude Code's `--session-id`/`--resume`.
+    pub session_uuid: String,
+    /// Turns started so far.
+    pub turns: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_execution_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Agent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SessionMessage {
+    pub id: i64,
+    pub session_id: SessionId,
+    pub role: Role,
+    pub content: String,
+    /// The turn's execution (null for a user message still waiting for its turn).
+    pub execution_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Body of `POST /api/v1/sessions`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSession {
+    #[serde(default)]
+    pub workspace: Option<String>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Default `shell`.
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+}
+
+/// Body of `POST /api/v1/sessions/{id}/messages`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessage {
+    pub content: String,
+}
+
+/// Body of `PATCH /api/v1/sessions/{id}`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionPatch {
+    pub title: String,
+}

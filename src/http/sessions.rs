@@ -1,0 +1,138 @@
+//! `/api/v1/sessions`: thin handlers over the SessionKeeper; reads come from the store.
+
+use actix::Addr;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::pagination::{Page, PageQuery};
+use super::problem::{ApiError, Problem};
+use crate::actors::session_keeper::{
+    CloseSession, CreateSession, KeeperError, RenameSession, SendMessage, Sent, SessionKeeper,
+};
+use crate::domain::{NewMessage, NewSession, Session, SessionMessage, SessionPatch, SessionStatus};
+use crate::store::{sessions as rows, Store};
+
+type Keeper = web::Data<Addr<SessionKeeper>>;
+
+impl From<KeeperError> for ApiError {
+    fn from(e: KeeperError) -> Self {
+        let detail = e.to_string();
+        match e {
+            KeeperError::NotFound(_) => ApiError::not_found(detail),
+            KeeperError::Closed(_) => ApiError::new(StatusCode::CONFLICT, "session_closed", detail),
+            KeeperError::Invalid(_) => ApiError::unprocessable(detail),
+            KeeperError::Monitor(e) => e.into(),
+            KeeperError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// `GET /api/v1/sessions` query.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// `idle`, `running` or `closed`.
+    pub status: Option<String>,
+    /// Workspace name.
+    pub workspace: Option<String>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+/// Start a conversation with a profile in a workspace or directory.
+#[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions", request_body = NewSession,
+    responses((status = 201, body = Session), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn create(keeper: Keeper, body: web::Json<NewSession>) -> Result<HttpResponse, ApiError> {
+    let session = keeper.send(CreateSession { request: body.into_inner() }).await??;
+    Ok(HttpResponse::Created().json(session))
+}
+
+/// Sessions, newest first.
+#[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions", params(ListQuery),
+    responses((status = 200, body = Page<Session>), (status = 400, body = Problem)))]
+pub async fn list(store: web::Data<Store>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let status =
+        match query.status.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(SessionStatus::parse(text).ok_or_else(|| {
+                ApiError::bad_request(format!("unknown status {text:?}; known: idle, running, closed"))
+            })?),
+        };
+    let page = PageQuery { limit: query.limit, cursor: query.cursor };
+    let (limit, before) = (page.limit()?, page.cursor::<i64>()?);
+    let workspace = query.workspace;
+    let mut items =
+        store.read("list sessions", move |c| rows::list(c, status, workspace.as_deref(), before, limit + 1)).await?;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|s| s.id.to_string())
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
+
+/// One session.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}", tag = "sessions", params(("id" = i64, Path)),
+    responses((status = 200, body = Session), (status = 404, body = Problem)))]
+pub async fn get(store: web::Data<Store>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let id = *id;
+    let session = store.read("get session", move |c| rows::get(c, id)).await?;
+    Ok(HttpResponse::Ok().json(session.ok_or_else(|| ApiError::not_found(format!("no session {id}")))?))
+}
+
+/// Close: the running turn is cancelled, waiting messages never run; history is kept.
+#[utoipa::path(delete, path = "/api/v1/sessions/{id}", tag = "sessions", params(("id" = i64, Path)),
+    responses((status = 200, body = Session), (status = 404, body = Problem)))]
+pub async fn close(keeper: Keeper, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(keeper.send(CloseSession { session_id: *id }).await??))
+}
+
+/// Change the title.
+#[utoipa::path(patch, path = "/api/v1/sessions/{id}", tag = "sessions", request_body = SessionPatch,
+    params(("id" = i64, Path)),
+    responses((status = 200, body = Session), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn rename(
+    keeper: Keeper,
+    id: web::Path<i64>,
+    body: web::Json<SessionPatch>,
+) -> Result<HttpResponse, ApiError> {
+    let session = keeper.send(RenameSession { session_id: *id, title: body.into_inner().title }).await??;
+    Ok(HttpResponse::Ok().json(session))
+}
+
+/// Send a message: it runs as the next turn (at once, or after the running turn).
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/messages", tag = "sessions", request_body = NewMessage,
+    params(("id" = i64, Path)),
+    responses((status = 202, body = Sent), (status = 404, body = Problem),
+              (status = 409, description = "the session is closed", body = Problem), (status = 422, body = Problem)))]
+pub async fn send(keeper: Keeper, id: web::Path<i64>, body: web::Json<NewMessage>) -> Result<HttpResponse, ApiError> {
+    let sent = keeper.send(SendMessage { session_id: *id, content: body.into_inner().content }).await??;
+    Ok(HttpResponse::Accepted().json(sent))
+}
+
+/// The transcript, oldest first.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/messages", tag = "sessions", params(("id" = i64, Path), PageQuery),
+    responses((status = 200, body = Page<SessionMessage>), (status = 404, body = Problem)))]
+pub async fn messages(
+    store: web::Data<Store>,
+    id: web::Path<i64>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = *id;
+    let (limit, after) = (query.limit()?, query.cursor::<i64>()?.unwrap_or(0));
+    let (session, mut items) = store
+        .read("read transcript", move |c| Ok((rows::get(c, id)?, rows::messages(c, id, after, limit + 1)?)))
+        .await?;
+    session.ok_or_else(|| ApiError::not_found(format!("no session {id}")))?;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|m| m.id.to_string())
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
