@@ -7,8 +7,11 @@
 //! - [`actors`] hold all mutable state, one actor per concern: the `Supervisor` starts
 //!   the others and owns shutdown; the `ExecutionMonitor` owns workspaces, profiles,
 //!   providers and executions; the `ApprovalArbiter` owns approvals; the
-//!   `SessionRegistry` owns connected clients.
-//! - [`store`] is SQLite: one writer thread with group commit, pooled readers.
+//!   `SessionRegistry` owns connected clients and fans events out to them; the
+//!   `SessionKeeper` owns conversations (sessions) and their turns; one `WsSession`
+//!   per WebSocket client.
+//! - [`store`] is SQLite: one writer thread with group commit (it also assigns event
+//!   `seq`s inside the commit), pooled readers.
 //! - [`http`] is the API: thin handlers that send one message to an actor.
 //! - [`cli`], [`commands`] and [`client`] are the `warden` command and its HTTP client.
 //! - [`config`], [`home`] and [`domain`] are the settings, the data dir and the nouns.
