@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{absolute_path, print_json, print_table, Outcome, Remote};
 use crate::cli::ExecArgs;
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, SseMessage};
 use crate::domain::{Envelope, Execution, OutputLine, OutputStream};
 use crate::http::pagination::Page;
 
@@ -69,14 +69,18 @@ fn exit_code_of(execution: &Execution) -> i32 {
     }
 }
 
-/// Prints output as it arrives (the execution's event stream) until the execution is
-/// final; returns it. A dropped connection resumes after the last event seen, so
-/// nothing is printed twice.
-pub async fn follow(client: &Client, id: i64) -> anyhow::Result<Execution> {
+/// Reads an SSE stream, handing each message to `on_message` until it returns a value.
+/// A dropped connection is reopened after the last event seen (`Last-Event-ID`), so
+/// nothing is handled twice.
+async fn stream_with_resume<T>(
+    client: &Client,
+    path: &str,
+    mut on_message: impl AsyncFnMut(SseMessage) -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
     let mut last_seen: Option<u64> = None;
     let mut retry = Retry::new();
     loop {
-        let mut stream = match client.sse(&format!("/api/v1/executions/{id}/stream"), last_seen).await {
+        let mut stream = match client.sse(path, last_seen).await {
             Ok(stream) => stream,
             Err(e @ ClientError::Problem { .. }) => return Err(e.into()),
             Err(e) => {
@@ -91,19 +95,8 @@ pub async fn follow(client: &Client, id: i64) -> anyhow::Result<Execution> {
                     if message.id.is_some() {
                         last_seen = message.id;
                     }
-                    match message.event.as_str() {
-                        "execution.output" => print_event_line(&serde_json::from_str(&message.data)?)?,
-                        // The stream skipped lines while we were slow: fetch them.
-                        "skipped" => {
-                            let notice: serde_json::Value = serde_json::from_str(&message.data)?;
-                            let (from, to) =
-                                (notice["from_seq"].as_u64().unwrap_or(0), notice["to_seq"].as_u64().unwrap_or(0));
-                            for event in client.events_between("execution.output", Some(id), from, to).await? {
-                                print_event_line(&event)?;
-                            }
-                        }
-                        "end" => return Ok(serde_json::from_str(&message.data)?),
-                        _ => {}
+                    if let Some(done) = on_message(message).await? {
+                        return Ok(done);
                     }
                 }
                 Ok(None) => break,
@@ -114,6 +107,28 @@ pub async fn follow(client: &Client, id: i64) -> anyhow::Result<Execution> {
             }
         }
     }
+}
+
+/// Prints output as it arrives (the execution's event stream) until the execution is
+/// final; returns it. Lines a congested stream skipped are fetched from the history.
+pub async fn follow(client: &Client, id: i64) -> anyhow::Result<Execution> {
+    let path = format!("/api/v1/executions/{id}/stream");
+    stream_with_resume(client, &path, async |message: SseMessage| {
+        match message.event.as_str() {
+            "execution.output" => print_event_line(&serde_json::from_str(&message.data)?)?,
+            "skipped" => {
+                let notice: serde_json::Value = serde_json::from_str(&message.data)?;
+                let (from, to) = (notice["from_seq"].as_u64().unwrap_or(0), notice["to_seq"].as_u64().unwrap_or(0));
+                for event in client.events_between("execution.output", Some(id), from, to).await? {
+                    print_event_line(&event)?;
+                }
+            }
+            "end" => return Ok(Some(serde_json::from_str(&message.data)?)),
+            _ => {}
+        }
+        Ok(None)
+    })
+    .await
 }
 
 /// Prints an `execution.output` event's line on the stream it came from.
@@ -294,39 +309,18 @@ pub async fn events(
     if !query.is_empty() {
         path = format!("{path}?{}", query.join("&"));
     }
-    let mut last_seen: Option<u64> = None;
-    let mut retry = Retry::new();
-    loop {
-        let mut stream = match client.sse(&path, last_seen).await {
-            Ok(stream) => stream,
-            Err(e @ ClientError::Problem { .. }) => return Err(e.into()),
-            Err(e) => {
-                retry.wait(&e).await?;
-                continue;
-            }
-        };
-        loop {
-            let message = match stream.next().await {
-                Ok(Some(message)) => message,
-                Ok(None) => break,
-                Err(e) => {
-                    retry.wait(&e).await?;
-                    break;
-                }
-            };
-            retry.reset();
-            if message.id.is_some() {
-                last_seen = message.id;
-            }
-            let mut out = std::io::stdout().lock();
-            if json || message.event == "skipped" {
-                writeln!(out, "{}", message.data)?;
-            } else if let Ok(envelope) = serde_json::from_str::<Envelope>(&message.data) {
-                writeln!(out, "{}", describe(&envelope))?;
-            }
-            out.flush()?;
+    stream_with_resume(&client, &path, async |message: SseMessage| {
+        let mut out = std::io::stdout().lock();
+        if json || message.event == "skipped" {
+            writeln!(out, "{}", message.data)?;
+        } else if let Ok(envelope) = serde_json::from_str::<Envelope>(&message.data) {
+            writeln!(out, "{}", describe(&envelope))?;
         }
-    }
+        out.flush()?;
+        Ok(None::<()>)
+    })
+    .await?;
+    Ok(Outcome::Done)
 }
 
 /// One line for a person: seq, type, what it is about, the gist.

@@ -76,14 +76,8 @@ pub async fn list(store: web::Data<Store>, query: web::Query<ListQuery>) -> Resu
     };
     let page = PageQuery { limit: query.limit, cursor: query.cursor };
     let (limit, before) = (page.limit()?, page.cursor::<i64>()?);
-    let mut items = store.read("list approvals", move |c| rows::list(c, status, before, limit + 1)).await?;
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|a| a.id.to_string())
-    } else {
-        None
-    };
-    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+    let items = store.read("list approvals", move |c| rows::list(c, status, before, limit + 1)).await?;
+    Ok(HttpResponse::Ok().json(Page::from_overfetch(items, limit, |a| a.id.to_string())))
 }
 
 /// One approval; with `?wait=S`, a long poll that answers as soon as it is decided.

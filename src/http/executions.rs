@@ -96,14 +96,7 @@ pub async fn output(
         return Err(ApiError::bad_request(format!("limit must be between 1 and {OUTPUT_PAGE_MAX}, not {limit}")));
     }
     let items = reader.output(ExecutionId(*id), query.after.unwrap_or(0), limit + 1).await?;
-    let mut items = items;
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|l| l.n.to_string())
-    } else {
-        None
-    };
-    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+    Ok(HttpResponse::Ok().json(Page::from_overfetch(items, limit, |l| l.n.to_string())))
 }
 
 /// Cancel: a queued execution leaves its queue; a running one gets SIGTERM, then SIGKILL

@@ -47,6 +47,18 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
+    /// A page from a query that fetched `limit + 1` rows: the extra row says there is
+    /// more, and the last kept row's key is the cursor.
+    pub fn from_overfetch(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> Page<T> {
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(key)
+        } else {
+            None
+        };
+        Page { items, next_cursor }
+    }
+
     /// Pages a list already sorted by `key`, ascending.
     pub fn of_sorted<K>(items: Vec<T>, key: impl Fn(&T) -> K, query: &PageQuery) -> Result<Page<T>, ApiError>
     where

@@ -64,15 +64,9 @@ pub async fn list(store: web::Data<Store>, query: web::Query<ListQuery>) -> Resu
     let page = PageQuery { limit: query.limit, cursor: query.cursor };
     let (limit, before) = (page.limit()?, page.cursor::<i64>()?);
     let workspace = query.workspace;
-    let mut items =
+    let items =
         store.read("list sessions", move |c| rows::list(c, status, workspace.as_deref(), before, limit + 1)).await?;
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|s| s.id.to_string())
-    } else {
-        None
-    };
-    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+    Ok(HttpResponse::Ok().json(Page::from_overfetch(items, limit, |s| s.id.to_string())))
 }
 
 /// One session.
@@ -124,15 +118,9 @@ pub async fn messages(
 ) -> Result<HttpResponse, ApiError> {
     let id = *id;
     let (limit, after) = (query.limit()?, query.cursor::<i64>()?.unwrap_or(0));
-    let (session, mut items) = store
+    let (session, items) = store
         .read("read transcript", move |c| Ok((rows::get(c, id)?, rows::messages(c, id, after, limit + 1)?)))
         .await?;
     session.ok_or_else(|| ApiError::not_found(format!("no session {id}")))?;
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|m| m.id.to_string())
-    } else {
-        None
-    };
-    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+    Ok(HttpResponse::Ok().json(Page::from_overfetch(items, limit, |m| m.id.to_string())))
 }
