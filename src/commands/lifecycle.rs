@@ -31,6 +31,7 @@ fn overrides(args: &ServeArgs) -> Overrides {
 /// The daemon in the foreground, until SIGINT or SIGTERM (a second one exits at once).
 pub fn serve(home: Home, args: &ServeArgs) -> anyhow::Result<Outcome> {
     let config = Config::load(home, &overrides(args)).map_err(anyhow::Error::msg)?;
+    exit_on_panic();
     actix_web::rt::System::new().block_on(async move {
         // Listen before anything is announced, so a signal right after start is graceful.
         let mut signals = Signals::listen()?;
@@ -49,6 +50,18 @@ pub fn serve(home: Home, args: &ServeArgs) -> anyhow::Result<Outcome> {
         daemon.run_until_stopped().await
     })?;
     Ok(Outcome::Done)
+}
+
+/// Crash-only: a panic anywhere in the daemon (an actor, the writer) ends the process
+/// rather than leaving HTTP workers to answer for dead actors. The database is crash-safe
+/// and the next start recovers a consistent state (running work is marked interrupted).
+fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(panic = %info, "warden panicked and exits; the next start recovers");
+        report(info);
+        std::process::exit(101);
+    }));
 }
 
 /// SIGTERM and SIGINT, as a stream.
