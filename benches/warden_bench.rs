@@ -426,6 +426,77 @@ async fn b6_approvals(figures: &mut Vec<(String, String)>) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Submits `n` executions of `true` from 8 concurrent loops and waits until all are final.
+async fn run_trues(client: &Client, n: usize) -> anyhow::Result<()> {
+    let loops = (0..8).map(|i| {
+        let client = client.clone();
+        let count = n / 8 + usize::from(i < n % 8);
+        async move {
+            for _ in 0..count {
+                let _: Value = client.post("/api/v1/executions", &json!({"prompt": "true", "cwd": "/tmp"})).await?;
+            }
+            anyhow::Ok(())
+        }
+    });
+    for result in futures_util::future::join_all(loops).await {
+        result?;
+    }
+    wait_idle(client, Duration::from_secs(600)).await
+}
+
+/// Requests per second of `GET path` from 10 keep-alive loops for `seconds`.
+async fn request_rate(client: &Client, path: &str, seconds: u64) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let loops = (0..10).map(|_| {
+        let client = client.clone();
+        let path = path.to_owned();
+        async move {
+            let mut count = 0u64;
+            while Instant::now() < deadline {
+                let _: Value = client.get(&path).await?;
+                count += 1;
+            }
+            anyhow::Ok(count)
+        }
+    });
+    let mut total = 0;
+    for result in futures_util::future::join_all(loops).await {
+        total += result?;
+    }
+    Ok(total as f64 / seconds as f64)
+}
+
+/// B7: `GET /api/v1/executions?limit=50` with 10,000 executions stored, beside
+/// `GET /health` as the ceiling of the same harness.
+async fn b7_list(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    let daemon = start_daemon("[providers.local]\nmax_concurrent = 0\n").await?;
+    let client = daemon.client.clone();
+    run_trues(&client, 10_000).await?;
+    let list = request_rate(&client, "/api/v1/executions?limit=50", 5).await?;
+    let health = request_rate(&client, "/health", 5).await?;
+    figures.push(("b7_list_requests_per_s".into(), format!("{list:.0}")));
+    figures.push(("b7_health_requests_per_s".into(), format!("{health:.0}")));
+    figures.push(("b7_ratio_to_health".into(), format!("{:.2}", list / health)));
+    Ok(())
+}
+
+/// B8: daemon RSS idle, then after each of ten rounds of the B1 workload.
+async fn b8_memory(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    let daemon = start_daemon("[providers.local]\nmax_concurrent = 2\n").await?;
+    let pid = daemon.child.id();
+    figures.push(("b8_idle_rss_mb".into(), format!("{:.1}", rss_mb(pid))));
+    let mut rounds = Vec::new();
+    for _ in 0..10 {
+        run_trues(&daemon.client, 1000).await?;
+        rounds.push(rss_mb(pid));
+    }
+    let (first, last) = (rounds[0], rounds[rounds.len() - 1]);
+    figures.push(("b8_rss_after_round_1_mb".into(), format!("{first:.1}")));
+    figures.push(("b8_rss_after_round_10_mb".into(), format!("{last:.1}")));
+    figures.push(("b8_growth_after_round_1_pct".into(), format!("{:.1}", (last - first) / first * 100.0)));
+    Ok(())
+}
+
 fn unix_nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
@@ -469,6 +540,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("b6") {
         b6_approvals(&mut figures).await?;
+    }
+    if wanted("b7") {
+        b7_list(&mut figures).await?;
+    }
+    if wanted("b8") {
+        b8_memory(&mut figures).await?;
     }
     for (name, value) in &figures {
         println!("{name}: {value}");
