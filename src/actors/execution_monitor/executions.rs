@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use nix::sys::signal::Signal;
 
+use super::gating;
 use super::process::{self, signal_group, ProcessExit, SpawnSpec};
 use super::queue::NextStart;
 use super::{ExecutionMonitor, MonitorError, ProviderState};
-use crate::actors::approval_arbiter::{ApprovalOpened, ApprovalSettled, CancelForExecution, Request};
+use crate::actors::approval_arbiter::{CancelForExecution, Request};
 use crate::domain::{
-    canonical_dir, fill_template, now, validate_env, ApprovalPolicy, ApprovalStatus, Decision, Execution, ExecutionId,
-    ExecutionStatus, NewApproval, NewEvent, NewExecution, ProviderLimits, SessionTurn, TemplateValues, WorkspaceKey,
+    canonical_dir, fill_template, now, validate_env, ApprovalPolicy, Execution, ExecutionId, ExecutionStatus, NewEvent,
+    NewExecution, ProviderLimits, SessionTurn, TemplateValues, WorkspaceKey,
 };
 use crate::store::executions as rows;
 use crate::store::OutputSource;
@@ -270,104 +271,6 @@ pub(super) fn execution_event(kind: &'static str, execution: &Execution) -> NewE
     }
 }
 
-/// The approval a gated execution asks for: titled after its profile and prompt.
-fn approval_request(execution: &Execution) -> NewApproval {
-    let prompt: String = execution.prompt.split_whitespace().collect::<Vec<_>>().join(" ");
-    let excerpt: String = if prompt.chars().count() > 80 {
-        format!("{}…", prompt.chars().take(79).collect::<String>())
-    } else {
-        prompt
-    };
-    NewApproval {
-        title: format!("Run {}: {excerpt}", execution.profile),
-        details: serde_json::json!({
-            "argv": execution.argv,
-            "cwd": execution.cwd,
-            "workspace": execution.workspace,
-            "profile": execution.profile,
-        }),
-        timeout_s: None,
-        default: None,
-        execution_id: Some(execution.id.0),
-        session_id: execution.session_id,
-        source: Some("warden".into()),
-    }
-}
-
-fn shown_provider(live: &super::LiveExecutions, id: ExecutionId) -> String {
-    live.get(&id).map(|e| e.provider.clone()).unwrap_or_default()
-}
-
-impl Handler<ApprovalOpened> for ExecutionMonitor {
-    type Result = ();
-
-    /// An agent inside a running execution waits on a human.
-    fn handle(&mut self, msg: ApprovalOpened, _: &mut Self::Context) {
-        let Some(id) = msg.approval.execution_id.map(ExecutionId) else { return };
-        if let Some(mut shown) = self.live.get_mut(&id) {
-            if matches!(shown.status, ExecutionStatus::Running | ExecutionStatus::Paused) {
-                shown.waiting_approval_id = Some(msg.approval.id);
-            }
-        }
-    }
-}
-
-impl Handler<ApprovalSettled> for ExecutionMonitor {
-    type Result = ();
-
-    /// A gated execution is approved (it joins the back of its queue) or denied (final);
-    /// a running one stops waiting.
-    fn handle(&mut self, msg: ApprovalSettled, ctx: &mut Self::Context) {
-        let approval = msg.approval;
-        let Some(id) = approval.execution_id.map(ExecutionId) else { return };
-        let Some(status) = self.live.get(&id).filter(|_| self.tracked.contains_key(&id)).map(|e| e.status) else {
-            return;
-        };
-        if status != ExecutionStatus::PendingApproval {
-            if let Some(mut shown) = self.live.get_mut(&id) {
-                if shown.waiting_approval_id == Some(approval.id) {
-                    shown.waiting_approval_id = None;
-                }
-            }
-            return;
-        }
-        match approval.outcome() {
-            Some(Decision::Approve) => {
-                let Some(shown) = self.live.get_mut(&id).map(|mut shown| {
-                    shown.status = ExecutionStatus::Queued;
-                    shown.approval_id = Some(approval.id);
-                    shown.clone()
-                }) else {
-                    return;
-                };
-                self.store.record_detached("queue approved execution", move |c, log| {
-                    rows::set_status(c, id, ExecutionStatus::Queued)?;
-                    log.record(c, execution_event("execution.queued", &shown))?;
-                    Ok(())
-                });
-                // At the back of the FIFO as of the approval.
-                let provider = shown_provider(&self.live, id);
-                self.provider_mut(&provider).queue.push(id, true);
-                self.try_start(&provider, ctx);
-            }
-            _ => {
-                let by = approval.decided_by.clone().unwrap_or_else(|| "?".into());
-                let why = match approval.status {
-                    ApprovalStatus::Expired => "the approval expired (default: deny)".to_owned(),
-                    ApprovalStatus::Cancelled => {
-                        format!("the approval was cancelled: {}", approval.reason.clone().unwrap_or_default())
-                    }
-                    _ => match &approval.reason {
-                        Some(reason) => format!("denied by {by}: {reason}"),
-                        None => format!("denied by {by}"),
-                    },
-                };
-                self.finish(id, ExecutionStatus::Denied, None, Some(why), false);
-            }
-        }
-    }
-}
-
 impl ExecutionMonitor {
     /// Validates a request, gives it an id and a place at the back of its provider's
     /// queue, and replies once its row is committed (only then may it start).
@@ -390,7 +293,7 @@ impl ExecutionMonitor {
         self.tracked.insert(id, Tracked { env: env.clone(), process: None, ending: None });
 
         let (store, arbiter) = (self.store.clone(), self.arbiter.clone());
-        let request = gated.then(|| approval_request(&shown));
+        let request = gated.then(|| gating::approval_request(&shown));
         let write = async move {
             store
                 .record("insert execution", move |c, log| {
@@ -684,7 +587,7 @@ impl ExecutionMonitor {
     /// Makes an execution final. Its final row is queued behind all of its output, so
     /// the read model shows the final state only once that row is committed: a client
     /// that sees `succeeded` can read every line. Returns the final execution.
-    fn finish(
+    pub(super) fn finish(
         &mut self,
         id: ExecutionId,
         status: ExecutionStatus,

@@ -1,11 +1,12 @@
 //! `ExecutionMonitor` owns what executions run on and the executions themselves: the
 //! catalog (workspaces, profiles, providers: [`catalog`]), one FIFO queue per provider
-//! with its limits ([`queue`]), every execution's state machine ([`executions`]) and its
-//! child process ([`process`]). HTTP handlers and the Supervisor send it messages; it
+//! with its limits ([`queue`]), every execution's state machine ([`executions`]), its
+//! approval gate (`gating`) and its child process ([`process`]). HTTP handlers and the Supervisor send it messages; it
 //! writes through the `Store` and keeps the [`LiveExecutions`] read model current.
 
 pub mod catalog;
 pub mod executions;
+mod gating;
 pub mod process;
 pub mod queue;
 pub mod view;
