@@ -141,17 +141,7 @@ pub async fn sse(
 ) -> Result<HttpResponse, ApiError> {
     let filter = query.filter()?;
     let since = resume_point(&req, query.since)?;
-    let reservation = reserve(&registry).await?;
-    let (queue, outbound) = ClientQueue::new(Transport::Sse, live.limits);
-    let body = SseBody::new(outbound, queue.clone(), live.heartbeat.sse_keepalive, None, &registry, reservation.id);
-    let (registry, store) = (registry.get_ref().clone(), live.store.clone());
-    actix::spawn(async move {
-        if let Err(e) = session_registry::subscribe(&registry, &store, reservation.id, &queue, filter, since).await {
-            tracing::warn!(error = %e, "SSE subscription failed");
-            queue.close("replay failed");
-        }
-    });
-    Ok(sse_response(body))
+    open_stream(&registry, &live, filter, since, None, |_| async {}).await
 }
 
 /// One execution as SSE: its stored events (output and status) from `since` (or the
@@ -172,24 +162,44 @@ pub async fn execution_stream(
     let id = ExecutionId(*id);
     reader.get(id).await?;
     let since = resume_point(&req, query.since)?.unwrap_or(0);
-    let reservation = reserve(&registry).await?;
-    let (queue, outbound) = ClientQueue::new(Transport::Sse, live.limits);
-    let body = SseBody::new(outbound, queue.clone(), live.heartbeat.sse_keepalive, Some(id), &registry, reservation.id);
     let filter = EventFilter { topics: vec!["execution.*".into()], execution_id: Some(id), session_id: None };
-    let (registry, store, reader) = (registry.get_ref().clone(), live.store.clone(), reader.get_ref().clone());
-    actix::spawn(async move {
-        let subscribed =
-            session_registry::subscribe(&registry, &store, reservation.id, &queue, filter, Some(since)).await;
-        if let Err(e) = subscribed {
-            tracing::warn!(error = %e, "execution stream subscription failed");
-            queue.close("replay failed");
-            return;
-        }
+    let (store, reader) = (live.store.clone(), reader.get_ref().clone());
+    open_stream(&registry, &live, filter, Some(since), Some(id), move |queue| async move {
         // Resumed after its end: nothing more will come, so end now.
         let finished = store.read("find the finish", move |c| log::finished_seq(c, id)).await.ok().flatten();
         if finished.is_some_and(|seq| seq <= since) {
             if let Ok(execution) = reader.get(id).await {
                 queue.push_end(serde_json::to_string(&execution).unwrap_or_default());
+            }
+        }
+    })
+    .await
+}
+
+/// Takes a client slot and answers with an SSE stream of `filter`: the log after
+/// `since`, then live events. `after_replay` runs once the stream has gone live.
+async fn open_stream<F, Fut>(
+    registry: &Registry,
+    live: &LiveSettings,
+    filter: EventFilter,
+    since: Option<u64>,
+    end_after: Option<ExecutionId>,
+    after_replay: F,
+) -> Result<HttpResponse, ApiError>
+where
+    F: FnOnce(Arc<ClientQueue>) -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let reservation = reserve(registry).await?;
+    let (queue, outbound) = ClientQueue::new(Transport::Sse, live.limits);
+    let body = SseBody::new(outbound, queue.clone(), live.heartbeat.sse_keepalive, end_after, registry, reservation.id);
+    let (registry, store) = (registry.get_ref().clone(), live.store.clone());
+    actix::spawn(async move {
+        match session_registry::subscribe(&registry, &store, reservation.id, &queue, filter, since).await {
+            Ok(()) => after_replay(queue).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "SSE subscription failed");
+                queue.close("replay failed");
             }
         }
     });

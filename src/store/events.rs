@@ -177,6 +177,27 @@ pub fn replay(
     Ok(events)
 }
 
+/// The seq range's two parameters, plus the filter's execution and session narrowing
+/// (appended to `sql`, which must end in a `WHERE` clause).
+fn narrow(
+    sql: &mut String,
+    filter: &EventFilter,
+    after: u64,
+    up_to: u64,
+    (execution_column, session_column): (&str, &str),
+) -> Vec<Box<dyn ToSql>> {
+    let mut values: Vec<Box<dyn ToSql>> = vec![Box::new(after as i64), Box::new(up_to as i64)];
+    if let Some(id) = filter.execution_id {
+        sql.push_str(&format!(" AND {execution_column} = ?"));
+        values.push(Box::new(id.0));
+    }
+    if let Some(id) = filter.session_id {
+        sql.push_str(&format!(" AND {session_column} = ?"));
+        values.push(Box::new(id));
+    }
+    values
+}
+
 fn stored_events(
     conn: &Connection,
     filter: &EventFilter,
@@ -185,15 +206,7 @@ fn stored_events(
     limit: usize,
 ) -> rusqlite::Result<Vec<Arc<Event>>> {
     let mut sql = String::from("SELECT json FROM events WHERE seq > ? AND seq <= ?");
-    let mut values: Vec<Box<dyn ToSql>> = vec![Box::new(after as i64), Box::new(up_to as i64)];
-    if let Some(id) = filter.execution_id {
-        sql.push_str(" AND execution_id = ?");
-        values.push(Box::new(id.0));
-    }
-    if let Some(id) = filter.session_id {
-        sql.push_str(" AND session_id = ?");
-        values.push(Box::new(id));
-    }
+    let mut values = narrow(&mut sql, filter, after, up_to, ("execution_id", "session_id"));
     if !filter.topics.iter().any(|t| t == "*") {
         let mut alternatives = Vec::new();
         for topic in &filter.topics {
@@ -239,15 +252,7 @@ fn output_events(
          FROM execution_output o JOIN executions e ON e.id = o.execution_id
          WHERE o.seq > ? AND o.seq <= ?",
     );
-    let mut values: Vec<Box<dyn ToSql>> = vec![Box::new(after as i64), Box::new(up_to as i64)];
-    if let Some(id) = filter.execution_id {
-        sql.push_str(" AND o.execution_id = ?");
-        values.push(Box::new(id.0));
-    }
-    if let Some(id) = filter.session_id {
-        sql.push_str(" AND e.session_id = ?");
-        values.push(Box::new(id));
-    }
+    let values = narrow(&mut sql, filter, after, up_to, ("o.execution_id", "e.session_id"));
     sql.push_str(&format!(" ORDER BY o.seq LIMIT {limit}"));
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(values.iter()), |row| {

@@ -198,7 +198,8 @@ async fn a_long_poll_answers_as_soon_as_the_decision_lands() {
     let poll_path = format!("/api/v1/approvals/{id}?wait=60");
     let poll = d.get(&poll_path);
     let answer = async {
-        // Decide only once the poll is surely waiting.
+        // Give the poll time to reach the arbiter (waiters are not observable from
+        // outside); the assertion below holds either way, this makes it a real wait.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let sent = Instant::now();
         expect_json(decide(&d, &id, "approve", "quick").await, StatusCode::OK).await;

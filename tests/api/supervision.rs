@@ -49,6 +49,7 @@ async fn a_paused_execution_makes_no_progress_until_resumed() {
         (d.output(&id).await.len() == before).then_some(before)
     })
     .await;
+    // A running loop prints every 20 ms: a 300 ms window with no new line shows it is stopped.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(d.output(&id).await.len(), settled, "a stopped process printed nothing");
     let providers = d.get_ok("/api/v1/providers/local").await;
