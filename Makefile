@@ -21,9 +21,9 @@ build:
 test: deps
 	$(CARGO) nextest run --workspace --all-targets --profile $(NEXTEST_PROFILE)
 
-## System packages the tests use (none beyond the base image yet).
+## What the tests use beyond the Rust toolchain (cargo-nextest, Debian packages).
 deps:
-	@command -v cargo-nextest >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+	@scripts/test-deps.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -72,6 +72,23 @@ pub enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// What an execution changed in its git work tree: the diff, or a summary (--stat).
+    /// While it runs, compared with the working tree now.
+    Diff {
+        id: i64,
+        /// Only this file (its new or old path).
+        #[arg(long)]
+        path: Option<String>,
+        /// One line per changed file with its counts, and the totals.
+        #[arg(long)]
+        stat: bool,
+        /// Lines of context around each change.
+        #[arg(short = 'U', long, default_value_t = 3)]
+        context: u32,
+        /// Colour: auto (when writing to a terminal), always or never.
+        #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+        color: ColorChoice,
+    },
     /// Print events as they happen (reconnects and resumes on its own).
     Events {
         /// Comma-separated types: exact, prefix.* or * (default).
@@ -334,4 +351,12 @@ pub enum ProviderCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// When to colour output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }

@@ -93,6 +93,17 @@ impl Client {
         self.call(Method::DELETE, path, None::<&()>).await
     }
 
+    /// A GET whose answer is text (a diff), not JSON.
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let request = self.http.get(format!("{}{}", self.base, path)).bearer_auth(&self.token);
+        let response =
+            request.send().await.map_err(|source| ClientError::Unreachable { url: self.base.clone(), source })?;
+        if !response.status().is_success() {
+            return decode::<serde_json::Value>(response).await.map(|_| String::new());
+        }
+        response.text().await.map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     /// `GET /health` without the token: is anything answering?
     pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
         let url = format!("{}/health", self.base);

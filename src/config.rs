@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::actors::change_tracker::ChangeSettings;
 use crate::actors::session_registry::FlowLimits;
 use crate::actors::ws_session::Heartbeat;
 use crate::domain::{validate_name, Profile, ProfileSpec, ProviderLimits};
@@ -24,6 +25,8 @@ struct ConfigFile {
     server: ServerSection,
     #[serde(default)]
     approvals: ApprovalsSection,
+    #[serde(default)]
+    changes: ChangesSection,
     #[serde(default)]
     providers: BTreeMap<String, ProviderLimits>,
     #[serde(default)]
@@ -73,6 +76,31 @@ impl Default for ApprovalsSection {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ChangesSection {
+    /// Snapshot git work trees at each execution's start and end.
+    enabled: bool,
+    /// The longest an execution's start waits for its start snapshot.
+    start_timeout_ms: u64,
+    /// A running execution's live snapshot is reused for this long.
+    live_interval_ms: u64,
+    /// Diffs longer than this are cut.
+    max_diff_bytes: usize,
+}
+
+impl Default for ChangesSection {
+    fn default() -> Self {
+        let defaults = ChangeSettings::default();
+        ChangesSection {
+            enabled: defaults.enabled,
+            start_timeout_ms: defaults.start_timeout.as_millis() as u64,
+            live_interval_ms: defaults.live_interval.as_millis() as u64,
+            max_diff_bytes: defaults.max_diff_bytes,
+        }
+    }
+}
+
 /// Overrides from the command line; `None` leaves the file's value.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -108,6 +136,8 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderLimits>,
     /// Profiles from the file, plus the built-in `shell`.
     pub profiles: BTreeMap<String, Profile>,
+    /// Work tree snapshots and diffs.
+    pub changes: ChangeSettings,
 }
 
 impl Config {
@@ -150,6 +180,13 @@ impl Config {
         }
         if server.workers == 0 || server.workers > 64 {
             return Err("server.workers must be between 1 and 64".into());
+        }
+        let changes = file.changes;
+        if !(1..=600_000).contains(&changes.start_timeout_ms) {
+            return Err("changes.start_timeout_ms must be between 1 and 600000".into());
+        }
+        if changes.max_diff_bytes < 1024 {
+            return Err("changes.max_diff_bytes must be at least 1024".into());
         }
         for origin in &server.cors_origins {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) {
@@ -196,6 +233,13 @@ impl Config {
             flow_limits: FlowLimits::default(),
             providers,
             profiles,
+            changes: ChangeSettings {
+                enabled: changes.enabled,
+                start_timeout: Duration::from_millis(changes.start_timeout_ms),
+                live_interval: Duration::from_millis(changes.live_interval_ms),
+                max_diff_bytes: changes.max_diff_bytes,
+                ..ChangeSettings::default()
+            },
         })
     }
 }

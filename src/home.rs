@@ -54,6 +54,10 @@ impl Home {
     pub fn server_json_path(&self) -> PathBuf {
         self.dir.join("server.json")
     }
+    /// warden's git objects and temporary indexes (work tree snapshots).
+    pub fn git_dir(&self) -> PathBuf {
+        self.dir.join("git")
+    }
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("warden.log")
     }

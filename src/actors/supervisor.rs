@@ -12,6 +12,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::approval_arbiter::{ApprovalArbiter, CountPending, ExecutionListener};
+use super::change_tracker::{git::Git, ChangeTracker, SnapshotEnd};
 use super::execution_monitor::TurnEnded;
 use super::execution_monitor::{
     process, ExecutionMonitor, ExecutionReader, GetCounts, MonitorCounts, MonitorSeed, MonitorSettings, StopAccepting,
@@ -40,6 +41,7 @@ pub struct Actors {
     pub arbiter: Addr<ApprovalArbiter>,
     pub registry: Addr<SessionRegistry>,
     pub keeper: Addr<SessionKeeper>,
+    pub changes: Addr<ChangeTracker>,
     /// The read side of executions (read model + database).
     pub executions: ExecutionReader,
 }
@@ -126,6 +128,9 @@ impl Supervisor {
             store.read("load pending approvals", |c| Ok((approvals::max_id(c)?, approvals::pending(c)?))).await?;
         let monitor_context = Context::<ExecutionMonitor>::new();
         let monitor_addr = monitor_context.address();
+        let git = Git::new(&config.home.git_dir());
+        let changes =
+            ChangeTracker::new(git, store.clone(), config.changes.clone(), monitor_addr.clone().recipient()).start();
         let listener =
             ExecutionListener { opened: monitor_addr.clone().recipient(), settled: monitor_addr.recipient() };
         let arbiter =
@@ -133,7 +138,8 @@ impl Supervisor {
         // Likewise the keeper: the monitor tells it when turns end.
         let keeper_context = Context::<SessionKeeper>::new();
         let turns = keeper_context.address().recipient();
-        let monitor = ExecutionMonitor::new(store.clone(), settings, arbiter.clone(), Some(turns), seed);
+        let monitor =
+            ExecutionMonitor::new(store.clone(), settings, arbiter.clone(), Some(turns), changes.clone(), seed);
         let executions = ExecutionReader::new(monitor.live(), store.clone());
         let monitor = monitor_context.run(monitor);
         let (max_session, open_sessions, waiting, ended) = store
@@ -158,6 +164,10 @@ impl Supervisor {
         for execution in ended {
             keeper.do_send(TurnEnded { execution });
         }
+        // Executions that ended (or were interrupted) before their end snapshot.
+        for execution in store.read("find missing end snapshots", executions::awaiting_end_snapshot).await? {
+            changes.do_send(SnapshotEnd { execution });
+        }
         let started = serde_json::json!({ "version": info.version, "pid": info.pid, "url": info.url });
         store
             .record("record daemon start", move |c, log| {
@@ -173,7 +183,7 @@ impl Supervisor {
             shutting_down: false,
         }
         .start();
-        Ok(Actors { supervisor, monitor, arbiter, registry, keeper, executions })
+        Ok(Actors { supervisor, monitor, arbiter, registry, keeper, changes, executions })
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod approvals;
 mod catalog;
+mod changes;
 mod executions;
 mod lifecycle;
 mod sessions;
@@ -51,6 +52,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Ls { status, limit, json } => block_on(executions::list(&remote, status, limit, json)),
         Command::Show { id, json } => block_on(executions::show(&remote, id, json)),
         Command::Logs { id, follow } => block_on(executions::logs(&remote, id, follow)),
+        Command::Diff { id, path, stat, context, color } => {
+            block_on(changes::diff(&remote, changes::DiffArgs { id, path, stat, context, color }))
+        }
         Command::Events { topics, since, json } => block_on(executions::events(&remote, topics, since, json)),
         Command::Cancel { id } => block_on(executions::control(&remote, id, "cancel")),
         Command::Pause { id } => block_on(executions::control(&remote, id, "pause")),

@@ -153,6 +153,10 @@ pub struct Execution {
     /// An approval the running agent waits on now (e.g. a Claude Code tool call).
     #[serde(default)]
     pub waiting_approval_id: Option<i64>,
+    /// What it changed in its git work tree: null before it starts and when its cwd is
+    /// not inside a git work tree. `GET …/changes` lists the files.
+    #[serde(default)]
+    pub changes: Option<super::ChangesSummary>,
 }
 
 /// Which stream an output line came from.

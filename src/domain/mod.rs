@@ -3,11 +3,13 @@
 //! the config file and the API apply the same ones.
 
 mod approval;
+mod changes;
 mod event;
 mod execution;
 mod session;
 
 pub use approval::*;
+pub use changes::*;
 pub use event::*;
 pub use execution::*;
 pub use session::*;

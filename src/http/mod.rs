@@ -4,6 +4,7 @@
 
 pub mod approvals;
 pub mod auth;
+pub mod changes;
 pub mod events;
 pub mod executions;
 pub mod openapi;
@@ -58,6 +59,7 @@ pub fn app(
         .app_data(web::Data::new(actors.arbiter.clone()))
         .app_data(web::Data::new(actors.registry.clone()))
         .app_data(web::Data::new(actors.keeper.clone()))
+        .app_data(web::Data::new(actors.changes.clone()))
         .app_data(web::Data::new(actors.executions.clone()))
         .app_data(web::Data::new(state.live.clone()))
         .app_data(web::Data::new(state.live.store.clone()))
@@ -92,6 +94,8 @@ fn api_routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/executions/{id}/resume").post(executions::resume))
         .service(web::resource("/executions/{id}/retry").post(executions::retry))
         .service(web::resource("/executions/{id}/stream").get(events::execution_stream))
+        .service(web::resource("/executions/{id}/changes").get(changes::changes))
+        .service(web::resource("/executions/{id}/diff").get(changes::diff))
         .service(web::resource("/events").get(events::sse))
         .service(web::resource("/events/history").get(events::history))
         .service(web::resource("/ws").get(events::ws))

@@ -7,7 +7,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{approvals, events, executions, problem, profiles, sessions, system, workspaces};
+use super::{approvals, changes, events, executions, problem, profiles, sessions, system, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +25,7 @@ use super::{approvals, events, executions, problem, profiles, sessions, system, 
         profiles::list_providers, profiles::get_provider, profiles::set_provider,
         executions::create, executions::list, executions::get, executions::output,
         executions::cancel, executions::pause, executions::resume, executions::retry,
+        changes::changes, changes::diff,
         events::execution_stream, events::sse, events::history, events::ws,
         approvals::create, approvals::list, approvals::get, approvals::decide,
         sessions::create, sessions::list, sessions::get, sessions::close, sessions::rename,

@@ -12,6 +12,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::actors::change_tracker::ChangesError;
 use crate::actors::execution_monitor::MonitorError;
 use crate::store::StoreError;
 
@@ -134,6 +135,22 @@ impl From<MonitorError> for ApiError {
             MonitorError::Invalid(_) => ApiError::unprocessable(detail),
             MonitorError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", detail),
             MonitorError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ChangesError> for ApiError {
+    fn from(e: ChangesError) -> Self {
+        let detail = e.to_string();
+        match e {
+            ChangesError::NotRecorded(_) => ApiError::new(StatusCode::CONFLICT, "no_snapshots", detail),
+            ChangesError::UnknownPath { .. } => ApiError::new(StatusCode::NOT_FOUND, "unknown_path", detail),
+            ChangesError::Invalid(_) => ApiError::unprocessable(detail),
+            ChangesError::Git(_) => {
+                tracing::error!(error = %detail, "git failed while reading changes");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "git_failed", detail)
+            }
+            ChangesError::Store(e) => e.into(),
         }
     }
 }

@@ -8,11 +8,12 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, ToS
 
 use super::catalog::ts_column;
 use crate::domain::{
-    format_ts, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, OutputLine, OutputStream,
+    format_ts, ChangesSummary, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, OutputLine,
+    OutputStream,
 };
 
 const COLUMNS: &str = "id, status, profile, provider, workspace, cwd, prompt, argv, timeout_s, exit_code, error, \
-     created_at, started_at, finished_at, retry_of, session_id, approval_id";
+     created_at, started_at, finished_at, retry_of, session_id, approval_id, changes";
 
 fn json_err(e: serde_json::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
@@ -51,6 +52,12 @@ fn execution_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
         session_id: row.get(15)?,
         approval_id: row.get(16)?,
         waiting_approval_id: None,
+        changes: match row.get::<_, Option<String>>(17)? {
+            Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(17, rusqlite::types::Type::Text, Box::new(e))
+            })?),
+            None => None,
+        },
     })
 }
 
@@ -86,19 +93,50 @@ pub fn insert(
     Ok(())
 }
 
-/// Records that the process started, with what recognises it after a crash.
+/// Records that the process started, with what recognises it after a crash and the
+/// start snapshot of its work tree.
 pub fn mark_started(
     conn: &Connection,
-    id: ExecutionId,
-    started_at: DateTime<Utc>,
+    execution: &Execution,
     pid: i32,
     start_ticks: Option<u64>,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "UPDATE executions SET status = 'running', started_at = ?2, pid = ?3, proc_start_ticks = ?4 WHERE id = ?1",
+        "UPDATE executions SET status = 'running', started_at = ?2, pid = ?3, proc_start_ticks = ?4, changes = ?5
+         WHERE id = ?1",
     )?
-    .execute(params![id.0, format_ts(&started_at), pid, start_ticks.map(|t| t as i64)])?;
+    .execute(params![
+        execution.id.0,
+        execution.started_at.as_ref().map(format_ts),
+        pid,
+        start_ticks.map(|t| t as i64),
+        changes_json(&execution.changes)?,
+    ])?;
     Ok(())
+}
+
+/// Records new snapshots of an execution's work tree (the end one, or a failure).
+pub fn set_changes(conn: &Connection, id: ExecutionId, changes: &Option<ChangesSummary>) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE executions SET changes = ?2 WHERE id = ?1")?
+        .execute(params![id.0, changes_json(changes)?])?;
+    Ok(())
+}
+
+fn changes_json(changes: &Option<ChangesSummary>) -> rusqlite::Result<Option<String>> {
+    changes.as_ref().map(|c| serde_json::to_string(c).map_err(json_err)).transpose()
+}
+
+/// Executions that ended (or were interrupted by a crash) before their end snapshot was
+/// recorded: it is taken at the next start.
+pub fn awaiting_end_snapshot(conn: &Connection) -> rusqlite::Result<Vec<Execution>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM executions
+         WHERE changes IS NOT NULL AND status NOT IN ('queued', 'pending_approval', 'running', 'paused')
+           AND json_extract(changes, '$.start_tree') IS NOT NULL AND json_extract(changes, '$.end_tree') IS NULL
+           AND json_extract(changes, '$.error') IS NULL"
+    ))?;
+    let rows = stmt.query_map([], execution_row)?;
+    rows.collect()
 }
 
 /// Records the approval that gates an execution.
@@ -237,9 +275,9 @@ pub fn queued(conn: &Connection) -> rusqlite::Result<Vec<QueuedExecution>> {
         "SELECT {COLUMNS}, env FROM executions WHERE status IN ('queued', 'pending_approval') ORDER BY queue_order"
     ))?;
     let rows = stmt.query_map([], |row| {
-        let env: String = row.get(17)?;
+        let env: String = row.get(18)?;
         let env = serde_json::from_str(&env)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(17, rusqlite::types::Type::Text, Box::new(e)))?;
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(18, rusqlite::types::Type::Text, Box::new(e)))?;
         Ok(QueuedExecution { execution: execution_row(row)?, env })
     })?;
     rows.collect()

@@ -71,6 +71,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0004_approvals.sql")),
         M::up(include_str!("../../migrations/0005_output_by_execution_seq.sql")),
         M::up(include_str!("../../migrations/0006_sessions.sql")),
+        M::up(include_str!("../../migrations/0007_execution_changes.sql")),
     ])
 }
 

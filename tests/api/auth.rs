@@ -29,6 +29,8 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/executions/{id}/resume"),
     ("POST", "/api/v1/executions/{id}/retry"),
     ("GET", "/api/v1/executions/{id}/stream"),
+    ("GET", "/api/v1/executions/{id}/changes"),
+    ("GET", "/api/v1/executions/{id}/diff"),
     ("GET", "/api/v1/events"),
     ("GET", "/api/v1/events/history"),
     ("GET", "/api/v1/ws"),

@@ -6,6 +6,7 @@ mod helpers;
 mod approvals;
 mod auth;
 mod catalog;
+mod changes;
 mod cli;
 mod errors;
 mod executions;

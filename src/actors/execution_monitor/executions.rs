@@ -14,9 +14,10 @@ use super::process::{self, signal_group, ProcessExit, SpawnSpec};
 use super::queue::NextStart;
 use super::{ExecutionMonitor, MonitorError, ProviderState};
 use crate::actors::approval_arbiter::{CancelForExecution, Request};
+use crate::actors::change_tracker::{ChangesRecorded, SnapshotEnd, SnapshotStart};
 use crate::domain::{
-    canonical_dir, fill_template, now, validate_env, ApprovalPolicy, Execution, ExecutionId, ExecutionStatus, NewEvent,
-    NewExecution, ProviderLimits, SessionTurn, TemplateValues, WorkspaceKey,
+    canonical_dir, fill_template, now, validate_env, ApprovalPolicy, ChangesSummary, Execution, ExecutionId,
+    ExecutionStatus, NewEvent, NewExecution, ProviderLimits, SessionTurn, TemplateValues, WorkspaceKey,
 };
 use crate::store::executions as rows;
 use crate::store::OutputSource;
@@ -100,6 +101,8 @@ pub(super) struct Tracked {
     /// The request's own env; the profile's is added when the process starts.
     env: BTreeMap<String, String>,
     process: Option<RunningProcess>,
+    /// Holds a slot and waits for its start snapshot; the process is spawned next.
+    starting: bool,
     /// Why the monitor signalled the process; decides the final status.
     ending: Option<Ending>,
 }
@@ -167,7 +170,12 @@ impl Handler<Cancel> for ExecutionMonitor {
                 if let Some(state) = self.providers.get_mut(&provider) {
                     state.queue.remove(id);
                 }
-                let cancelled = self.finish(id, ExecutionStatus::Cancelled, None, None, false);
+                // One that waits for its start snapshot holds a slot: it is given back.
+                let starting = self.tracked.get(&id).is_some_and(|t| t.starting);
+                let cancelled = self.finish(id, ExecutionStatus::Cancelled, None, None, starting);
+                if starting {
+                    self.try_start(&provider, ctx);
+                }
                 self.refresh_positions(&provider);
                 Box::pin(fut::ready(cancelled.ok_or(MonitorError::UnknownExecution(id))))
             }
@@ -259,6 +267,17 @@ impl Handler<ProcessEnded> for ExecutionMonitor {
     }
 }
 
+impl Handler<ChangesRecorded> for ExecutionMonitor {
+    type Result = ();
+
+    /// The end snapshot is stored; an execution still in the read model shows it too.
+    fn handle(&mut self, msg: ChangesRecorded, _: &mut Self::Context) {
+        if let Some(mut shown) = self.live.get_mut(&msg.id) {
+            shown.changes = Some(msg.changes);
+        }
+    }
+}
+
 /// An event about an execution, carrying the whole execution as its data.
 pub(super) fn execution_event(kind: &'static str, execution: &Execution) -> NewEvent {
     NewEvent {
@@ -290,7 +309,7 @@ impl ExecutionMonitor {
             shown.queue_position = Some(state.queue.queued().saturating_sub(1));
         }
         self.live.insert(id, shown.clone());
-        self.tracked.insert(id, Tracked { env: env.clone(), process: None, ending: None });
+        self.tracked.insert(id, Tracked { env: env.clone(), process: None, starting: false, ending: None });
 
         let (store, arbiter) = (self.store.clone(), self.arbiter.clone());
         let request = gated.then(|| gating::approval_request(&shown));
@@ -425,6 +444,7 @@ impl ExecutionMonitor {
             session_id: turn.as_ref().map(|t| t.session_id),
             approval_id: None,
             waiting_approval_id: None,
+            changes: None,
         };
         Ok((execution, request.env))
     }
@@ -437,7 +457,7 @@ impl ExecutionMonitor {
             state.queue.push(id, true);
         }
         self.live.insert(id, execution.clone());
-        self.tracked.insert(id, Tracked { env, process: None, ending: None });
+        self.tracked.insert(id, Tracked { env, process: None, starting: false, ending: None });
         self.refresh_positions(&execution.provider);
     }
 
@@ -476,12 +496,42 @@ impl ExecutionMonitor {
         self.refresh_positions(provider);
     }
 
-    /// Spawns the process of an execution that has just been given a slot.
+    /// An execution has just been given a slot: its start snapshot is taken (the
+    /// ChangeTracker answers within its start timeout), then its process is spawned.
     fn start(&mut self, id: ExecutionId, ctx: &mut Context<Self>) {
+        let Some(tracked) = self.tracked.get_mut(&id) else { return };
+        tracked.starting = true;
+        let Some(cwd) = self.live.get_mut(&id).map(|mut shown| {
+            shown.queue_position = None;
+            shown.cwd.clone()
+        }) else {
+            return;
+        };
+        let snapshot = self.changes.send(SnapshotStart { id, cwd: cwd.into() });
+        ctx.spawn(snapshot.into_actor(self).map(move |changes, act, ctx| {
+            let changes = changes.unwrap_or_else(|e| {
+                Some(ChangesSummary::failed("", format!("the change tracker did not answer: {e}")))
+            });
+            act.spawn_process(id, changes, ctx);
+        }));
+    }
+
+    /// Spawns the process of an execution whose start snapshot is taken.
+    fn spawn_process(&mut self, id: ExecutionId, changes: Option<ChangesSummary>, ctx: &mut Context<Self>) {
+        // Cancelled while the snapshot was taken: its slot is already given back.
+        let Some(tracked) = self.tracked.get_mut(&id).filter(|t| t.starting) else { return };
+        tracked.starting = false;
+        let request_env = tracked.env.clone();
         let Some(execution) = self.snapshot(id) else { return };
-        let Some(tracked) = self.tracked.get(&id) else { return };
+        if !self.accepting {
+            // Shutting down: it stays queued in the database and starts at the next run.
+            if let Some(state) = self.providers.get_mut(&execution.provider) {
+                state.queue.release();
+            }
+            return;
+        }
         let mut env = self.profiles.get(&execution.profile).map(|p| p.spec.env.clone()).unwrap_or_default();
-        env.extend(tracked.env.clone());
+        env.extend(request_env);
         env.insert("WARDEN_EXECUTION_ID".into(), id.to_string());
         env.insert("WARDEN_URL".into(), self.settings.url.clone());
         env.insert("WARDEN_TOKEN".into(), self.settings.token.clone());
@@ -490,13 +540,15 @@ impl ExecutionMonitor {
         let spec = SpawnSpec { source, argv: execution.argv.clone(), cwd: execution.cwd.clone().into(), env };
         let monitor = ctx.address();
         let spawned = process::spawn(spec, self.store.clone(), move |exit| monitor.do_send(ProcessEnded { id, exit }));
+        if let Some(mut shown) = self.live.get_mut(&id) {
+            shown.changes = changes;
+        }
         match spawned {
             Ok(spawned) => {
                 let started_at = now();
                 if let Some(mut shown) = self.live.get_mut(&id) {
                     shown.status = ExecutionStatus::Running;
                     shown.started_at = Some(started_at);
-                    shown.queue_position = None;
                 }
                 if let Some(tracked) = self.tracked.get_mut(&id) {
                     tracked.process = Some(RunningProcess {
@@ -510,8 +562,8 @@ impl ExecutionMonitor {
                 self.arm_timeout(id, ctx);
                 let shown = self.snapshot(id);
                 self.store.record_detached("mark execution started", move |c, log| {
-                    rows::mark_started(c, id, started_at, spawned.pid, spawned.start_ticks)?;
                     if let Some(shown) = &shown {
+                        rows::mark_started(c, shown, spawned.pid, spawned.start_ticks)?;
                         log.record(c, execution_event("execution.started", shown))?;
                     }
                     Ok(())
@@ -612,6 +664,9 @@ impl ExecutionMonitor {
         // Nothing can wait on an ended execution's approvals any more.
         let reason = format!("the execution ended {status}");
         self.arbiter.do_send(CancelForExecution { execution_id: id.0, reason });
+        if finished.changes.as_ref().is_some_and(ChangesSummary::awaits_end) {
+            self.changes.do_send(SnapshotEnd { execution: finished.clone() });
+        }
         let (store, live, stored) = (self.store.clone(), self.live.clone(), finished.clone());
         let turn_listener = finished.session_id.and(self.turn_listener.clone());
         actix::spawn(async move {

@@ -20,6 +20,7 @@ use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 use super::approval_arbiter::ApprovalArbiter;
+use super::change_tracker::ChangeTracker;
 use crate::domain::{Execution, ExecutionId, ExecutionStatus, Origin, Profile, ProviderLimits, Workspace, WorkspaceId};
 use crate::store::executions::QueuedExecution;
 use crate::store::{Store, StoreError};
@@ -104,6 +105,8 @@ pub struct ExecutionMonitor {
     arbiter: Addr<ApprovalArbiter>,
     /// Told when a session's turn has ended (the SessionKeeper).
     turn_listener: Option<Recipient<TurnEnded>>,
+    /// Takes the work tree snapshots at each start and end.
+    changes: Addr<ChangeTracker>,
     /// Every workspace by id; the database holds the same rows.
     workspaces: BTreeMap<WorkspaceId, Workspace>,
     /// Built-in, config-file and API profiles by name (API ones are also stored).
@@ -143,6 +146,7 @@ impl ExecutionMonitor {
         settings: MonitorSettings,
         arbiter: Addr<ApprovalArbiter>,
         turn_listener: Option<Recipient<TurnEnded>>,
+        changes: Addr<ChangeTracker>,
         seed: MonitorSeed,
     ) -> Self {
         let mut providers: BTreeMap<String, ProviderState> = seed
@@ -176,6 +180,7 @@ impl ExecutionMonitor {
             settings,
             arbiter,
             turn_listener,
+            changes,
             workspaces: seed.workspaces.into_iter().map(|w| (w.id, w)).collect(),
             profiles,
             providers,

@@ -1,0 +1,51 @@
+//! `/api/v1/executions/{id}/changes` and `/diff`: what an execution changed in its git
+//! work tree. The execution comes from the `ExecutionReader`; the ChangeTracker compares
+//! its snapshots (or, while it runs, its start with the working tree now).
+
+use actix::Addr;
+use actix_web::{web, HttpResponse};
+
+use super::problem::{ApiError, Problem};
+use crate::actors::change_tracker::{ChangeTracker, Diff, GetChanges, GetDiff};
+use crate::actors::execution_monitor::ExecutionReader;
+use crate::domain::{ChangesReport, DiffQuery, DiffReport, ExecutionId};
+
+type Tracker = web::Data<Addr<ChangeTracker>>;
+type Reader = web::Data<ExecutionReader>;
+
+/// The files an execution changed, with line counts and totals. `changes` is null with a
+/// `reason` when there is nothing to compare (not a git work tree, not started yet, a
+/// snapshot failed). While the execution runs, it compares with the working tree now.
+#[utoipa::path(get, path = "/api/v1/executions/{id}/changes", tag = "changes", params(("id" = i64, Path)),
+    responses((status = 200, body = ChangesReport), (status = 404, body = Problem),
+              (status = 500, description = "git failed", body = Problem)))]
+pub async fn changes(tracker: Tracker, reader: Reader, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let execution = reader.get(ExecutionId(*id)).await?;
+    Ok(HttpResponse::Ok().json(tracker.send(GetChanges { execution }).await??))
+}
+
+/// The diff of an execution: git's unified diff (`text/x-diff`), or one entry per file
+/// with `format=json`. Binary files are named, not dumped. A diff longer than
+/// `changes.max_diff_bytes` is cut with a marker line (and `X-Warden-Diff-Truncated:
+/// true`); ask for one file at a time with `path`.
+#[utoipa::path(get, path = "/api/v1/executions/{id}/diff", tag = "changes", params(("id" = i64, Path), DiffQuery),
+    responses((status = 200, description = "the unified diff", content_type = "text/x-diff", body = String),
+              (status = 200, description = "with format=json", body = DiffReport),
+              (status = 400, body = Problem), (status = 404, description = "unknown execution or path", body = Problem),
+              (status = 409, description = "no snapshots to compare", body = Problem),
+              (status = 422, body = Problem), (status = 500, description = "git failed", body = Problem)))]
+pub async fn diff(
+    tracker: Tracker,
+    reader: Reader,
+    id: web::Path<i64>,
+    query: web::Query<DiffQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let execution = reader.get(ExecutionId(*id)).await?;
+    Ok(match tracker.send(GetDiff { execution, query: query.into_inner() }).await?? {
+        Diff::Unified { text, truncated } => HttpResponse::Ok()
+            .content_type("text/x-diff; charset=utf-8")
+            .insert_header(("X-Warden-Diff-Truncated", if truncated { "true" } else { "false" }))
+            .body(text),
+        Diff::Json(report) => HttpResponse::Ok().json(report),
+    })
+}
