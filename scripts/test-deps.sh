@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine, skipping what is there:
 # cargo-nextest, and Debian packages for the tests that drive real tools (git for the
-# workspace-changes tests).
+# workspace-changes tests, tmux for the terminal dashboard).
 set -euo pipefail
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
@@ -10,6 +10,7 @@ fi
 
 packages=()
 command -v git >/dev/null 2>&1 || packages+=(git)
+command -v tmux >/dev/null 2>&1 || packages+=(tmux)
 
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=""

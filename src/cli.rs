@@ -46,6 +46,15 @@ pub enum Command {
     },
     /// Run a prompt with a profile (default: the `shell` profile, `sh -c PROMPT`).
     Exec(ExecArgs),
+    /// The live terminal dashboard: executions, approvals, output (? for its keys).
+    Dash,
+    /// Print the web dashboard's URL (with the token in its fragment) and open it in a
+    /// browser where the system has an opener.
+    Open {
+        /// Only print the URL.
+        #[arg(long)]
+        no_browser: bool,
+    },
     /// List executions, newest first.
     Ls {
         /// Only these statuses (comma-separated, e.g. queued,running).

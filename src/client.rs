@@ -77,6 +77,15 @@ impl Client {
         &self.base
     }
 
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The web dashboard, with the token in the fragment (which browsers never send).
+    pub fn dashboard_url(&self) -> String {
+        format!("{}/#token={}", self.base, self.token)
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call(Method::GET, path, None::<&()>).await
     }

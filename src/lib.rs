@@ -14,7 +14,9 @@
 //! - [`store`] is SQLite: one writer thread with group commit (it also assigns event
 //!   `seq`s inside the commit), pooled readers.
 //! - [`http`] is the API: thin handlers that send one message to an actor.
-//! - [`cli`], [`commands`] and [`client`] are the `warden` command and its HTTP client.
+//! - [`cli`], [`commands`] and [`client`] are the `warden` command and its HTTP client;
+//!   [`dash`] is the terminal dashboard (`warden dash`), and `web/` holds the browser
+//!   dashboard the daemon serves at `/`.
 //! - [`config`], [`home`] and [`domain`] are the settings, the data dir and the nouns.
 
 pub mod actors;
@@ -23,6 +25,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod dash;
 pub mod domain;
 pub mod home;
 pub mod http;

@@ -5,6 +5,7 @@
 mod approvals;
 mod catalog;
 mod changes;
+mod dashboards;
 mod executions;
 mod lifecycle;
 mod sessions;
@@ -49,6 +50,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Stop => block_on(lifecycle::stop(home)),
         Command::Status { json } => block_on(lifecycle::status(&remote, json)),
         Command::Exec(args) => block_on(executions::exec(&remote, args)),
+        Command::Dash => block_on(dashboards::terminal(&remote)),
+        Command::Open { no_browser } => dashboards::open(&remote, no_browser),
         Command::Ls { status, limit, json } => block_on(executions::list(&remote, status, limit, json)),
         Command::Show { id, json } => block_on(executions::show(&remote, id, json)),
         Command::Logs { id, follow } => block_on(executions::logs(&remote, id, follow)),

@@ -8,6 +8,7 @@ mod auth;
 mod catalog;
 mod changes;
 mod cli;
+mod dashboards;
 mod errors;
 mod executions;
 mod lifecycle;

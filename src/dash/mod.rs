@@ -1,0 +1,304 @@
+//! `warden dash`: the terminal dashboard, a pure client of the public API. The feed
+//! (`feed.rs`) keeps a WebSocket open and forwards events; keys come from a reader
+//! thread; actions (cancel, approve, …) run as tasks that report back. The loop here
+//! only applies messages to the `Model` and redraws at most ~30 times a second, so it
+//! never waits on the network. ratatui restores the terminal on exit and on panic.
+
+mod feed;
+pub mod model;
+mod view;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use tokio::sync::mpsc::{self, UnboundedSender};
+
+use crate::client::{Client, ClientError};
+use crate::domain::{Approval, ExecutionStatus, OutputLine};
+use crate::http::pagination::Page;
+use feed::Feed;
+use model::{Focus, Link, Model, OutputPane, OUTPUT_KEPT};
+
+/// The shortest time between two redraws.
+const FRAME: Duration = Duration::from_millis(33);
+
+/// What a finished action reports to the loop.
+enum Done {
+    Notice(String),
+    Output { execution_id: i64, lines: Vec<OutputLine> },
+    Providers(Vec<crate::domain::Provider>),
+}
+
+/// Runs the dashboard until `q`.
+pub async fn run(client: Client, token: String) -> anyhow::Result<()> {
+    let (feed_tx, mut feed_rx) = mpsc::unbounded_channel();
+    let feed = tokio::spawn(feed::run(client.clone(), token, feed_tx));
+    let (keys_tx, mut keys_rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || read_keys(keys_tx));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+
+    let mut terminal = ratatui::try_init()?;
+    let mut model = Model::new(client.base_url().to_owned());
+    let mut frames = tokio::time::interval(FRAME);
+    frames.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_second = Instant::now();
+    let mut dirty = true;
+    let result = loop {
+        tokio::select! {
+            Some(key) = keys_rx.recv() => {
+                if !on_key(key, &mut model, &client, &done_tx) {
+                    break Ok(());
+                }
+                dirty = true;
+            }
+            Some(message) = feed_rx.recv() => {
+                on_feed(message, &mut model, &client, &done_tx);
+                dirty = true;
+            }
+            Some(done) = done_rx.recv() => {
+                on_done(done, &mut model);
+                dirty = true;
+            }
+            _ = frames.tick() => {
+                // Elapsed times, countdowns and the flash change with the clock.
+                if last_second.elapsed() >= Duration::from_secs(1) {
+                    last_second = Instant::now();
+                    dirty = true;
+                    if model.providers_stale {
+                        model.providers_stale = false;
+                        refresh_providers(&client, &done_tx);
+                    }
+                    if model.notice.as_ref().is_some_and(|(_, at)| at.elapsed() > Duration::from_secs(6)) {
+                        model.notice = None;
+                    }
+                }
+                if dirty {
+                    if let Err(e) = terminal.draw(|frame| view::draw(frame, &model)) {
+                        break Err(e.into());
+                    }
+                    dirty = false;
+                }
+            }
+        }
+    };
+    feed.abort();
+    ratatui::restore();
+    result
+}
+
+/// Blocking key reads on their own thread; ends when the loop is gone.
+fn read_keys(keys: UnboundedSender<KeyEvent>) {
+    loop {
+        match event::read() {
+            Ok(Event::Key(key)) if key.kind == KeyEventKind::Press => {
+                if keys.send(key).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Handles a key; false means quit.
+fn on_key(key: KeyEvent, model: &mut Model, client: &Client, done: &UnboundedSender<Done>) -> bool {
+    if let Some(input) = model.filter_input.as_mut() {
+        match key.code {
+            KeyCode::Enter => {
+                let text = model.filter_input.take().unwrap_or_default();
+                if let Err(e) = model.apply_filter_text(&text) {
+                    model.notify(e);
+                }
+            }
+            KeyCode::Esc => model.filter_input = None,
+            KeyCode::Backspace => {
+                input.pop();
+            }
+            KeyCode::Char(c) => input.push(c),
+            _ => {}
+        }
+        return true;
+    }
+    if model.help {
+        model.help = false;
+        return !matches!(key.code, KeyCode::Char('q'));
+    }
+    let selected = model.selected().map(|e| (e.id.0, e.status));
+    match key.code {
+        KeyCode::Char('q') => return false,
+        KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => return false,
+        KeyCode::Char('?') => model.help = true,
+        KeyCode::Down | KeyCode::Char('j') => model.move_selection(1),
+        KeyCode::Up | KeyCode::Char('k') => model.move_selection(-1),
+        KeyCode::Tab => {
+            model.focus = match model.focus {
+                Focus::Executions if !model.pending_approvals().is_empty() => Focus::Approvals,
+                _ => Focus::Executions,
+            }
+        }
+        KeyCode::Char('f') => model.cycle_filter(),
+        KeyCode::Char('/') => model.filter_input = Some(String::new()),
+        KeyCode::Enter => {
+            if let Some((id, _)) = selected {
+                model.output = Some(OutputPane { execution_id: id, ..Default::default() });
+                load_output(client, id, 0, done);
+            }
+        }
+        KeyCode::Esc => model.output = None,
+        KeyCode::PageUp => scroll(model, 10),
+        KeyCode::PageDown => scroll(model, -10),
+        KeyCode::End => scroll(model, i64::MIN),
+        KeyCode::Char('a') | KeyCode::Char('d') => {
+            let approval = if model.focus == Focus::Approvals || model.pending_approvals().len() == 1 {
+                model.selected_approval
+            } else {
+                None
+            };
+            match approval {
+                Some(id) => decide(client, id, key.code == KeyCode::Char('a'), done),
+                None if model.pending_approvals().is_empty() => model.notify("no approval is waiting"),
+                None => model.notify("several approvals wait: Tab to their table and pick one"),
+            }
+        }
+        KeyCode::Char('c') => act(client, selected, "cancel", done),
+        KeyCode::Char('r') => act(client, selected, "retry", done),
+        KeyCode::Char('p') => {
+            let action = if selected.is_some_and(|(_, s)| s == ExecutionStatus::Paused) { "resume" } else { "pause" };
+            act(client, selected, action, done)
+        }
+        _ => {}
+    }
+    true
+}
+
+fn scroll(model: &mut Model, by: i64) {
+    if let Some(pane) = model.output.as_mut() {
+        pane.scroll_back = if by == i64::MIN {
+            0
+        } else {
+            (pane.scroll_back as i64 + by).clamp(0, pane.lines.len().saturating_sub(1) as i64) as usize
+        };
+    }
+}
+
+fn on_feed(message: Feed, model: &mut Model, client: &Client, done: &UnboundedSender<Done>) {
+    match message {
+        Feed::Live => model.link = Link::Live,
+        Feed::Down { attempt, error } => model.link = Link::Reconnecting { attempt, error },
+        Feed::Snapshot(snapshot) => {
+            model.started_at = snapshot.started_at;
+            model.load(snapshot.executions, snapshot.approvals, snapshot.providers);
+        }
+        Feed::Event(event) => {
+            if event.kind == "daemon.started" {
+                model.started_at = event.ts.into();
+            }
+            if model.apply(&event) {
+                // The terminal bell: a new approval waits.
+                let _ = std::io::stdout().write_all(b"\x07").and_then(|_| std::io::stdout().flush());
+            }
+        }
+        Feed::Skipped => {
+            // Output lines were skipped for this slow client: read them from the store.
+            if let Some(pane) = model.output.as_mut() {
+                pane.gaps += 1;
+                load_output(client, pane.execution_id, pane.last_n, done);
+            }
+        }
+    }
+}
+
+fn on_done(done: Done, model: &mut Model) {
+    match done {
+        Done::Notice(text) => model.notify(text),
+        Done::Output { execution_id, lines } => {
+            if let Some(pane) = model.output.as_mut().filter(|p| p.execution_id == execution_id) {
+                // History first, then live lines: `push` keeps each number once, in order.
+                let mut live: Vec<OutputLine> = pane.lines.drain(..).collect();
+                pane.last_n = 0;
+                let mut all = lines;
+                all.append(&mut live);
+                all.sort_by_key(|l| l.n);
+                for line in all {
+                    pane.push(line);
+                }
+            }
+        }
+        Done::Providers(providers) => model.providers = providers,
+    }
+}
+
+/// The stored output after line `after`, at most the last `OUTPUT_KEPT` lines of it.
+fn load_output(client: &Client, execution_id: i64, after: u64, done: &UnboundedSender<Done>) {
+    let (client, done) = (client.clone(), done.clone());
+    tokio::spawn(async move {
+        let mut lines: Vec<OutputLine> = Vec::new();
+        let mut after = after;
+        loop {
+            let path = format!("/api/v1/executions/{execution_id}/output?after={after}&limit=10000");
+            let page: Page<OutputLine> = match client.get(&path).await {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = done.send(Done::Notice(format!("reading the output failed: {e}")));
+                    return;
+                }
+            };
+            let Some(last) = page.items.last().map(|l| l.n) else { break };
+            lines.extend(page.items);
+            if lines.len() > OUTPUT_KEPT {
+                lines.drain(..lines.len() - OUTPUT_KEPT);
+            }
+            if page.next_cursor.is_none() {
+                break;
+            }
+            after = last;
+        }
+        let _ = done.send(Done::Output { execution_id, lines });
+    });
+}
+
+fn refresh_providers(client: &Client, done: &UnboundedSender<Done>) {
+    let (client, done) = (client.clone(), done.clone());
+    tokio::spawn(async move {
+        if let Ok(page) = client.get::<Page<crate::domain::Provider>>("/api/v1/providers?limit=500").await {
+            let _ = done.send(Done::Providers(page.items));
+        }
+    });
+}
+
+/// Cancel, retry, pause or resume the selected execution.
+fn act(client: &Client, selected: Option<(i64, ExecutionStatus)>, action: &'static str, done: &UnboundedSender<Done>) {
+    let Some((id, _)) = selected else { return };
+    let (client, done) = (client.clone(), done.clone());
+    tokio::spawn(async move {
+        let result: Result<crate::domain::Execution, ClientError> =
+            client.post(&format!("/api/v1/executions/{id}/{action}"), &serde_json::json!({})).await;
+        let text = match result {
+            Ok(e) if action == "retry" => format!("retry of {id} queued as execution {}", e.id),
+            Ok(_) => format!("{action}: execution {id} — done"),
+            Err(e) => format!("{action} {id}: {e}"),
+        };
+        let _ = done.send(Done::Notice(text));
+    });
+}
+
+/// Approve or deny; the notice says whether this answer won.
+fn decide(client: &Client, id: i64, approve: bool, done: &UnboundedSender<Done>) {
+    let (client, done) = (client.clone(), done.clone());
+    let decision = if approve { "approve" } else { "deny" };
+    tokio::spawn(async move {
+        let body = serde_json::json!({ "decision": decision });
+        let result: Result<Approval, ClientError> = client.post(&format!("/api/v1/approvals/{id}"), &body).await;
+        let text = match result {
+            Ok(approval) => format!("approval {id}: {} — your answer won", approval.status.as_str()),
+            Err(ClientError::Problem { code, body, .. }) if code == "already_decided" || code == "expired" => {
+                let by = body["approval"]["decided_by"].as_str().unwrap_or("someone else");
+                format!("approval {id}: already decided by {by} — your answer did not count")
+            }
+            Err(e) => format!("approval {id}: {e}"),
+        };
+        let _ = done.send(Done::Notice(text));
+    });
+}

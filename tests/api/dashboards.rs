@@ -1,0 +1,155 @@
+//! The dashboards as a person uses them: `warden dash` in a real terminal (tmux), against
+//! a real daemon.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// A tmux server of its own (so tests never share one), with one window.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// Runs `command` in a `width`×`height` terminal; the shell stays open after it so
+    /// that what it left behind can be read.
+    fn start(command: &str, width: u16, height: u16) -> Tmux {
+        let socket = format!("warden-test-{}-{}", std::process::id(), rand_suffix());
+        let tmux = Tmux { socket };
+        let shell = format!("{command}; echo \"EXITED $?\"; stty -a; sleep 600");
+        tmux.run(&["new-session", "-d", "-s", "t", "-x", &width.to_string(), "-y", &height.to_string(), &shell]);
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("tmux runs (make test installs it)");
+        assert!(output.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "t"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    /// Polls the screen until it shows every one of `texts`; returns it.
+    async fn wait_for(&self, texts: &[&str]) -> String {
+        let mut last = String::new();
+        let found = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                last = self.screen();
+                if texts.iter().all(|t| last.contains(t)) {
+                    return last.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("the screen never showed {texts:?}; it shows:\n{last}"))
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux").args(["-L", &self.socket, "kill-server"]).output();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0)
+}
+
+fn dash_command(home: &Path) -> String {
+    format!("env -u WARDEN_URL -u WARDEN_TOKEN WARDEN_HOME={} {} dash", home.display(), warden_bin().display())
+}
+
+#[actix_web::test]
+async fn warden_dash_shows_executions_approves_cancels_and_restores_the_terminal() {
+    let d = spawn_for_executions().await;
+    let done = d.exec("echo hello-from-dash").await;
+    d.wait_final(&done["id"]).await;
+    let running = d.exec("sleep 30").await;
+    d.wait_status(&running["id"], "running").await;
+
+    let tmux = Tmux::start(&dash_command(d.home.dir()), 80, 24);
+    let screen = tmux.wait_for(&["live", "echo hello-from-dash", "sleep 30", "running", "succeeded"]).await;
+    assert!(screen.contains(&d.base_url), "the header names the daemon:\n{screen}");
+    assert!(screen.contains("local 1/4 run, 0 queued"), "provider usage:\n{screen}");
+
+    // An approval arrives: its pane appears; `a` approves it and says this answer won.
+    let approval =
+        expect_json(d.post("/api/v1/approvals", &json!({ "title": "deploy-to-prod" })).await, StatusCode::CREATED)
+            .await;
+    tmux.wait_for(&["Approvals waiting: 1", "deploy-to-prod"]).await;
+    tmux.keys(&["a"]);
+    tmux.wait_for(&["your answer won"]).await;
+    let decided = d.get_ok(&format!("/api/v1/approvals/{}", approval["id"])).await;
+    assert_eq!(decided["status"], "approved");
+    assert_eq!(decided["decided_by"], "warden-dash");
+    let screen = tmux.wait_for(&["Executions ("]).await;
+    assert!(!screen.contains("Approvals waiting"), "the pane goes once nothing waits:\n{screen}");
+
+    // The newest execution is selected: Enter shows its output pane, `c` cancels it.
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&[&format!("Output of {}", running["id"])]).await;
+    tmux.keys(&["c"]);
+    d.wait_status(&running["id"], "cancelled").await;
+    tmux.wait_for(&["cancelled"]).await;
+
+    // `f` filters by status; `?` shows the keys.
+    tmux.keys(&["f"]);
+    let filtered = tmux.wait_for(&["filter: running,paused"]).await;
+    assert!(!filtered.contains("echo hello-from-dash"), "{filtered}");
+    tmux.keys(&["?"]);
+    tmux.wait_for(&["warden dash — keys"]).await;
+    tmux.keys(&["Escape"]);
+
+    tmux.keys(&["q"]);
+    let after = tmux.wait_for(&["EXITED 0", "icanon"]).await;
+    assert!(!after.contains("Executions ("), "the alternate screen is left:\n{after}");
+    assert!(after.contains(" icanon") && after.contains(" echo"), "the terminal is back in cooked mode:\n{after}");
+}
+
+#[actix_web::test]
+async fn warden_dash_follows_output_live_and_reconnects_after_a_restart() {
+    let d = spawn_for_executions().await;
+    let outside = tempfile::tempdir().unwrap();
+    let go = outside.path().join("go");
+    let script = format!("echo first-line; while [ ! -e {} ]; do sleep 0.02; done; echo second-line", go.display());
+    let execution = d.exec(&script).await;
+    d.wait_status(&execution["id"], "running").await;
+
+    let tmux = Tmux::start(&dash_command(d.home.dir()), 80, 24);
+    tmux.wait_for(&["live", "running"]).await;
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["first-line"]).await;
+    std::fs::write(&go, "").unwrap();
+    tmux.wait_for(&["second-line", "succeeded"]).await;
+
+    // The daemon goes away: the dashboard says so and comes back on its own.
+    let port = d.port;
+    let stopped = d.stop().await;
+    tmux.wait_for(&["reconnecting"]).await;
+    let home = stopped.home.clone();
+    let d = spawn_in(home, |c| c.port = port).await;
+    let later = d.exec("echo after-restart").await;
+    d.wait_final(&later["id"]).await;
+    tmux.wait_for(&["live", "echo after-restart"]).await;
+    tmux.keys(&["q"]);
+    tmux.wait_for(&["EXITED 0"]).await;
+    drop(stopped);
+}
