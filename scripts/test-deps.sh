@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine, skipping what is there:
 # cargo-nextest, and Debian packages for the tests that drive real tools (git for the
-# workspace-changes tests, tmux for the terminal dashboard).
+# workspace-changes tests, tmux for the terminal dashboard,
+# chromium for the web dashboard), and the npm packages of tests/web (playwright-core).
 set -euo pipefail
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
@@ -11,6 +12,7 @@ fi
 packages=()
 command -v git >/dev/null 2>&1 || packages+=(git)
 command -v tmux >/dev/null 2>&1 || packages+=(tmux)
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=""
@@ -18,4 +20,9 @@ if [ ${#packages[@]} -gt 0 ]; then
   echo "installing: ${packages[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}"
+fi
+
+# playwright-core for the web dashboard test (it drives the system chromium).
+if [ ! -d tests/web/node_modules/playwright-core ] || [ tests/web/package-lock.json -nt tests/web/node_modules ]; then
+  (cd tests/web && npm ci --no-audit --no-fund)
 fi

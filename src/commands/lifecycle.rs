@@ -145,6 +145,9 @@ pub async fn start(home: Home, args: &ServeArgs, verbose: u8) -> anyhow::Result<
         if let Ok(info) = home.read_server_info() {
             if info.pid == pid && Client::new(&info.url, "").health().await.is_ok() {
                 println!("warden started (pid {pid}) at {}", info.url);
+                if let Ok(token) = home.read_token() {
+                    println!("dashboard: {}", Client::new(&info.url, token).dashboard_url());
+                }
                 let asked = args.port.unwrap_or(info.port);
                 if asked != 0 && asked != info.port {
                     println!("note: port {asked} was busy, so warden listens on port {} instead", info.port);

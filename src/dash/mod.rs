@@ -230,14 +230,20 @@ fn on_done(done: Done, model: &mut Model) {
     }
 }
 
-/// The stored output after line `after`, at most the last `OUTPUT_KEPT` lines of it.
+/// The stored output after line `after` (0: the last `OUTPUT_KEPT` lines), at most
+/// `OUTPUT_KEPT` lines of it.
 fn load_output(client: &Client, execution_id: i64, after: u64, done: &UnboundedSender<Done>) {
     let (client, done) = (client.clone(), done.clone());
     tokio::spawn(async move {
         let mut lines: Vec<OutputLine> = Vec::new();
         let mut after = after;
         loop {
-            let path = format!("/api/v1/executions/{execution_id}/output?after={after}&limit=10000");
+            // From the start, only the tail is wanted; after a gap, everything since.
+            let path = if after == 0 {
+                format!("/api/v1/executions/{execution_id}/output?tail={OUTPUT_KEPT}")
+            } else {
+                format!("/api/v1/executions/{execution_id}/output?after={after}&limit=10000")
+            };
             let page: Page<OutputLine> = match client.get(&path).await {
                 Ok(page) => page,
                 Err(e) => {

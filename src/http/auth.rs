@@ -106,8 +106,14 @@ pub async fn host_guard(
     next.call(req).await
 }
 
-/// Requires the API token: `Authorization: Bearer <token>`, or `?token=` for browser
-/// EventSource and WebSocket, which cannot set headers.
+/// The WebSocket subprotocol a browser offers alongside `warden.token.<token>`: browsers
+/// cannot set headers on a WebSocket, and a token in the URL could end up in logs.
+pub const WS_PROTOCOL: &str = "warden.v1";
+const WS_TOKEN_PREFIX: &str = "warden.token.";
+
+/// Requires the API token: `Authorization: Bearer <token>`; or, for browser WebSockets,
+/// the subprotocol `warden.token.<token>` (offered with `warden.v1`); or `?token=` for
+/// EventSource, which can do neither.
 pub async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -119,7 +125,11 @@ pub async fn require_token(
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
         .map(|t| t.trim().to_owned());
-    let presented = from_header.or_else(|| {
+    let from_protocol = || {
+        let offered = req.headers().get(header::SEC_WEBSOCKET_PROTOCOL)?.to_str().ok()?;
+        offered.split(',').map(str::trim).find_map(|p| p.strip_prefix(WS_TOKEN_PREFIX)).map(str::to_owned)
+    };
+    let presented = from_header.or_else(from_protocol).or_else(|| {
         serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string())
             .ok()?
             .into_iter()

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actix::Addr;
 use actix_web::body::{BoxBody, MessageBody};
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::Stream;
@@ -18,6 +18,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
+use super::auth::WS_PROTOCOL;
 use super::problem::{ApiError, Problem};
 use crate::actors::approval_arbiter::ApprovalArbiter;
 use crate::actors::execution_monitor::ExecutionReader;
@@ -125,7 +126,13 @@ pub async fn ws(
         session,
         stream,
     });
-    Ok(response.map_body(|_, body| BoxBody::new(CountingBody::new(body, counted))))
+    let mut response = response.map_body(|_, body| BoxBody::new(CountingBody::new(body, counted)));
+    // A browser that sent its token as a subprotocol must get one of its offers back.
+    let offered = req.headers().get(header::SEC_WEBSOCKET_PROTOCOL).and_then(|h| h.to_str().ok()).unwrap_or("");
+    if offered.split(',').any(|p| p.trim() == WS_PROTOCOL) {
+        response.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, header::HeaderValue::from_static(WS_PROTOCOL));
+    }
+    Ok(response)
 }
 
 /// Server-sent events: `id:` is the seq, `event:` the type, `data:` the envelope.

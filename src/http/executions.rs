@@ -43,6 +43,9 @@ pub struct OutputQuery {
     pub after: Option<u64>,
     /// Lines per page, 1 to 10000 (default 1000).
     pub limit: Option<usize>,
+    /// Instead of paging from `after`: the last this-many lines (1 to 10000), so a
+    /// viewer can start at the tail of a long output.
+    pub tail: Option<usize>,
 }
 
 /// Queue an execution of a profile in a workspace or directory.
@@ -91,6 +94,16 @@ pub async fn output(
     id: web::Path<i64>,
     query: web::Query<OutputQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(tail) = query.tail {
+        if query.after.is_some() || query.limit.is_some() {
+            return Err(ApiError::bad_request("tail cannot be combined with after or limit"));
+        }
+        if !(1..=OUTPUT_PAGE_MAX).contains(&tail) {
+            return Err(ApiError::bad_request(format!("tail must be between 1 and {OUTPUT_PAGE_MAX}, not {tail}")));
+        }
+        let items = reader.output_tail(ExecutionId(*id), tail).await?;
+        return Ok(HttpResponse::Ok().json(Page { items, next_cursor: None }));
+    }
     let limit = query.limit.unwrap_or(OUTPUT_PAGE);
     if !(1..=OUTPUT_PAGE_MAX).contains(&limit) {
         return Err(ApiError::bad_request(format!("limit must be between 1 and {OUTPUT_PAGE_MAX}, not {limit}")));

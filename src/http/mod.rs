@@ -1,10 +1,12 @@
-//! The HTTP surface: `/health`, and everything else under `/api/v1` behind the token.
+//! The HTTP surface: `/health`, the web dashboard's files (`dashboard.rs`), and everything else
+//! under `/api/v1` behind the token.
 //! Handlers are thin: parse, send one message to an actor, render the reply. Errors map
 //! to problem+json in `problem.rs`; the guards live in `auth.rs`.
 
 pub mod approvals;
 pub mod auth;
 pub mod changes;
+pub mod dashboard;
 pub mod events;
 pub mod executions;
 pub mod openapi;
@@ -68,6 +70,9 @@ pub fn app(
         .app_data(web::QueryConfig::default().error_handler(problem::query_error))
         .app_data(web::PathConfig::default().error_handler(problem::path_error))
         .service(web::resource("/health").get(system::health))
+        .service(web::resource("/").get(dashboard::index))
+        .service(web::resource("/assets/app.js").get(dashboard::app_js))
+        .service(web::resource("/assets/app.css").get(dashboard::app_css))
         .service(web::scope("/api/v1").wrap(from_fn(auth::require_token)).configure(api_routes))
         .wrap(cors(state))
         .wrap(from_fn(auth::host_guard))

@@ -302,14 +302,27 @@ pub fn output(conn: &Connection, id: ExecutionId, after: u64, limit: usize) -> r
     let mut stmt = conn.prepare_cached(
         "SELECT n, stream, text, ts FROM execution_output WHERE execution_id = ?1 AND n > ?2 ORDER BY n LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![id.0, after as i64, limit as i64], |row| {
-        let stream: String = row.get(1)?;
-        Ok(OutputLine {
-            n: row.get::<_, i64>(0)? as u64,
-            stream: if stream == "stderr" { OutputStream::Stderr } else { OutputStream::Stdout },
-            text: row.get(2)?,
-            ts: ts_column(row, 3)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![id.0, after as i64, limit as i64], output_row)?;
     rows.collect()
+}
+
+/// The last `count` lines, in order.
+pub fn output_tail(conn: &Connection, id: ExecutionId, count: usize) -> rusqlite::Result<Vec<OutputLine>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT n, stream, text, ts FROM execution_output WHERE execution_id = ?1 ORDER BY n DESC LIMIT ?2",
+    )?;
+    let rows: rusqlite::Result<Vec<OutputLine>> = stmt.query_map(params![id.0, count as i64], output_row)?.collect();
+    let mut lines = rows?;
+    lines.reverse();
+    Ok(lines)
+}
+
+fn output_row(row: &Row<'_>) -> rusqlite::Result<OutputLine> {
+    let stream: String = row.get(1)?;
+    Ok(OutputLine {
+        n: row.get::<_, i64>(0)? as u64,
+        stream: if stream == "stderr" { OutputStream::Stderr } else { OutputStream::Stdout },
+        text: row.get(2)?,
+        ts: ts_column(row, 3)?,
+    })
 }

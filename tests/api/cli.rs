@@ -74,6 +74,9 @@ fn start_status_stop_round_trip() {
     let pid = info["pid"].as_u64().unwrap();
     assert!(stdout(&started).contains(&url), "start prints the URL: {}", stdout(&started));
     assert!(stdout(&started).contains(&pid.to_string()), "start prints the pid");
+    let token = std::fs::read_to_string(home.path().join("token")).unwrap();
+    let dashboard = format!("dashboard: {url}/#token={}", token.trim());
+    assert!(stdout(&started).contains(&dashboard), "start prints the dashboard URL: {}", stdout(&started));
 
     let status = home.run(&["status"]);
     assert_success(&status);

@@ -153,3 +153,54 @@ async fn warden_dash_follows_output_live_and_reconnects_after_a_restart() {
     tmux.wait_for(&["EXITED 0"]).await;
     drop(stopped);
 }
+
+#[actix_web::test]
+async fn the_web_dashboard_is_served_without_the_token_and_with_a_strict_policy() {
+    let d = spawn_daemon().await;
+    let page = d.client.get(d.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/assets/app.js") && !html.contains(&d.token), "the page holds no secret");
+    for (path, kind) in [("/assets/app.js", "text/javascript"), ("/assets/app.css", "text/css")] {
+        let asset = d.client.get(d.url(path)).send().await.unwrap();
+        assert_eq!(asset.status(), StatusCode::OK, "{path}");
+        assert!(asset.headers()["content-type"].to_str().unwrap().starts_with(kind), "{path}");
+    }
+    // A foreign Host is refused here too (DNS rebinding).
+    let evil = d.client.get(d.url("/")).header("host", "evil.example:80").send().await.unwrap();
+    assert_eq!(evil.status(), StatusCode::FORBIDDEN);
+}
+
+#[actix_web::test]
+async fn a_browser_websocket_sends_its_token_as_a_subprotocol_not_in_the_url() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let d = spawn_daemon().await;
+    let url = format!("{}/api/v1/ws", d.base_url.replace("http://", "ws://"));
+    let offer = |token: &str| {
+        let mut request = url.as_str().into_client_request().unwrap();
+        let protocols = format!("warden.v1, warden.token.{token}");
+        request.headers_mut().insert("sec-websocket-protocol", protocols.parse().unwrap());
+        request
+    };
+    let (mut socket, response) = tokio_tungstenite::connect_async(offer(&d.token)).await.expect("accepted");
+    assert_eq!(response.headers()["sec-websocket-protocol"], "warden.v1");
+    let hello = socket.next().await.unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains("\"hello\""));
+    match tokio_tungstenite::connect_async(offer(&"0".repeat(64))).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+}
+
+#[actix_web::test]
+async fn warden_open_prints_the_dashboard_url_with_the_token_in_the_fragment() {
+    let d = spawn_daemon().await;
+    let output = warden(d.home.dir(), &["open", "--no-browser"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output).trim(), format!("{}/#token={}", d.base_url, d.token));
+}

@@ -284,3 +284,19 @@ async fn executions_are_listed_newest_first_with_filters_and_pages() {
     assert_eq!(by_provider["items"].as_array().unwrap().len(), 5);
     assert_eq!(d.get_ok("/api/v1/executions?provider=other").await["items"], json!([]));
 }
+
+#[actix_web::test]
+async fn the_output_tail_starts_a_viewer_at_the_end() {
+    let d = spawn_for_executions().await;
+    let execution = d.exec("seq 1 50").await;
+    d.wait_final(&execution["id"]).await;
+    let tail = d.get_ok(&format!("/api/v1/executions/{}/output?tail=3", execution["id"])).await;
+    let texts: Vec<_> = tail["items"].as_array().unwrap().iter().map(|l| l["text"].clone()).collect();
+    assert_eq!(texts, vec![json!("48"), json!("49"), json!("50")]);
+    assert!(tail["next_cursor"].is_null());
+    for bad in ["tail=0", "tail=10001", "tail=3&after=1", "tail=3&limit=5"] {
+        let response = d.get(&format!("/api/v1/executions/{}/output?{bad}", execution["id"])).await;
+        expect_problem(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    }
+    expect_problem(d.get("/api/v1/executions/999/output?tail=3").await, StatusCode::NOT_FOUND, "not_found").await;
+}

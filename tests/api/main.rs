@@ -17,3 +17,4 @@ mod openapi;
 mod queueing;
 mod sessions;
 mod supervision;
+mod web;

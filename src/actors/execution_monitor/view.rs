@@ -54,6 +54,12 @@ impl ExecutionReader {
         Ok(self.store.read("read output", move |c| rows::output(c, id, after, limit)).await?)
     }
 
+    /// The last `count` output lines, in order.
+    pub async fn output_tail(&self, id: ExecutionId, count: usize) -> Result<Vec<OutputLine>, MonitorError> {
+        self.get(id).await?;
+        Ok(self.store.read("read output tail", move |c| rows::output_tail(c, id, count)).await?)
+    }
+
     /// The request an execution was made from, for a retry.
     pub async fn request_of(&self, id: ExecutionId) -> Result<NewExecution, MonitorError> {
         self.store

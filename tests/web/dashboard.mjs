@@ -1,0 +1,183 @@
+// The web dashboard end to end, as a person uses it: a real `warden serve` (the binary in
+// $WARDEN_BIN) in a temp home, driven in real headless Chromium through playwright-core.
+// Run by `tests/api/web.rs` (so `make test` runs it); screenshots go to $ARTIFACTS.
+// Every wait polls the page with a deadline.
+
+import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync, openSync, readFileSync, rmSync, existsSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const WARDEN = process.env.WARDEN_BIN;
+const CHROMIUM = process.env.CHROMIUM || ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find(existsSync);
+const ARTIFACTS = process.env.ARTIFACTS || "target/web-artifacts";
+const WAIT = { timeout: 30_000 };
+assert.ok(WARDEN, "WARDEN_BIN must name the warden binary");
+assert.ok(CHROMIUM, "chromium is not installed (make test installs it with apt-get)");
+mkdirSync(ARTIFACTS, { recursive: true });
+
+const home = mkdtempSync(join(tmpdir(), "warden-web-"));
+const scratch = mkdtempSync(join(tmpdir(), "warden-web-cwd-"));
+let daemon = null;
+
+async function startDaemon(port) {
+  rmSync(join(home, "server.json"), { force: true });
+  const log = openSync(join(ARTIFACTS, "warden.log"), "a");
+  daemon = spawn(WARDEN, ["--home", home, "serve", "--port", String(port)], { stdio: ["ignore", log, log] });
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    if (existsSync(join(home, "server.json"))) {
+      const info = JSON.parse(readFileSync(join(home, "server.json"), "utf8"));
+      try {
+        if ((await fetch(`${info.url}/health`)).ok) return info;
+      } catch {}
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error("warden did not start");
+}
+
+async function stopDaemon() {
+  const exited = new Promise((resolve) => daemon.once("exit", resolve));
+  daemon.kill("SIGTERM");
+  await exited;
+  daemon = null;
+}
+
+process.on("exit", () => daemon?.kill("SIGKILL"));
+
+let info = await startDaemon(0);
+const token = readFileSync(join(home, "token"), "utf8").trim();
+async function api(method, path, body) {
+  const response = await fetch(`${info.url}/api/v1${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = await response.json();
+  if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${JSON.stringify(json)}`);
+  return json;
+}
+async function waitStatus(id, status) {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const execution = await api("GET", `/executions/${id}`);
+    if (execution.status === status) return execution;
+    assert.ok(Date.now() < deadline, `execution ${id} never became ${status} (it is ${execution.status})`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+const problems = [];
+page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+// Refused connections while the daemon is down are expected (the page says it is
+// disconnected); any other console error is a defect.
+const expected = (text) => text.includes("WebSocket") || text.includes("ERR_CONNECTION_REFUSED");
+page.on("console", (m) => { if (m.type() === "error" && !expected(m.text())) problems.push(`console: ${m.text()}`); });
+const row = (id) => page.locator(`tr[data-execution="${id}"]`);
+const shot = (name) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+
+try {
+  // Load with the token in the fragment: it is taken, kept in sessionStorage and
+  // removed from the address bar.
+  await page.goto(`${info.url}/#token=${token}`);
+  await page.waitForSelector("#link.live", WAIT);
+  assert.equal(await page.evaluate(() => location.hash), "");
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("warden.token")), token);
+  await page.waitForSelector('#provider-list li[data-provider="local"]', WAIT);
+
+  // Start an execution from the form; see it run and its output stream live.
+  const go = join(scratch, "go");
+  await page.fill("#new-cwd", scratch);
+  await page.fill("#new-prompt", `for i in $(seq 1 5); do echo tick-$i; done; while [ ! -e ${go} ]; do sleep 0.05; done; echo tock`);
+  await page.click("#new-execution button[type=submit]");
+  await page.waitForSelector("#new-result:has-text('queued')", WAIT);
+  const first = (await api("GET", "/executions?limit=1")).items[0];
+  await row(first.id).locator("td.status.running").waitFor(WAIT);
+  await row(first.id).click();
+  await page.waitForFunction(() => document.querySelector("#output").textContent.includes("tick-5"), null, WAIT);
+  writeFileSync(go, "");
+  await page.waitForFunction(() => document.querySelector("#output").textContent.includes("tock"), null, WAIT);
+  await row(first.id).locator("td.status.succeeded").waitFor(WAIT);
+  const lines = await page.locator("#output span").allTextContents();
+  assert.deepEqual(lines.map((l) => l.trim()), ["tick-1", "tick-2", "tick-3", "tick-4", "tick-5", "tock"], "each line once, in order");
+  await shot("1-output");
+
+  // A gated execution waits for approval; a click approves it and it runs.
+  await api("POST", "/profiles", { name: "careful", provider: "local", command: ["sh", "-c", "{prompt}"], approval: "always" });
+  const gated = await api("POST", "/executions", { prompt: "echo approved-run", profile: "careful", cwd: scratch });
+  await page.waitForSelector("#approvals:not([hidden])", WAIT);
+  await row(gated.id).locator("td.status.pending_approval").waitFor(WAIT);
+  await shot("2-approval");
+  await page.click(`#approval-list li:has-text("careful") button:has-text("Approve")`);
+  await page.waitForSelector("#notice:has-text('approved — your answer won')", WAIT);
+  await waitStatus(gated.id, "succeeded");
+  await row(gated.id).locator("td.status.succeeded").waitFor(WAIT);
+  await page.waitForSelector("#approvals[hidden]", { ...WAIT, state: "attached" });
+  const approval = await api("GET", `/approvals/${gated.approval_id}`);
+  assert.equal(approval.status, "approved");
+  assert.equal(approval.decided_by, "web");
+
+  // Cancel from the page.
+  const long = await api("POST", "/executions", { prompt: "sleep 60", cwd: scratch });
+  await row(long.id).locator("td.status.running").waitFor(WAIT);
+  await row(long.id).click();
+  await page.click('#detail-actions button[data-action="cancel"]');
+  await row(long.id).locator("td.status.cancelled").waitFor(WAIT);
+  await waitStatus(long.id, "cancelled");
+  await shot("3-cancelled");
+
+  // In a git work tree, the detail lists the changed files and shows a file's diff.
+  const repo = join(scratch, "repo");
+  mkdirSync(repo);
+  const git = (args) => execFileSync("git", ["-c", "user.name=T", "-c", "user.email=t@example.com", ...args], { cwd: repo });
+  git(["init", "-q"]);
+  writeFileSync(join(repo, "a.txt"), "one\n");
+  git(["add", "-A"]);
+  git(["commit", "-q", "-m", "first"]);
+  const editing = await api("POST", "/executions", { prompt: "echo more >> a.txt", cwd: repo });
+  await row(editing.id).locator("td:has-text('+1 −0 in 1 file')").waitFor(WAIT);
+  await row(editing.id).click();
+  await page.waitForSelector("#changes-list button:has-text('modified a.txt +1 −0')", WAIT);
+  await page.click("#changes-list button:has-text('a.txt')");
+  await page.waitForFunction(() => document.querySelector("#diff").textContent.includes("+more"), null, WAIT);
+  await page.waitForSelector('#provider-list li[data-provider="local"]:has-text("0/4 running, 0 queued")', WAIT);
+  await shot("4-changes");
+
+  // The daemon restarts: the page says it is disconnected, reconnects on its own and
+  // resumes where it left off, without showing anything twice.
+  const port = info.port;
+  await stopDaemon();
+  await page.waitForSelector("#link.reconnecting", WAIT);
+  assert.ok(await page.isVisible("#banner"));
+  await shot("5-disconnected");
+  info = await startDaemon(port);
+  await page.waitForSelector("#link.live", WAIT);
+  const after = await api("POST", "/executions", { prompt: "echo after-restart", cwd: scratch });
+  await row(after.id).locator("td.status.succeeded").waitFor(WAIT);
+  assert.equal(await page.locator(`tr[data-execution="${after.id}"]`).count(), 1);
+  const ids = await page.locator("tr[data-execution]").evaluateAll((rows) => rows.map((r) => r.dataset.execution));
+  assert.equal(new Set(ids).size, ids.length, "no execution is listed twice");
+  await shot("6-reconnected");
+
+  // Phone width: still usable (no horizontal overflow of the page itself).
+  await page.setViewportSize({ width: 390, height: 800 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 1, `the page overflows a phone-width screen by ${overflow}px`);
+  await shot("7-phone");
+
+  assert.deepEqual(problems, [], "no errors in the page");
+  console.log(`web dashboard: all checks passed; screenshots in ${ARTIFACTS}`);
+} catch (e) {
+  await shot("failure").catch(() => {});
+  throw e;
+} finally {
+  await browser.close();
+  if (daemon) await stopDaemon();
+  rmSync(home, { recursive: true, force: true });
+  rmSync(scratch, { recursive: true, force: true });
+}
