@@ -204,3 +204,22 @@ async fn warden_open_prints_the_dashboard_url_with_the_token_in_the_fragment() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(stdout(&output).trim(), format!("{}/#token={}", d.base_url, d.token));
 }
+
+#[actix_web::test]
+async fn warden_dash_keeps_answering_keys_under_a_flood_of_output() {
+    let d = spawn_for_executions().await;
+    let tmux = Tmux::start(&dash_command(d.home.dir()), 80, 24);
+    tmux.wait_for(&["live"]).await;
+    let flood = d.exec("seq 1 300000").await;
+    tmux.wait_for(&["seq 1 300000"]).await;
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&[&format!("Output of {}", flood["id"])]).await;
+    tmux.keys(&["?"]);
+    tmux.wait_for(&["warden dash — keys"]).await;
+    tmux.keys(&["Escape"]);
+    d.wait_final(&flood["id"]).await;
+    // Whatever was skipped live is read back: the pane ends at the last line.
+    tmux.wait_for(&["300000", "succeeded"]).await;
+    tmux.keys(&["q"]);
+    tmux.wait_for(&["EXITED 0"]).await;
+}

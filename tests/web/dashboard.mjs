@@ -148,6 +148,28 @@ try {
   await page.waitForSelector('#provider-list li[data-provider="local"]:has-text("0/4 running, 0 queued")', WAIT);
   await shot("4-changes");
 
+  // A 100k-line output: the page keeps the last 2,000 lines and loads earlier ones on
+  // request, so it never holds them all.
+  const flood = await api("POST", "/executions", { prompt: "seq 1 100000", cwd: scratch });
+  await waitStatus(flood.id, "succeeded");
+  await row(flood.id).click();
+  await page.waitForFunction(() => document.querySelector("#output").lastChild?.textContent === "100000\n", null, WAIT);
+  assert.equal(await page.locator("#output span").count(), 2000);
+  assert.equal((await page.locator("#output span").first().textContent()).trim(), "98001");
+  await page.click("#output-earlier");
+  await page.waitForFunction(() => document.querySelector("#output").firstChild?.textContent === "96001\n", null, WAIT);
+  assert.equal(await page.locator("#output span").count(), 2000);
+
+  // A session: open its transcript, send a message, see the agent's reply.
+  const session = await api("POST", "/sessions", { cwd: scratch, title: "web chat" });
+  await page.click(`#session-list button:has-text("web chat")`);
+  await page.fill("#message-input", "echo reply-from-agent");
+  await page.click("#send-message button[type=submit]");
+  await page.waitForSelector("#transcript li.user:has-text('echo reply-from-agent')", WAIT);
+  await page.waitForSelector("#transcript li.agent:has-text('reply-from-agent')", WAIT);
+  assert.equal(await page.locator("#transcript li").count(), 2);
+  assert.ok(session.id);
+
   // The daemon restarts: the page says it is disconnected, reconnects on its own and
   // resumes where it left off, without showing anything twice.
   const port = info.port;
