@@ -200,6 +200,9 @@ pub struct ServeArgs {
     /// Allow listening on a non-loopback address.
     #[arg(long)]
     pub allow_remote: bool,
+    /// Write the log to this file, rotated by size (`warden start` passes its warden.log).
+    #[arg(long, hide = true)]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

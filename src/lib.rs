@@ -29,4 +29,5 @@ pub mod dash;
 pub mod domain;
 pub mod home;
 pub mod http;
+pub mod logfile;
 pub mod store;

@@ -109,7 +109,7 @@ pub async fn start(home: Home, args: &ServeArgs, verbose: u8) -> anyhow::Result<
 
     let exe = std::env::current_exe().context("finding the warden executable")?;
     let mut command = Command::new(exe);
-    command.arg("serve").arg("--home").arg(home.dir());
+    command.arg("serve").arg("--home").arg(home.dir()).arg("--log-file").arg(&log_path);
     if let Some(port) = args.port {
         command.arg("--port").arg(port.to_string());
     }

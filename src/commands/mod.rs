@@ -28,8 +28,11 @@ pub enum Outcome {
 
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
-    let daemon = matches!(cli.command, Command::Serve(_));
-    init_logging(cli.verbose, daemon);
+    let (daemon, log_file) = match &cli.command {
+        Command::Serve(args) => (true, args.log_file.clone()),
+        _ => (false, None),
+    };
+    init_logging(cli.verbose, daemon, log_file.as_deref());
     match dispatch(cli) {
         Ok(Outcome::Done) => 0,
         Ok(Outcome::NotRunning) => 3,
@@ -94,7 +97,7 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<Outcome>>>(future: F)
 
 /// Logs go to stderr. The daemon logs at info by default, client commands at warn;
 /// `-v` and `-vv` raise that, and `RUST_LOG` overrides both.
-fn init_logging(verbose: u8, daemon: bool) {
+fn init_logging(verbose: u8, daemon: bool, log_file: Option<&std::path::Path>) {
     let level = match (verbose, daemon) {
         (0, false) => "warn",
         (0, true) => "info",
@@ -103,6 +106,19 @@ fn init_logging(verbose: u8, daemon: bool) {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},actix_server=warn,actix_web=warn,h2=warn,hyper=warn")));
+    if let Some(path) = log_file {
+        let max_bytes = std::env::var("WARDEN_LOG_MAX_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(crate::logfile::DEFAULT_MAX_BYTES);
+        match crate::logfile::RotatingLog::open(path, max_bytes, true) {
+            Ok(log) => {
+                let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(log).try_init();
+                return;
+            }
+            Err(e) => eprintln!("warden: cannot open the log {}: {e}; logging to stderr", path.display()),
+        }
+    }
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 

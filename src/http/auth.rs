@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::http::StatusCode;
@@ -92,18 +92,18 @@ fn access(req: &ServiceRequest) -> Result<&Access, ApiError> {
 pub async fn host_guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    if !access(&req)?.host_allowed(host) {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_owned();
+    if !access(&req)?.host_allowed(&host) {
         tracing::warn!(host, path = req.path(), "refused a request for a foreign Host");
-        return Err(ApiError::new(
+        let refused = ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden_host",
             format!("Host {host:?} is not this daemon's address; use localhost or 127.0.0.1"),
-        )
-        .into());
+        );
+        return Ok(req.error_response(refused).map_into_right_body());
     }
-    next.call(req).await
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 /// The WebSocket subprotocol a browser offers alongside `warden.token.<token>`: browsers
@@ -117,7 +117,7 @@ const WS_TOKEN_PREFIX: &str = "warden.token.";
 pub async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let access = access(&req)?;
     let from_header = req
         .headers()
@@ -136,14 +136,14 @@ pub async fn require_token(
             .find(|(key, _)| key == "token")
             .map(|(_, value)| value)
     });
-    match presented {
-        Some(token) if access.token_matches(&token) => next.call(req).await,
-        Some(_) => Err(ApiError::unauthorized("the token is wrong").into()),
-        None => Err(ApiError::unauthorized(
+    let refused = match presented {
+        Some(token) if access.token_matches(&token) => return Ok(next.call(req).await?.map_into_left_body()),
+        Some(_) => ApiError::unauthorized("the token is wrong"),
+        None => ApiError::unauthorized(
             "a token is required: send Authorization: Bearer <token> (the token is in the data dir's `token` file)",
-        )
-        .into()),
-    }
+        ),
+    };
+    Ok(req.error_response(refused).map_into_right_body())
 }
 
 #[cfg(test)]

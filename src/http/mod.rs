@@ -22,8 +22,10 @@ use std::time::Instant;
 use actix_cors::Cors;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::header;
 use actix_web::middleware::{from_fn, ErrorHandlers, Next};
 use actix_web::{web, App};
+use tracing::Instrument;
 
 use crate::actors::supervisor::Actors;
 use auth::Access;
@@ -77,7 +79,7 @@ pub fn app(
         .wrap(cors(state))
         .wrap(from_fn(auth::host_guard))
         .wrap(ErrorHandlers::new().default_handler(problem::problem_for_bare_errors))
-        .wrap(from_fn(log_request))
+        .wrap(from_fn(trace_request))
 }
 
 /// Every route under `/api/v1`, one resource per path so that a wrong method is a 405.
@@ -120,26 +122,62 @@ fn cors(state: &HttpState) -> Cors {
         .chain(&state.cors_origins)
         .fold(Cors::default(), |cors, origin| cors.allowed_origin(origin))
         .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
-        .allowed_headers(["authorization", "content-type", "idempotency-key", "last-event-id", "x-warden-client"])
+        .allowed_headers([
+            "authorization",
+            "content-type",
+            "idempotency-key",
+            "last-event-id",
+            "x-request-id",
+            "x-warden-client",
+        ])
+        .expose_headers(["x-request-id", "x-warden-diff-truncated"])
         .max_age(600)
         .block_on_origin_mismatch(true)
 }
 
-/// One log line per request, at debug level (info for errors).
-async fn log_request(
+/// Every request gets an id: the client's `X-Request-Id` when it is a sane token, else a
+/// new one. It is echoed in the response header and in problem bodies (`request_id`), and
+/// every log line of the request carries it. One log line per request, at debug level
+/// (info for errors).
+async fn trace_request(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(new_request_id);
     let method = req.method().clone();
     let path = req.path().to_owned();
-    let response = next.call(req).await?;
+    let span = tracing::info_span!("request", request_id = %id);
+    // The guards answer with responses, not errors, so that those get the id too.
+    let response = next.call(req).instrument(span.clone()).await?.map_into_boxed_body();
     let status = response.status().as_u16();
     let micros = started.elapsed().as_micros() as u64;
-    if status >= 400 {
-        tracing::info!(%method, path, status, micros, "request");
-    } else {
-        tracing::debug!(%method, path, status, micros, "request");
+    span.in_scope(|| {
+        if status >= 400 {
+            tracing::info!(%method, path, status, micros, "request");
+        } else {
+            tracing::debug!(%method, path, status, micros, "request");
+        }
+    });
+    let mut response = problem::with_request_id(response, &id).await;
+    if let Ok(value) = header::HeaderValue::from_str(&id) {
+        response.headers_mut().insert(header::HeaderName::from_static(REQUEST_ID), value);
     }
     Ok(response)
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+fn valid_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+fn new_request_id() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
 }

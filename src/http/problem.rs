@@ -39,6 +39,9 @@ pub struct Problem {
     pub detail: String,
     /// Stable snake_case code for programs to match on.
     pub code: String,
+    /// The request's id (also in the `X-Request-Id` header and the daemon's log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl ApiError {
@@ -204,6 +207,27 @@ pub fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error 
 
 pub fn path_error(err: PathError, _: &HttpRequest) -> actix_web::Error {
     ApiError::not_found(format!("no such resource: {err}")).into()
+}
+
+/// Adds `request_id` to a problem body (other responses pass through untouched; only
+/// problem bodies, which are small, are read).
+pub async fn with_request_id(response: ServiceResponse<BoxBody>, id: &str) -> ServiceResponse<BoxBody> {
+    let is_problem =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if !is_problem {
+        return response;
+    }
+    let (req, response) = response.into_parts();
+    let (head, body) = response.into_parts();
+    let bytes = actix_web::body::to_bytes(body).await.unwrap_or_default();
+    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            map.insert("request_id".into(), id.into());
+            serde_json::Value::Object(map).to_string().into_bytes()
+        }
+        _ => bytes.to_vec(),
+    };
+    ServiceResponse::new(req, head.set_body(BoxBody::new(body)))
 }
 
 /// For every error response that is not a problem yet (unknown route, wrong method,

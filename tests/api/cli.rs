@@ -26,8 +26,13 @@ impl BackgroundHome {
     }
 
     fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, &[])
+    }
+
+    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(warden_bin())
             .args(args)
+            .envs(env.iter().copied())
             .env("WARDEN_HOME", self.path())
             .env_remove("WARDEN_URL")
             .env_remove("WARDEN_TOKEN")
@@ -420,4 +425,34 @@ async fn events_tails_the_event_stream() {
     let event: Value = serde_json::from_str(&line).unwrap();
     assert_eq!((event["type"].as_str(), &event["execution_id"]), (Some("execution.finished"), &id));
     tail.kill().await.unwrap();
+}
+
+#[test]
+fn the_daemon_log_rotates_by_size_and_never_holds_the_token() {
+    let home = BackgroundHome::new();
+    let started = home.run_with(&["-vv", "start", "--port", "0"], &[("WARDEN_LOG_MAX_BYTES", "4096")]);
+    assert_success(&started);
+    let token = std::fs::read_to_string(home.path().join("token")).unwrap().trim().to_owned();
+    // Requests (each logged at debug level), some with the token in the query.
+    for _ in 0..60 {
+        assert_success(&home.run(&["status"]));
+        assert_success(&home.run(&["ls"]));
+    }
+    let url = home.server_json()["url"].as_str().unwrap().to_owned();
+    let fetch = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1]).read()";
+    let with_query =
+        Command::new("python3").args(["-c", fetch, &format!("{url}/api/v1/status?token={token}")]).output();
+    assert_success(&with_query.expect("python3 runs"));
+    assert_success(&home.run(&["stop"]));
+    let log = home.path().join("warden.log");
+    assert!(std::fs::metadata(&log).unwrap().len() <= 4096 + 1024, "the current log stays near its limit");
+    let rotated: Vec<PathBuf> = (1..=3).map(|n| home.path().join(format!("warden.log.{n}"))).collect();
+    assert!(rotated.iter().all(|p| p.exists()), "three rotated files are kept");
+    assert!(!home.path().join("warden.log.4").exists(), "older ones are dropped");
+    for file in rotated.iter().chain([&log]) {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(!text.contains(&token), "{} holds the token", file.display());
+    }
+    let current = std::fs::read_to_string(&log).unwrap();
+    assert!(current.contains("warden stopped"), "the newest lines are in warden.log: {current}");
 }

@@ -96,3 +96,30 @@ async fn bad_paging_parameters_are_400_problems() {
         expect_problem(response, StatusCode::BAD_REQUEST, "invalid_request").await;
     }
 }
+
+#[actix_web::test]
+async fn every_request_has_an_id_in_its_header_and_its_problem() {
+    let d = spawn_daemon().await;
+    let ok = d.get("/api/v1/status").await;
+    let id = ok.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 16, "{id}");
+    let other = d.get("/api/v1/status").await.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(id, other, "each request gets its own id");
+
+    let missing = d.get("/api/v1/executions/999").await;
+    let header = missing.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let problem = expect_problem(missing, StatusCode::NOT_FOUND, "not_found").await;
+    assert_eq!(problem["request_id"], header);
+
+    // A client's own id is kept when it is a sane token, replaced when it is not.
+    let mine = d.request(Method::GET, "/api/v1/nope").header("x-request-id", "client-42.a").send().await.unwrap();
+    assert_eq!(mine.headers()["x-request-id"], "client-42.a");
+    assert_eq!(expect_problem(mine, StatusCode::NOT_FOUND, "not_found").await["request_id"], "client-42.a");
+    let odd =
+        d.request(Method::GET, "/api/v1/status").header("x-request-id", "bad id with spaces").send().await.unwrap();
+    assert_ne!(odd.headers()["x-request-id"], "bad id with spaces");
+    // Unauthenticated requests and bare framework errors get one too.
+    let unauthorized = d.client.get(d.url("/api/v1/status")).send().await.unwrap();
+    let header = unauthorized.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(expect_problem(unauthorized, StatusCode::UNAUTHORIZED, "unauthorized").await["request_id"], header);
+}

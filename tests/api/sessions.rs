@@ -230,8 +230,12 @@ async fn the_transcript_survives_a_restart() {
     d.post(&format!("/api/v1/sessions/{id}/messages"), &json!({"content": "still there?"})).await;
     let after = replies(&d, &id, 2).await;
     assert!(after[3]["content"].as_str().unwrap().starts_with("mode=--resume"), "{}", after[3]);
-    let listed = d.get_ok("/api/v1/sessions?status=idle").await;
-    assert_eq!(listed["items"][0]["id"], id);
+    // The reply is stored first, then the session goes idle (its next message may start).
+    wait_until("the session to be idle", Duration::from_secs(30), || async {
+        let listed = d.get_ok("/api/v1/sessions?status=idle").await;
+        (listed["items"][0]["id"] == id).then_some(())
+    })
+    .await;
 }
 
 #[actix_web::test]
