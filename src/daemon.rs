@@ -91,6 +91,7 @@ impl Daemon {
             access: Access::new(token.clone(), addr.ip(), addr.port()),
             cors_origins: config.cors_origins.clone(),
             live: LiveSettings { store: store.clone(), heartbeat: config.heartbeat, limits: config.flow_limits },
+            in_flight: Default::default(),
         };
         let user_timeout = config.heartbeat.client_timeout;
         let server = HttpServer::new(move || http::app(&state))

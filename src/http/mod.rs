@@ -9,6 +9,7 @@ pub mod changes;
 pub mod dashboard;
 pub mod events;
 pub mod executions;
+pub mod idempotency;
 pub mod openapi;
 pub mod pagination;
 pub mod problem;
@@ -41,6 +42,8 @@ pub struct HttpState {
     /// Origins allowed to make cross-origin requests (the daemon's own are added).
     pub cors_origins: Vec<String>,
     pub live: events::LiveSettings,
+    /// Idempotency keys whose first request is being answered.
+    pub in_flight: idempotency::InFlight,
 }
 
 /// Builds the app: guards, error mapping, routes.
@@ -67,6 +70,7 @@ pub fn app(
         .app_data(web::Data::new(actors.executions.clone()))
         .app_data(web::Data::new(state.live.clone()))
         .app_data(web::Data::new(state.live.store.clone()))
+        .app_data(web::Data::new(state.in_flight.clone()))
         .app_data(web::JsonConfig::default().limit(BODY_LIMIT).error_handler(problem::json_error))
         .app_data(web::PayloadConfig::new(BODY_LIMIT))
         .app_data(web::QueryConfig::default().error_handler(problem::query_error))
@@ -75,7 +79,12 @@ pub fn app(
         .service(web::resource("/").get(dashboard::index))
         .service(web::resource("/assets/app.js").get(dashboard::app_js))
         .service(web::resource("/assets/app.css").get(dashboard::app_css))
-        .service(web::scope("/api/v1").wrap(from_fn(auth::require_token)).configure(api_routes))
+        .service(
+            web::scope("/api/v1")
+                .wrap(from_fn(idempotency::idempotency))
+                .wrap(from_fn(auth::require_token))
+                .configure(api_routes),
+        )
         .wrap(cors(state))
         .wrap(from_fn(auth::host_guard))
         .wrap(ErrorHandlers::new().default_handler(problem::problem_for_bare_errors))

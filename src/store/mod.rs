@@ -7,6 +7,7 @@ pub mod approvals;
 pub mod catalog;
 pub mod events;
 pub mod executions;
+pub mod idempotency;
 pub mod sessions;
 mod writer;
 
@@ -72,6 +73,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0005_output_by_execution_seq.sql")),
         M::up(include_str!("../../migrations/0006_sessions.sql")),
         M::up(include_str!("../../migrations/0007_execution_changes.sql")),
+        M::up(include_str!("../../migrations/0008_idempotency_keys.sql")),
     ])
 }
 

@@ -1,0 +1,149 @@
+//! `Idempotency-Key` on POSTs: the first request with a key runs and its response (any
+//! status below 500) is stored for 24 h; the same key with the same method, path and
+//! body gets that response again (`Idempotent-Replayed: true`) and creates nothing; the
+//! same key with a different request is 409 `idempotency_key_reused`; a key whose first
+//! request is still running is 409 `idempotency_key_in_flight`. Keys live in the
+//! database, so they survive a restart. This middleware wraps `/api/v1`.
+
+use std::sync::Arc;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::web::{self, Bytes};
+use actix_web::HttpResponse;
+use dashmap::DashMap;
+use futures_util::StreamExt;
+
+use super::problem::ApiError;
+use super::BODY_LIMIT;
+use crate::domain::now;
+use crate::store::idempotency::{self as keys, Remembered};
+use crate::store::Store;
+
+const HEADER: &str = "idempotency-key";
+const REPLAYED: &str = "idempotent-replayed";
+
+/// Keys whose first request is being answered now (shared by every HTTP worker).
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<DashMap<String, ()>>);
+
+/// Removes the key from `InFlight` however the request ends.
+struct Claim {
+    in_flight: InFlight,
+    key: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.in_flight.0.remove(&self.key);
+    }
+}
+
+pub async fn idempotency(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let key = match req.headers().get(HEADER) {
+        Some(value) if req.method() == Method::POST => value.to_str().ok().map(str::to_owned).unwrap_or_default(),
+        _ => return Ok(next.call(req).await?.map_into_boxed_body()),
+    };
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        let refused = ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters");
+        return Ok(req.error_response(refused).map_into_boxed_body());
+    }
+    let (Some(store), Some(in_flight)) =
+        (req.app_data::<web::Data<Store>>().cloned(), req.app_data::<web::Data<InFlight>>().cloned())
+    else {
+        return Err(ApiError::internal("idempotency settings missing").into());
+    };
+    let (http, mut payload) = req.into_parts();
+    let body = match read_body(&mut payload).await {
+        Ok(body) => body,
+        Err(e) => return Ok(ServiceResponse::new(http, e.error_response_boxed())),
+    };
+    let (method, path) = (http.method().to_string(), http.path().to_owned());
+    // Claimed before the lookup and held until the response is stored, so two requests
+    // with one key never both run.
+    if in_flight.0.insert(key.clone(), ()).is_some() {
+        let refused = ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_key_in_flight",
+            format!("a request with Idempotency-Key {key:?} is still being answered; retry it in a moment"),
+        );
+        return Ok(ServiceResponse::new(http, refused.error_response_boxed()));
+    }
+    let _claim = Claim { in_flight: in_flight.get_ref().clone(), key: key.clone() };
+    let since = now() - chrono::Duration::hours(24);
+    let lookup = key.clone();
+    let found = store.read("read idempotency key", move |c| keys::get(c, &lookup, since)).await;
+    match found {
+        Err(e) => return Ok(ServiceResponse::new(http, ApiError::from(e).error_response_boxed())),
+        Ok(Some(stored)) if stored.method == method && stored.path == path && stored.body == body => {
+            let mut replay = HttpResponse::build(StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK));
+            if let Some(content_type) = &stored.content_type {
+                replay.insert_header((header::CONTENT_TYPE, content_type.as_str()));
+            }
+            replay.insert_header((REPLAYED, "true"));
+            return Ok(ServiceResponse::new(http, replay.body(stored.response)));
+        }
+        Ok(Some(stored)) => {
+            let refused = ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                format!(
+                    "Idempotency-Key {key:?} was used for a different request ({} {}) in the last 24 h",
+                    stored.method, stored.path
+                ),
+            );
+            return Ok(ServiceResponse::new(http, refused.error_response_boxed()));
+        }
+        Ok(None) => {}
+    }
+    let req = ServiceRequest::from_parts(http, Payload::from(Bytes::from(body.clone())));
+    let response = next.call(req).await?.map_into_boxed_body();
+    let status = response.status();
+    if status.is_server_error() {
+        return Ok(response);
+    }
+    let (http, response) = response.into_parts();
+    let (head, response_body) = response.into_parts();
+    let response_bytes = actix_web::body::to_bytes(response_body).await.unwrap_or_default();
+    let remembered = Remembered {
+        key,
+        method,
+        path,
+        body,
+        status: status.as_u16(),
+        content_type: head.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned),
+        response: response_bytes.to_vec(),
+    };
+    let at = now();
+    if let Err(e) = store.write("remember idempotency key", move |c| keys::put(c, &remembered, at, since)).await {
+        tracing::error!(error = %e, "storing an idempotency key failed; a retry with it would run again");
+    }
+    Ok(ServiceResponse::new(http, head.set_body(BoxBody::new(response_bytes))))
+}
+
+async fn read_body(payload: &mut Payload) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
+        if body.len() + chunk.len() > BODY_LIMIT {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than the limit of {BODY_LIMIT} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+impl ApiError {
+    fn error_response_boxed(&self) -> HttpResponse<BoxBody> {
+        actix_web::ResponseError::error_response(self)
+    }
+}
