@@ -30,4 +30,5 @@ pub mod domain;
 pub mod home;
 pub mod http;
 pub mod logfile;
+pub mod metrics;
 pub mod store;

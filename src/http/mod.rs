@@ -10,6 +10,7 @@ pub mod dashboard;
 pub mod events;
 pub mod executions;
 pub mod idempotency;
+pub mod metrics;
 pub mod openapi;
 pub mod pagination;
 pub mod problem;
@@ -76,6 +77,7 @@ pub fn app(
         .app_data(web::QueryConfig::default().error_handler(problem::query_error))
         .app_data(web::PathConfig::default().error_handler(problem::path_error))
         .service(web::resource("/health").get(system::health))
+        .service(web::resource("/metrics").wrap(from_fn(auth::require_token)).get(metrics::metrics_text))
         .service(web::resource("/").get(dashboard::index))
         .service(web::resource("/assets/app.js").get(dashboard::app_js))
         .service(web::resource("/assets/app.css").get(dashboard::app_css))
@@ -167,6 +169,8 @@ async fn trace_request(
     let response = next.call(req).instrument(span.clone()).await?.map_into_boxed_body();
     let status = response.status().as_u16();
     let micros = started.elapsed().as_micros() as u64;
+    let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+    crate::metrics::metrics().count_request(&route, status);
     span.in_scope(|| {
         if status >= 400 {
             tracing::info!(%method, path, status, micros, "request");

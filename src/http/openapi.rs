@@ -7,7 +7,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{approvals, changes, events, executions, problem, profiles, sessions, system, workspaces};
+use super::{approvals, changes, events, executions, metrics, problem, profiles, sessions, system, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,7 +19,7 @@ use super::{approvals, changes, events, executions, problem, profiles, sessions,
             Errors are application/problem+json with a stable `code`."
     ),
     paths(
-        system::health, system::status, openapi_json,
+        system::health, system::status, openapi_json, metrics::metrics_text,
         workspaces::list, workspaces::create, workspaces::get, workspaces::remove,
         profiles::list, profiles::get, profiles::create, profiles::update, profiles::remove,
         profiles::list_providers, profiles::get_provider, profiles::set_provider,

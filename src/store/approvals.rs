@@ -103,3 +103,10 @@ pub fn pending(conn: &Connection) -> rusqlite::Result<Vec<Approval>> {
 pub fn max_id(conn: &Connection) -> rusqlite::Result<ApprovalId> {
     conn.query_row("SELECT coalesce(max(id), 0) FROM approvals", [], |r| r.get(0))
 }
+
+/// How many approvals there are of each status.
+pub fn count_by_status(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
+    let mut stmt = conn.prepare_cached("SELECT status, count(*) FROM approvals GROUP BY status ORDER BY status")?;
+    let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))?;
+    rows.collect()
+}

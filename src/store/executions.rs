@@ -290,6 +290,15 @@ pub fn high_water(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
     })
 }
 
+/// Counts by status and provider.
+pub fn count_by_status_and_provider(conn: &Connection) -> rusqlite::Result<Vec<(String, String, u64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT status, provider, count(*) FROM executions GROUP BY status, provider ORDER BY status, provider",
+    )?;
+    let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)? as u64)))?;
+    rows.collect()
+}
+
 /// Counts by status.
 pub fn count_by_status(conn: &Connection) -> rusqlite::Result<BTreeMap<String, u64>> {
     let mut stmt = conn.prepare("SELECT status, count(*) FROM executions GROUP BY status")?;

@@ -195,6 +195,8 @@ fn run(
         counters.writes.fetch_add(n, Ordering::Relaxed);
         counters.largest_batch.fetch_max(n, Ordering::Relaxed);
         counters.commit_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        crate::metrics::metrics().commit_latency.observe(started.elapsed().as_secs_f64());
+        crate::metrics::metrics().batch_size.observe(n as f64);
         for done in completions {
             done(commit.clone());
         }

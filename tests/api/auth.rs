@@ -4,8 +4,9 @@ use reqwest::{Method, StatusCode};
 
 use crate::helpers::*;
 
-/// Every route under /api/v1 the daemon serves, with a method it answers.
+/// Every route that needs the token (all of /api/v1, and /metrics), with a method it answers.
 pub const API_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/metrics"),
     ("GET", "/api/v1/status"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/workspaces"),

@@ -14,6 +14,7 @@ mod executions;
 mod idempotency;
 mod lifecycle;
 mod live;
+mod metrics;
 mod openapi;
 mod queueing;
 mod sessions;

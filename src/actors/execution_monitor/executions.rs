@@ -546,6 +546,8 @@ impl ExecutionMonitor {
         match spawned {
             Ok(spawned) => {
                 let started_at = now();
+                let waited = (started_at - execution.created_at).to_std().unwrap_or_default();
+                crate::metrics::metrics().start_latency.observe(waited.as_secs_f64());
                 if let Some(mut shown) = self.live.get_mut(&id) {
                     shown.status = ExecutionStatus::Running;
                     shown.started_at = Some(started_at);
