@@ -288,9 +288,23 @@ async fn b3_output(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// B4/B5: `clients` WebSocket clients subscribed to `*` while an execution prints a
+/// What else happens during a fan-out measurement (B9).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Disturbance {
+    None,
+    /// One more client subscribes to everything and never reads, while another
+    /// execution prints 1,000,000 lines (the B3 flood).
+    StalledClientDuringFlood,
+}
+
+/// B4/B5/B9: `clients` WebSocket clients subscribed to `*` while an execution prints a
 /// timestamped line every millisecond for 5 s: print → receive latency, and daemon RSS.
-async fn fan_out(figures: &mut Vec<(String, String)>, name: &str, clients: usize) -> anyhow::Result<()> {
+async fn fan_out(
+    figures: &mut Vec<(String, String)>,
+    name: &str,
+    clients: usize,
+    disturbance: Disturbance,
+) -> anyhow::Result<()> {
     use futures_util::StreamExt;
     const LINES: u64 = 5000;
     let daemon = start_daemon(&format!("[server]\nmax_clients = {}\n", clients + 10)).await?;
@@ -300,6 +314,16 @@ async fn fan_out(figures: &mut Vec<(String, String)>, name: &str, clients: usize
     for _ in 0..clients {
         sockets.push(ws_client(&client, &token, json!({"type": "subscribe", "topics": ["*"]})).await?);
     }
+    // Held, never read: its queue fills until the daemon drops it.
+    let _stalled = match disturbance {
+        Disturbance::StalledClientDuringFlood => {
+            let stalled = ws_client(&client, &token, json!({"type": "subscribe", "topics": ["*"]})).await?;
+            let flood = json!({"prompt": FLOOD, "cwd": "/tmp"});
+            let _: Value = client.post("/api/v1/executions", &flood).await?;
+            Some(stalled)
+        }
+        Disturbance::None => None,
+    };
     let script = format!(
         "import time\nt0 = time.time() + 0.2\nfor i in range({LINES}):\n    d = t0 + i / 1000 - time.time()\n    \
          if d > 0: time.sleep(d)\n    print(time.time_ns(), flush=True)\n"
@@ -325,7 +349,7 @@ async fn fan_out(figures: &mut Vec<(String, String)>, name: &str, clients: usize
                                 latencies.push(now.saturating_sub(sent) as f64 / 1e6);
                             }
                         }
-                        Some("execution.finished") => break,
+                        Some("execution.finished") if event["data"]["prompt"].as_str() != Some(FLOOD) => break,
                         _ => {}
                     }
                 }
@@ -351,7 +375,7 @@ async fn fan_out(figures: &mut Vec<(String, String)>, name: &str, clients: usize
         all.extend(latencies);
         skipped += s;
     }
-    sampler.abort();
+    let sampler_peak = sampler.await.unwrap_or(f64::NAN);
     let rss = rss_mb(pid);
     all.sort_by(f64::total_cmp);
     figures.push((format!("{name}_clients"), clients.to_string()));
@@ -360,8 +384,19 @@ async fn fan_out(figures: &mut Vec<(String, String)>, name: &str, clients: usize
     figures.push((format!("{name}_events_received"), all.len().to_string()));
     figures.push((format!("{name}_events_skipped"), skipped.to_string()));
     figures.push((format!("{name}_daemon_rss_mb"), format!("{rss:.0}")));
+    let peak = sampler_peak;
+    figures.push((format!("{name}_daemon_peak_rss_mb"), format!("{peak:.0}")));
+    if disturbance == Disturbance::StalledClientDuringFlood {
+        let metrics = client.get_text("/metrics").await?;
+        let dropped =
+            metrics.lines().find_map(|l| l.strip_prefix("warden_clients_dropped_total ")).unwrap_or("?").to_owned();
+        figures.push((format!("{name}_stalled_clients_dropped"), dropped));
+    }
     Ok(())
 }
+
+/// The flood's prompt, told apart from the timed execution's end.
+const FLOOD: &str = "sleep 0.2; seq 1 1000000";
 
 /// B6: 1,000 approvals, 10 deciders racing on each: decisions per second and exactly
 /// one winner each; then decision POST → waiting long poll's answer.
@@ -533,10 +568,13 @@ async fn main() -> anyhow::Result<()> {
         b3_output(&mut figures).await?;
     }
     if wanted("b4") {
-        fan_out(&mut figures, "b4", 10).await?;
+        fan_out(&mut figures, "b4", 10, Disturbance::None).await?;
     }
     if wanted("b5") {
-        fan_out(&mut figures, "b5", 500).await?;
+        fan_out(&mut figures, "b5", 500, Disturbance::None).await?;
+    }
+    if wanted("b9") {
+        fan_out(&mut figures, "b9", 10, Disturbance::StalledClientDuringFlood).await?;
     }
     if wanted("b6") {
         b6_approvals(&mut figures).await?;

@@ -302,4 +302,14 @@ mod tests {
         let ok = load("[server]\nhost = \"0.0.0.0\"\n", &Overrides { allow_remote: true, ..Default::default() });
         assert!(ok.is_ok());
     }
+
+    proptest::proptest! {
+        /// Whatever a config file holds, loading it answers Ok or a message; it never panics.
+        #[test]
+        fn any_config_file_loads_or_is_refused_with_a_message(text in "(\\[[a-z.]{0,20}\\]\n|[a-z_]{1,16} = (\"[^\"]{0,12}\"|-?[0-9]{1,22}|\\[\\]|true)\n|.{0,30}\n){0,12}") {
+            if let Err(message) = load(&text, &Overrides::default()) {
+                proptest::prop_assert!(!message.is_empty());
+            }
+        }
+    }
 }

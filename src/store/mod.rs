@@ -104,7 +104,12 @@ impl Store {
         migrations().to_latest(&mut conn).map_err(|source| StoreError::Migrate { path: shown.clone(), source })?;
 
         let manager = SqliteConnectionManager::file(path).with_init(|c| configure(c));
-        let pool = r2d2::Pool::builder().max_size(8).connection_timeout(Duration::from_secs(10)).build(manager)?;
+        // Local SQLite connections do not go stale: no validation query per checkout.
+        let pool = r2d2::Pool::builder()
+            .max_size(8)
+            .test_on_check_out(false)
+            .connection_timeout(Duration::from_secs(10))
+            .build(manager)?;
         let log = EventLog::open(&conn).map_err(open_err)?;
         Ok(Store { pool, writer: writer::WriterHandle::start(conn, log) })
     }

@@ -359,4 +359,15 @@ mod tests {
         let parts = split_by_file(diff);
         assert_eq!(parts, vec!["diff --git a/x b/x\n+diff --git not a header\n", "diff --git a/y b/y\n-y\n"]);
     }
+
+    proptest::proptest! {
+        /// git's listings are parsed without panicking whatever bytes come back.
+        #[test]
+        fn any_listing_bytes_parse_or_fail_cleanly(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = parse_name_status(&bytes);
+            let _ = parse_numstat(&bytes);
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = split_by_file(&text);
+        }
+    }
 }
