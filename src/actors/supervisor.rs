@@ -12,7 +12,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::approval_arbiter::{ApprovalArbiter, CountPending, ExecutionListener};
-use super::change_tracker::{git::Git, ChangeTracker, SnapshotEnd};
+use super::change_tracker::{git::Git, ChangeTracker, SnapshotEnd, StopRecording};
 use super::execution_monitor::TurnEnded;
 use super::execution_monitor::{
     process, ExecutionMonitor, ExecutionReader, GetCounts, MonitorCounts, MonitorSeed, MonitorSettings, StopAccepting,
@@ -86,6 +86,7 @@ pub struct Supervisor {
     monitor: Addr<ExecutionMonitor>,
     arbiter: Addr<ApprovalArbiter>,
     registry: Addr<SessionRegistry>,
+    changes: Addr<ChangeTracker>,
     /// Set once shutdown began, so a second signal does not start it again.
     shutting_down: bool,
 }
@@ -180,6 +181,7 @@ impl Supervisor {
             monitor: monitor.clone(),
             arbiter: arbiter.clone(),
             registry: registry.clone(),
+            changes: changes.clone(),
             shutting_down: false,
         }
         .start();
@@ -229,7 +231,7 @@ impl Handler<Shutdown> for Supervisor {
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
         let first = !self.shutting_down;
         self.shutting_down = true;
-        let monitor = self.monitor.clone();
+        let (monitor, changes) = (self.monitor.clone(), self.changes.clone());
         let store = self.store.clone();
         Box::pin(
             async move {
@@ -245,6 +247,7 @@ impl Handler<Shutdown> for Supervisor {
                 if let Err(e) = monitor.send(StopAccepting).await {
                     tracing::error!(error = %e, "execution monitor did not answer the shutdown");
                 }
+                let _ = changes.send(StopRecording).await;
                 if let Err(e) = store.flush().await {
                     tracing::error!(error = %e, "flushing the store at shutdown failed");
                 }

@@ -12,6 +12,8 @@ pub mod git;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -58,6 +60,12 @@ pub struct SnapshotStart {
 pub struct SnapshotEnd {
     pub execution: Execution,
 }
+
+/// Shutdown: end snapshots still being taken are not stored (the next start takes them
+/// again), so nothing is written after the store's last flush.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct StopRecording;
 
 /// Told to the ExecutionMonitor when an end snapshot is stored, so its read model shows it.
 #[derive(Message, Debug)]
@@ -131,6 +139,8 @@ pub struct ChangeTracker {
     ending: HashMap<ExecutionId, Shared<LocalBoxFuture<'static, ChangesSummary>>>,
     /// The latest live snapshot of each running execution and when it was asked for.
     live: HashMap<ExecutionId, (Instant, Tree)>,
+    /// Set at shutdown: finished snapshots are no longer stored.
+    stopping: Arc<AtomicBool>,
 }
 
 impl ChangeTracker {
@@ -143,6 +153,7 @@ impl ChangeTracker {
             tails: HashMap::new(),
             ending: HashMap::new(),
             live: HashMap::new(),
+            stopping: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -301,7 +312,7 @@ impl Handler<SnapshotEnd> for ChangeTracker {
         let (git, root) = (self.git.clone(), PathBuf::from(&summary.repo_root));
         // Chained now, synchronously, so that it runs before any snapshot asked for later.
         let tree = self.queue_snapshot(root.clone(), format!("{id}-end"), self.settings.snapshot_timeout);
-        let (store, recorded) = (self.store.clone(), self.recorded.clone());
+        let (store, recorded, stopping) = (self.store.clone(), self.recorded.clone(), self.stopping.clone());
         let start = summary.start_tree.clone().unwrap_or_default();
         let ended = async move {
             let mut summary = summary;
@@ -314,6 +325,10 @@ impl Handler<SnapshotEnd> for ChangeTracker {
                     Err(e) => summary.error = Some(format!("comparing the snapshots failed: {e}")),
                 },
                 Err(error) => summary.error = Some(format!("the end snapshot failed: {error}")),
+            }
+            if stopping.load(Ordering::SeqCst) {
+                // Checked and queued in one step, so it cannot land after the last flush.
+                return summary;
             }
             let stored = summary.clone();
             let event = NewEvent {
@@ -341,6 +356,14 @@ impl Handler<SnapshotEnd> for ChangeTracker {
         ctx.spawn(shared.into_actor(self).map(move |_, act, _| {
             act.ending.remove(&id);
         }));
+    }
+}
+
+impl Handler<StopRecording> for ChangeTracker {
+    type Result = ();
+
+    fn handle(&mut self, _: StopRecording, _: &mut Self::Context) {
+        self.stopping.store(true, Ordering::SeqCst);
     }
 }
 
