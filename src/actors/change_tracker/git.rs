@@ -94,17 +94,16 @@ impl Git {
     }
 
     /// The working tree as a tree id: tracked and untracked files, ignores respected.
-    /// `label` names the temporary index (one per execution and purpose).
+    /// `label` starts the temporary index's name (execution and purpose; a random suffix keeps it unique).
     pub async fn snapshot(&self, repo: &Repo, label: &str) -> Result<String, GitError> {
         for dir in [&self.objects, &self.scratch] {
             tokio::fs::create_dir_all(dir)
                 .await
                 .map_err(|e| GitError::new("snapshot", format!("{}: {e}", dir.display())))?;
         }
-        let index = self.scratch.join(format!("{label}.index"));
-        let lock = self.scratch.join(format!("{label}.index.lock"));
-        // A snapshot killed by its deadline may have left these behind.
-        let _ = tokio::fs::remove_file(&lock).await;
+        // A name of its own, so no two snapshots ever share a temporary index.
+        let unique = hex::encode(rand::random::<[u8; 6]>());
+        let index = self.scratch.join(format!("{label}-{unique}.index"));
         let seeded = tokio::fs::copy(&repo.index, &index).await.is_ok();
         let mut added = self.add_all(repo, &index).await;
         if added.is_err() && seeded {
@@ -121,6 +120,8 @@ impl Git {
             Err(e) => Err(e),
         };
         let _ = tokio::fs::remove_file(&index).await;
+        // A snapshot killed by its deadline may leave a lock file behind.
+        let _ = tokio::fs::remove_file(index.with_extension("index.lock")).await;
         let tree = tree?;
         if tree.len() < 40 || !tree.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(GitError::new("write-tree", format!("unexpected output {tree:?}")));
