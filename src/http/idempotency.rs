@@ -12,7 +12,7 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes};
-use actix_web::HttpResponse;
+use actix_web::{HttpRequest, HttpResponse};
 use dashmap::DashMap;
 use futures_util::StreamExt;
 
@@ -61,7 +61,7 @@ pub async fn idempotency(
     let (http, mut payload) = req.into_parts();
     let body = match read_body(&mut payload).await {
         Ok(body) => body,
-        Err(e) => return Ok(ServiceResponse::new(http, e.error_response_boxed())),
+        Err(e) => return Ok(refuse(http, e)),
     };
     let (method, path) = (http.method().to_string(), http.path().to_owned());
     // Claimed before the lookup and held until the response is stored, so two requests
@@ -72,14 +72,14 @@ pub async fn idempotency(
             "idempotency_key_in_flight",
             format!("a request with Idempotency-Key {key:?} is still being answered; retry it in a moment"),
         );
-        return Ok(ServiceResponse::new(http, refused.error_response_boxed()));
+        return Ok(refuse(http, refused));
     }
     let _claim = Claim { in_flight: in_flight.get_ref().clone(), key: key.clone() };
     let since = now() - chrono::Duration::hours(24);
     let lookup = key.clone();
     let found = store.read("read idempotency key", move |c| keys::get(c, &lookup, since)).await;
     match found {
-        Err(e) => return Ok(ServiceResponse::new(http, ApiError::from(e).error_response_boxed())),
+        Err(e) => return Ok(refuse(http, e.into())),
         Ok(Some(stored)) if stored.method == method && stored.path == path && stored.body == body => {
             let mut replay = HttpResponse::build(StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK));
             if let Some(content_type) = &stored.content_type {
@@ -97,7 +97,7 @@ pub async fn idempotency(
                     stored.method, stored.path
                 ),
             );
-            return Ok(ServiceResponse::new(http, refused.error_response_boxed()));
+            return Ok(refuse(http, refused));
         }
         Ok(None) => {}
     }
@@ -142,8 +142,7 @@ async fn read_body(payload: &mut Payload) -> Result<Vec<u8>, ApiError> {
     Ok(body)
 }
 
-impl ApiError {
-    fn error_response_boxed(&self) -> HttpResponse<BoxBody> {
-        actix_web::ResponseError::error_response(self)
-    }
+/// The problem response to a request whose payload was already taken.
+fn refuse(http: HttpRequest, error: ApiError) -> ServiceResponse<BoxBody> {
+    ServiceResponse::new(http, actix_web::ResponseError::error_response(&error))
 }

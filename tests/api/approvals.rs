@@ -179,8 +179,12 @@ async fn an_overdue_approval_expires_at_start() {
     let d = spawn_for_executions().await;
     let approval = request(&d, json!({"title": "overdue", "timeout_s": 1, "default": "approve"})).await;
     let stopped = d.stop().await;
-    // Stay down past its deadline.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Stay down until its deadline has passed.
+    let deadline: chrono::DateTime<chrono::Utc> = serde_json::from_value(approval["expires_at"].clone()).unwrap();
+    wait_until("the deadline to pass", Duration::from_secs(10), || async {
+        (chrono::Utc::now() > deadline).then_some(())
+    })
+    .await;
     let d = stopped.start().await;
     let expired = wait_until("expiry at start", Duration::from_secs(10), || async {
         let a = d.get_ok(&format!("/api/v1/approvals/{}", approval["id"])).await;
