@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, openSync, readFileSync, rmSync, existsSync, writeFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, openSync, readFileSync, rmSync, existsSync, statfsSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -70,7 +70,37 @@ async function waitStatus(id, status) {
   }
 }
 
-const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+// Chromium's flags as the machine's own check runs it (no GPU process, no background
+// network on a closed network). Playwright moves Chromium's shared memory from /dev/shm to
+// /tmp, which on a test machine is a disk that the suite itself fills; where /dev/shm has
+// room, it is used. A browser that crashes while starting (seen once in CI: SIGSEGV before
+// the first page) is started again, twice at most; everything after the start is checked
+// once.
+async function launchBrowser() {
+  const shmFree = (() => {
+    try {
+      const s = statfsSync("/dev/shm");
+      return s.bavail * s.bsize;
+    } catch {
+      return 0;
+    }
+  })();
+  const options = {
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking"],
+    ignoreDefaultArgs: shmFree > 1 << 30 ? ["--disable-dev-shm-usage"] : [],
+  };
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await chromium.launch(options);
+    } catch (e) {
+      if (attempt === 3) throw e;
+      console.error(`chromium did not start (attempt ${attempt}), starting it again: ${e.message.split("\n")[0]}`);
+    }
+  }
+}
+
+const browser = await launchBrowser();
 const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
 const problems = [];
 page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
