@@ -93,36 +93,52 @@ pub fn app(
         .wrap(from_fn(trace_request))
 }
 
-/// Every route under `/api/v1`, one resource per path so that a wrong method is a 405.
-/// Each must also be listed in `openapi::ApiDoc`.
-fn api_routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/status").get(system::status))
-        .service(web::resource("/openapi.json").get(openapi::openapi_json))
-        .service(web::resource("/workspaces").get(workspaces::list).post(workspaces::create))
-        .service(web::resource("/workspaces/{workspace}").get(workspaces::get).delete(workspaces::remove))
-        .service(web::resource("/profiles").get(profiles::list).post(profiles::create))
-        .service(web::resource("/profiles/{name}").get(profiles::get).put(profiles::update).delete(profiles::remove))
-        .service(web::resource("/providers").get(profiles::list_providers))
-        .service(web::resource("/providers/{name}").get(profiles::get_provider).put(profiles::set_provider))
-        .service(web::resource("/executions").get(executions::list).post(executions::create))
-        .service(web::resource("/executions/{id}").get(executions::get))
-        .service(web::resource("/executions/{id}/output").get(executions::output))
-        .service(web::resource("/executions/{id}/cancel").post(executions::cancel))
-        .service(web::resource("/executions/{id}/pause").post(executions::pause))
-        .service(web::resource("/executions/{id}/resume").post(executions::resume))
-        .service(web::resource("/executions/{id}/retry").post(executions::retry))
-        .service(web::resource("/executions/{id}/stream").get(events::execution_stream))
-        .service(web::resource("/executions/{id}/changes").get(changes::changes))
-        .service(web::resource("/executions/{id}/diff").get(changes::diff))
-        .service(web::resource("/events").get(events::sse))
-        .service(web::resource("/events/history").get(events::history))
-        .service(web::resource("/ws").get(events::ws))
-        .service(web::resource("/approvals").get(approvals::list).post(approvals::create))
-        .service(web::resource("/approvals/{id}").get(approvals::get).post(approvals::decide))
-        .service(web::resource("/sessions").get(sessions::list).post(sessions::create))
-        .service(web::resource("/sessions/{id}").get(sessions::get).delete(sessions::close).patch(sessions::rename))
-        .service(web::resource("/sessions/{id}/messages").get(sessions::messages).post(sessions::send));
+/// Declares the routes under `/api/v1` once: `api_routes` registers them (one resource
+/// per path, so a wrong method is a 405) and [`API_ROUTES`] lists them, so the tests that
+/// check every route needs the token and is in `openapi::ApiDoc` cover a new route by
+/// themselves.
+macro_rules! route_table {
+    ($($path:literal => [$($method:ident: $handler:path),+ $(,)?]),+ $(,)?) => {
+        /// Every `(method, path)` under `/api/v1`, as `api_routes` registers them.
+        pub const API_ROUTES: &[(&str, &str)] = &[$($((stringify!($method), concat!("/api/v1", $path))),+),+];
+
+        fn api_routes(cfg: &mut web::ServiceConfig) {
+            $(cfg.service(web::resource($path)$(.$method($handler))+);)+
+        }
+    };
 }
+
+route_table! {
+    "/status" => [get: system::status],
+    "/openapi.json" => [get: openapi::openapi_json],
+    "/workspaces" => [get: workspaces::list, post: workspaces::create],
+    "/workspaces/{workspace}" => [get: workspaces::get, delete: workspaces::remove],
+    "/profiles" => [get: profiles::list, post: profiles::create],
+    "/profiles/{name}" => [get: profiles::get, put: profiles::update, delete: profiles::remove],
+    "/providers" => [get: profiles::list_providers],
+    "/providers/{name}" => [get: profiles::get_provider, put: profiles::set_provider],
+    "/executions" => [get: executions::list, post: executions::create],
+    "/executions/{id}" => [get: executions::get],
+    "/executions/{id}/output" => [get: executions::output],
+    "/executions/{id}/cancel" => [post: executions::cancel],
+    "/executions/{id}/pause" => [post: executions::pause],
+    "/executions/{id}/resume" => [post: executions::resume],
+    "/executions/{id}/retry" => [post: executions::retry],
+    "/executions/{id}/stream" => [get: events::execution_stream],
+    "/executions/{id}/changes" => [get: changes::changes],
+    "/executions/{id}/diff" => [get: changes::diff],
+    "/events" => [get: events::sse],
+    "/events/history" => [get: events::history],
+    "/ws" => [get: events::ws],
+    "/approvals" => [get: approvals::list, post: approvals::create],
+    "/approvals/{id}" => [get: approvals::get, post: approvals::decide],
+    "/sessions" => [get: sessions::list, post: sessions::create],
+    "/sessions/{id}" => [get: sessions::get, delete: sessions::close, patch: sessions::rename],
+    "/sessions/{id}/messages" => [get: sessions::messages, post: sessions::send],
+}
+
+/// Routes outside `/api/v1` that need the token too.
+pub const GUARDED_ROUTES: &[(&str, &str)] = &[("get", "/metrics")];
 
 /// Cross-origin requests only from configured origins and the daemon's own addresses
 /// (a browser sends `Origin` even on same-origin POSTs).

@@ -4,49 +4,15 @@ use reqwest::{Method, StatusCode};
 
 use crate::helpers::*;
 
-/// Every route that needs the token (all of /api/v1, and /metrics), with a method it answers.
-pub const API_ROUTES: &[(&str, &str)] = &[
-    ("GET", "/metrics"),
-    ("GET", "/api/v1/status"),
-    ("GET", "/api/v1/openapi.json"),
-    ("GET", "/api/v1/workspaces"),
-    ("POST", "/api/v1/workspaces"),
-    ("GET", "/api/v1/workspaces/{workspace}"),
-    ("DELETE", "/api/v1/workspaces/{workspace}"),
-    ("GET", "/api/v1/profiles"),
-    ("POST", "/api/v1/profiles"),
-    ("GET", "/api/v1/profiles/{name}"),
-    ("PUT", "/api/v1/profiles/{name}"),
-    ("DELETE", "/api/v1/profiles/{name}"),
-    ("GET", "/api/v1/providers"),
-    ("GET", "/api/v1/providers/{name}"),
-    ("PUT", "/api/v1/providers/{name}"),
-    ("GET", "/api/v1/executions"),
-    ("POST", "/api/v1/executions"),
-    ("GET", "/api/v1/executions/{id}"),
-    ("GET", "/api/v1/executions/{id}/output"),
-    ("POST", "/api/v1/executions/{id}/cancel"),
-    ("POST", "/api/v1/executions/{id}/pause"),
-    ("POST", "/api/v1/executions/{id}/resume"),
-    ("POST", "/api/v1/executions/{id}/retry"),
-    ("GET", "/api/v1/executions/{id}/stream"),
-    ("GET", "/api/v1/executions/{id}/changes"),
-    ("GET", "/api/v1/executions/{id}/diff"),
-    ("GET", "/api/v1/events"),
-    ("GET", "/api/v1/events/history"),
-    ("GET", "/api/v1/ws"),
-    ("GET", "/api/v1/approvals"),
-    ("POST", "/api/v1/approvals"),
-    ("GET", "/api/v1/approvals/{id}"),
-    ("POST", "/api/v1/approvals/{id}"),
-    ("GET", "/api/v1/sessions"),
-    ("POST", "/api/v1/sessions"),
-    ("GET", "/api/v1/sessions/{id}"),
-    ("DELETE", "/api/v1/sessions/{id}"),
-    ("PATCH", "/api/v1/sessions/{id}"),
-    ("GET", "/api/v1/sessions/{id}/messages"),
-    ("POST", "/api/v1/sessions/{id}/messages"),
-];
+/// Every route that needs the token, from the daemon's own route table, with the method
+/// (upper case) it answers.
+pub fn guarded_routes() -> Vec<(String, &'static str)> {
+    warden::http::API_ROUTES
+        .iter()
+        .chain(warden::http::GUARDED_ROUTES)
+        .map(|(method, path)| (method.to_uppercase(), *path))
+        .collect()
+}
 
 fn concrete(path: &str) -> String {
     path.replace("{workspace}", "1").replace("{name}", "shell").replace("{id}", "1")
@@ -64,7 +30,9 @@ async fn health_needs_no_token() {
 #[actix_web::test]
 async fn every_api_route_refuses_a_missing_or_wrong_token() {
     let d = spawn_daemon().await;
-    for (method, path) in API_ROUTES {
+    let routes = guarded_routes();
+    assert!(routes.len() >= 40, "the route table lists every route: {routes:?}");
+    for (method, path) in &routes {
         let url = d.url(&concrete(path));
         let method = Method::from_bytes(method.as_bytes()).unwrap();
 
