@@ -56,6 +56,7 @@ impl Daemon {
     /// Builds a daemon inside the current actix system.
     pub async fn build(config: Config) -> anyhow::Result<Daemon> {
         let home = config.home.clone();
+        ignore_file_size_signal();
         home.ensure()?;
         let pid_lock = home.lock_pid()?;
         let token = home.load_or_create_token()?;
@@ -127,6 +128,16 @@ impl Daemon {
         drop(pid_lock);
         tracing::info!("warden stopped");
         result
+    }
+}
+
+/// A file that may not grow (a full quota, `RLIMIT_FSIZE`) must fail the write with
+/// `EFBIG`, which the store reports, rather than kill the daemon with SIGXFSZ.
+fn ignore_file_size_signal() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: installs no handler, only the "ignore" disposition.
+    if let Err(e) = unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) } {
+        tracing::warn!(error = %e, "cannot ignore SIGXFSZ");
     }
 }
 

@@ -101,7 +101,7 @@ impl Supervisor {
         info: DaemonInfo,
         settings: MonitorSettings,
     ) -> Result<Actors, StoreError> {
-        recover_interrupted(&store).await?;
+        recover_interrupted(&store, &settings.token).await?;
         let (config_profiles, config_providers) = (config.profiles.clone(), config.providers.clone());
         let seed = store
             .read("load state", move |conn| {
@@ -189,20 +189,32 @@ impl Supervisor {
     }
 }
 
-/// Executions that were running or paused when the daemon last died are `interrupted`;
-/// any of their process groups still alive (and still ours: same pid and start time)
-/// are killed first.
-async fn recover_interrupted(store: &Store) -> Result<(), StoreError> {
-    let unfinished = store.read("find unfinished executions", executions::unfinished_processes).await?;
-    if unfinished.is_empty() {
-        return Ok(());
-    }
+/// Executions that were running or paused when the daemon last died are `interrupted`.
+/// Whatever of theirs is still alive is killed first: each recorded process group whose
+/// leader is still ours (same pid and start time), and every process that still carries
+/// this daemon's token and names an execution that could have a process, which also
+/// finds a group whose leader is gone and a process spawned just before the crash but
+/// never recorded. Nothing of this daemon's runs yet, so all of those are leftovers.
+async fn recover_interrupted(store: &Store, token: &str) -> Result<(), StoreError> {
+    let (unfinished, possibly_spawned) = store
+        .read("find unfinished executions", |c| {
+            Ok((executions::unfinished_processes(c)?, executions::possibly_spawned(c)?))
+        })
+        .await?;
     for leftover in &unfinished {
         if let Some(pid) = leftover.pid {
             if process::kill_leftover_group(pid, leftover.start_ticks) {
                 tracing::warn!(execution = %leftover.id, pid, "killed the process group of an execution interrupted by a crash");
             }
         }
+    }
+    let ids: std::collections::HashSet<ExecutionId> = possibly_spawned.into_iter().collect();
+    let killed = process::kill_leftovers_by_environment(token, &ids);
+    if killed > 0 {
+        tracing::warn!(killed, "killed processes left by executions of the last run");
+    }
+    if unfinished.is_empty() {
+        return Ok(());
     }
     let count = store
         .write("interrupt unfinished executions", |c| {
@@ -250,6 +262,9 @@ impl Handler<Shutdown> for Supervisor {
                 let _ = changes.send(StopRecording).await;
                 if let Err(e) = store.flush().await {
                     tracing::error!(error = %e, "flushing the store at shutdown failed");
+                }
+                if let Err(e) = store.checkpoint().await {
+                    tracing::warn!(error = %e, "checkpointing the database at shutdown failed");
                 }
             }
             .into_actor(self),

@@ -113,13 +113,26 @@ fn init_logging(verbose: u8, daemon: bool, log_file: Option<&std::path::Path>) {
             .unwrap_or(crate::logfile::DEFAULT_MAX_BYTES);
         match crate::logfile::RotatingLog::open(path, max_bytes, true) {
             Ok(log) => {
-                let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(log).try_init();
+                let _ = tracing_subscriber::fmt()
+                    .with_env_filter(filter)
+                    .with_ansi(false)
+                    .log_internal_errors(false)
+                    .with_writer(log)
+                    .try_init();
                 return;
             }
             Err(e) => eprintln!("warden: cannot open the log {}: {e}; logging to stderr", path.display()),
         }
     }
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // A log that cannot be written (a full disk) is skipped: reporting that on stderr,
+    // which is the log, would panic the daemon.
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// An error and its causes on one line.

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::actors::change_tracker::ChangesError;
 use crate::actors::execution_monitor::MonitorError;
-use crate::store::StoreError;
+use crate::store::{StorageTrouble, StoreError};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -163,6 +163,25 @@ impl From<StoreError> for ApiError {
         if e.is_unique_violation() {
             return ApiError::new(StatusCode::CONFLICT, "conflict", "that name is taken");
         }
+        match e.storage_trouble() {
+            Some(StorageTrouble::Full) => {
+                tracing::warn!(error = %e, "a write failed: the disk is full");
+                return ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    format!("the disk holding warden's database is full, so nothing was changed ({e}); reads still work, and writes work again once there is room"),
+                );
+            }
+            Some(StorageTrouble::Unavailable) => {
+                tracing::warn!(error = %e, "a write failed: the database's disk refused it");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    format!("warden's database cannot be written just now, so nothing was changed ({e}); reads still work; try again"),
+                );
+            }
+            None => {}
+        }
         tracing::error!(error = %e, "store error answered as 500");
         ApiError::internal(format!("database error: {e}"))
     }
@@ -271,4 +290,26 @@ pub fn problem_for_bare_errors<B: MessageBody + 'static>(
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     let response = response.set_body(body);
     Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, response).map_into_right_body()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::CommitFailure;
+
+    fn commit_failure(code: rusqlite::ErrorCode) -> StoreError {
+        StoreError::Commit { op: "insert", failure: CommitFailure { code: Some(code), message: "x".into() } }
+    }
+
+    #[test]
+    fn a_full_disk_is_507_and_a_refusing_one_503() {
+        let full = ApiError::from(commit_failure(rusqlite::ErrorCode::DiskFull));
+        assert_eq!((full.status, full.code), (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"));
+        for code in [rusqlite::ErrorCode::SystemIoFailure, rusqlite::ErrorCode::DatabaseBusy] {
+            let refused = ApiError::from(commit_failure(code));
+            assert_eq!((refused.status, refused.code), (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"));
+        }
+        let other = ApiError::from(commit_failure(rusqlite::ErrorCode::ConstraintViolation));
+        assert_eq!(other.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

@@ -252,6 +252,14 @@ pub fn unfinished_processes(conn: &Connection) -> rusqlite::Result<Vec<Unfinishe
     rows.collect()
 }
 
+/// Ids of the executions that could have a process: running, paused, or queued (a
+/// daemon can die between spawning a process and recording it).
+pub fn possibly_spawned(conn: &Connection) -> rusqlite::Result<Vec<ExecutionId>> {
+    let mut stmt = conn.prepare("SELECT id FROM executions WHERE status IN ('running', 'paused', 'queued')")?;
+    let rows = stmt.query_map([], |row| Ok(ExecutionId(row.get(0)?)))?;
+    rows.collect()
+}
+
 /// Marks what was running or paused as interrupted.
 pub fn interrupt_unfinished(conn: &Connection, reason: &str, at: DateTime<Utc>) -> rusqlite::Result<usize> {
     conn.execute(

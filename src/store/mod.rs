@@ -32,13 +32,55 @@ pub enum StoreError {
     Pool(#[from] r2d2::Error),
     #[error("{op}: {source}")]
     Query { op: &'static str, source: rusqlite::Error },
-    #[error("{op}: commit failed: {reason}")]
-    Commit { op: &'static str, reason: String },
+    #[error("{op}: commit failed: {failure}")]
+    Commit { op: &'static str, failure: CommitFailure },
     #[error("the database writer has stopped")]
     Closed,
 }
 
+/// Why a transaction could not begin or commit, with SQLite's code when it gave one.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct CommitFailure {
+    pub code: Option<rusqlite::ErrorCode>,
+    pub message: String,
+}
+
+impl From<rusqlite::Error> for CommitFailure {
+    fn from(e: rusqlite::Error) -> Self {
+        CommitFailure { code: e.sqlite_error_code(), message: e.to_string() }
+    }
+}
+
+/// A failure of the disk under the database rather than of the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageTrouble {
+    /// No space left (or the file may grow no further).
+    Full,
+    /// The disk or file refused the write (I/O error, read-only, locked by another
+    /// program).
+    Unavailable,
+}
+
 impl StoreError {
+    /// Whether the database's disk, not the request, made the write fail: it may work
+    /// again once there is room or the disk is back.
+    pub fn storage_trouble(&self) -> Option<StorageTrouble> {
+        use rusqlite::ErrorCode as C;
+        let code = match self {
+            StoreError::Commit { failure, .. } => failure.code,
+            StoreError::Query { source, .. } => source.sqlite_error_code(),
+            _ => None,
+        }?;
+        match code {
+            C::DiskFull => Some(StorageTrouble::Full),
+            C::SystemIoFailure | C::ReadOnly | C::CannotOpen | C::DatabaseBusy | C::DatabaseLocked => {
+                Some(StorageTrouble::Unavailable)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the error is a UNIQUE or PRIMARY KEY violation (a duplicate name).
     pub fn is_unique_violation(&self) -> bool {
         matches!(
@@ -101,6 +143,9 @@ impl Store {
         configure(&conn).map_err(open_err)?;
         // Fails fast on a file that is not a database, or one another process locks.
         conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get::<_, String>(0)).map_err(open_err)?;
+        // And, after the busy timeout, on one whose write lock another program holds
+        // (otherwise every write would fail later, one by one).
+        conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK").map_err(open_err)?;
         migrations().to_latest(&mut conn).map_err(|source| StoreError::Migrate { path: shown.clone(), source })?;
 
         let manager = SqliteConnectionManager::file(path).with_init(|c| configure(c));
@@ -181,6 +226,12 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Moves the WAL's pages into the database file and empties the WAL, so that a
+    /// stopped daemon leaves one self-contained file. Run at shutdown, after the flush.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.read("checkpoint", |c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))).await
     }
 
     pub fn writer_stats(&self) -> WriterStats {

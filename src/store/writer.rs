@@ -13,7 +13,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::events::EventLog;
-use super::{QueryContext, StoreError};
+use super::{CommitFailure, QueryContext, StoreError};
 use crate::domain::Event;
 
 /// Receives every committed batch's events, in order (the SessionRegistry).
@@ -23,9 +23,10 @@ pub type EventSink = Box<dyn Fn(Vec<Arc<Event>>) + Send>;
 const MAX_BATCH: usize = 4096;
 
 /// What runs after the commit: tells the waiting caller how it went.
-type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
-/// One write: runs inside the batch transaction and returns its completion.
-type Job = Box<dyn FnOnce(&Connection, &mut EventLog) -> Completion + Send>;
+type Completion = Box<dyn FnOnce(Result<(), CommitFailure>) + Send>;
+/// One write: runs inside the batch transaction and returns its completion, or, when no
+/// transaction could be begun, tells its caller so at once without running.
+type Job = Box<dyn FnOnce(Result<(&Connection, &mut EventLog), CommitFailure>) -> Option<Completion> + Send>;
 
 /// Counters of the writer (group commit at work), shown by `/api/v1/status`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -86,15 +87,22 @@ impl WriterHandle {
         T: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |conn, log| {
+        let job: Job = Box::new(move |db| {
+            let (conn, log) = match db {
+                Ok(db) => db,
+                Err(failure) => {
+                    let _ = reply.send(Err(StoreError::Commit { op, failure }));
+                    return None;
+                }
+            };
             let result = in_savepoint(conn, log, f).op(op);
-            Box::new(move |commit| {
+            Some(Box::new(move |commit| {
                 let outcome = match commit {
                     Ok(()) => result,
-                    Err(e) => Err(StoreError::Commit { op, reason: e }),
+                    Err(failure) => Err(StoreError::Commit { op, failure }),
                 };
                 let _ = reply.send(outcome);
-            })
+            }))
         });
         // A closed writer drops the job, and with it `reply`: the answer is Closed.
         let _ = self.jobs.send(job);
@@ -105,15 +113,22 @@ impl WriterHandle {
     where
         F: FnOnce(&Connection, &mut EventLog) -> rusqlite::Result<()> + Send + 'static,
     {
-        let job: Job = Box::new(move |conn, log| {
+        let job: Job = Box::new(move |db| {
+            let (conn, log) = match db {
+                Ok(db) => db,
+                Err(failure) => {
+                    tracing::error!(error = %failure, op, "detached write lost: no transaction");
+                    return None;
+                }
+            };
             if let Err(e) = in_savepoint(conn, log, f) {
                 tracing::error!(error = %e, op, "detached write failed");
             }
-            Box::new(move |commit| {
+            Some(Box::new(move |commit| {
                 if let Err(e) = commit {
                     tracing::error!(error = %e, op, "detached write lost: commit failed");
                 }
-            })
+            }))
         });
         if self.jobs.send(job).is_err() {
             tracing::error!(op, "detached write dropped: the store writer has stopped");
@@ -163,20 +178,26 @@ fn run(
     // Ends when every handle is dropped and the queue is drained.
     while let Ok(first) = queue.recv() {
         let started = Instant::now();
+        if let Err(failure) = conn.execute_batch("BEGIN IMMEDIATE").map_err(CommitFailure::from) {
+            // Without a transaction nothing may run (a savepoint would commit on its
+            // own): every waiting write is told, and the next one tries again.
+            tracing::error!(error = %failure, "store writer cannot begin a transaction");
+            let _ = first(Err(failure.clone()));
+            while let Ok(job) = queue.try_recv() {
+                let _ = job(Err(failure.clone()));
+            }
+            continue;
+        }
         let batch_start = log.mark();
         let mut completions: Vec<Completion> = Vec::new();
-        let begin = conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string());
-        if let Err(e) = &begin {
-            tracing::error!(error = %e, "store writer cannot begin a transaction");
-        }
-        completions.push(first(&conn, &mut log));
+        completions.extend(first(Ok((&conn, &mut log))));
         while completions.len() < MAX_BATCH {
             match queue.try_recv() {
-                Ok(job) => completions.push(job(&conn, &mut log)),
+                Ok(job) => completions.extend(job(Ok((&conn, &mut log)))),
                 Err(_) => break,
             }
         }
-        let commit = begin.and_then(|()| conn.execute_batch("COMMIT").map_err(|e| e.to_string()));
+        let commit = conn.execute_batch("COMMIT").map_err(CommitFailure::from);
         if let Err(e) = &commit {
             tracing::error!(error = %e, writes = completions.len(), "store commit failed");
             let _ = conn.execute_batch("ROLLBACK");

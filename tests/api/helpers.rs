@@ -12,10 +12,23 @@ use warden::config::Config;
 use warden::daemon::{Daemon, DaemonHandle};
 use warden::home::Home;
 
-pub struct TestDaemon {
+/// A daemon's API as a client sees it: its URL, its token and an HTTP client. Both kinds
+/// of test daemon (in process, and the real binary) deref to it.
+pub struct Api {
     pub base_url: String,
     pub token: String,
     pub client: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base_url: String, token: String) -> Api {
+        Api { base_url, token, client: reqwest::Client::new() }
+    }
+}
+
+/// A daemon in this test process, built by `Daemon::build`.
+pub struct TestDaemon {
+    pub api: Api,
     pub home: Home,
     pub port: u16,
     handle: DaemonHandle,
@@ -59,9 +72,7 @@ pub async fn spawn_in(home: Home, customize: impl FnOnce(&mut Config)) -> TestDa
         let _ = done.send(());
     });
     TestDaemon {
-        base_url,
-        token,
-        client: reqwest::Client::new(),
+        api: Api::new(base_url, token),
         home,
         port,
         handle,
@@ -70,7 +81,15 @@ pub async fn spawn_in(home: Home, customize: impl FnOnce(&mut Config)) -> TestDa
     }
 }
 
-impl TestDaemon {
+impl std::ops::Deref for TestDaemon {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Api {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
     }
@@ -100,7 +119,9 @@ impl TestDaemon {
     pub async fn get_ok(&self, path: &str) -> Value {
         expect_json(self.get(path).await, StatusCode::OK).await
     }
+}
 
+impl TestDaemon {
     /// Graceful stop; waits until the daemon has exited and released its home. The
     /// home is kept until the returned value is dropped or started again.
     pub async fn stop(mut self) -> Stopped {
@@ -207,7 +228,7 @@ pub async fn spawn_for_executions() -> TestDaemon {
     spawn_with(|c| c.kill_grace = Duration::from_millis(300)).await
 }
 
-impl TestDaemon {
+impl Api {
     /// POSTs an execution of the shell profile in `cwd` (default: the system temp dir);
     /// it must be accepted (201).
     pub async fn exec(&self, prompt: &str) -> Value {
@@ -288,7 +309,7 @@ pub struct WsClient {
     pub stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
 }
 
-impl TestDaemon {
+impl Api {
     /// Connects to `/api/v1/ws` with the token; returns the client and its hello.
     pub async fn ws(&self) -> (WsClient, Value) {
         let mut client = self.try_ws().await.expect("WebSocket connects");
@@ -353,7 +374,7 @@ impl WsClient {
     /// An execution's output line numbers as a client sees them: live `execution.output`
     /// events, plus the ranges a `skipped` notice names, fetched from the history (as
     /// the protocol asks), until the execution's `execution.finished`.
-    pub async fn output_lines(&mut self, d: &TestDaemon, execution_id: &Value) -> (Vec<u64>, u64) {
+    pub async fn output_lines(&mut self, d: &Api, execution_id: &Value) -> (Vec<u64>, u64) {
         let client = warden::client::Client::new(&d.base_url, &d.token);
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         let mut lines: Vec<(u64, u64)> = Vec::new();
@@ -426,5 +447,105 @@ pub async fn read_sse(
                 return messages;
             }
         }
+    }
+}
+
+/// The real `warden serve` as a child process, for faults that need a process of its
+/// own: kill -9, resource limits, its RSS. Killed on drop.
+pub struct ServeProcess {
+    pub api: Api,
+    pub home: PathBuf,
+    pub pid: i32,
+    child: tokio::process::Child,
+}
+
+impl std::ops::Deref for ServeProcess {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl ServeProcess {
+    /// Starts `warden serve --port 0` on `home` (its stderr appended to `serve.log`
+    /// beside it) and waits until it answers.
+    pub async fn start(home: &Path) -> ServeProcess {
+        let child = Self::spawn(home);
+        let pid = child.id().expect("warden serve runs") as i32;
+        let info = wait_until("warden serve to listen", Duration::from_secs(30), || async {
+            // A server.json left by a killed daemon names another pid.
+            Home::new(home.to_path_buf()).read_server_info().ok().filter(|info| info.pid == pid as u32)
+        })
+        .await;
+        let token = std::fs::read_to_string(home.join("token")).expect("token").trim().to_owned();
+        let api = Api::new(info.url, token);
+        wait_until("/health", Duration::from_secs(30), || async {
+            api.client.get(api.url("/health")).send().await.ok().filter(|r| r.status().is_success())
+        })
+        .await;
+        ServeProcess { api, home: home.to_path_buf(), pid, child }
+    }
+
+    /// Runs `warden serve` for a start that should fail; panics if it keeps running.
+    pub async fn run_to_end(home: &Path) -> Output {
+        let run = Self::spawn(home).wait_with_output();
+        tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .expect("warden serve should have refused to start")
+            .expect("warden serve ran")
+    }
+
+    fn spawn(home: &Path) -> tokio::process::Child {
+        std::fs::create_dir_all(home).expect("home");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(home.with_extension("log"))
+            .expect("serve log");
+        tokio::process::Command::new(warden_bin())
+            .args(["serve", "--port", "0"])
+            .env("WARDEN_HOME", home)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning warden serve")
+    }
+
+    /// What the daemon has logged so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home.with_extension("log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, and waits until it is gone.
+    pub async fn kill_9(mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        self.child.wait().await.expect("reaped");
+    }
+
+    /// SIGTERM (a graceful stop), and waits until it is gone; returns its exit status.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGTERM)
+            .expect("SIGTERM");
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await.expect("stops").expect("reaped")
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Resident memory in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        kib / 1024.0
     }
 }

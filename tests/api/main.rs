@@ -11,6 +11,7 @@ mod cli;
 mod dashboards;
 mod errors;
 mod executions;
+mod faults;
 mod fuzz;
 mod idempotency;
 mod lifecycle;

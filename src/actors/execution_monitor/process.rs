@@ -2,7 +2,7 @@
 //! and stderr line by line into the store (a batch per read, so a flood costs few
 //! commits), signal its whole group, and recognise it again after a daemon crash.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::Semaphore;
 
-use crate::domain::{now, OutputLine, OutputStream};
+use crate::domain::{now, ExecutionId, OutputLine, OutputStream};
 use crate::store::{OutputSource, Store};
 
 /// Lines longer than this are split, so one line can never hold the whole output.
@@ -84,6 +84,14 @@ pub fn spawn(spec: SpawnSpec, store: Store, on_exit: impl FnOnce(ProcessExit) + 
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
+    // The daemon ignores SIGXFSZ (see `Daemon::build`); an agent gets the default back.
+    // SAFETY: only `signal(2)`, which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            use nix::sys::signal::{signal, SigHandler};
+            signal(Signal::SIGXFSZ, SigHandler::SigDfl).map(drop).map_err(std::io::Error::from)
+        });
+    }
     let mut child = command.spawn().map_err(|e| describe_spawn_error(program, &spec.cwd, &e))?;
     let pid = child.id().map(|p| p as i32).ok_or("the process ended before it could be tracked")?;
     let spawned = Spawned { pid, start_ticks: start_ticks(pid) };
@@ -251,6 +259,47 @@ pub fn kill_leftover_group(pid: i32, recorded_ticks: Option<u64>) -> bool {
         }
         _ => false,
     }
+}
+
+/// Kills every process (and its process group) whose environment carries `token` as
+/// `WARDEN_TOKEN` and one of `executions` as `WARDEN_EXECUTION_ID`: what executions of a
+/// crashed daemon left behind. Returns how many processes were found.
+pub fn kill_leftovers_by_environment(token: &str, executions: &HashSet<ExecutionId>) -> usize {
+    if executions.is_empty() {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let me = std::process::id() as i32;
+    let wanted_token = format!("WARDEN_TOKEN={token}");
+    let mut found = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        // Processes of other users cannot be read, and are not ours.
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let mut ours = false;
+        let mut execution = None;
+        for var in environ.split(|&b| b == 0) {
+            if var == wanted_token.as_bytes() {
+                ours = true;
+            } else if let Some(id) = var.strip_prefix(b"WARDEN_EXECUTION_ID=") {
+                execution = std::str::from_utf8(id).ok().and_then(|id| id.parse().ok()).map(ExecutionId);
+            }
+        }
+        let Some(execution) = execution.filter(|id| ours && executions.contains(id)) else { continue };
+        found += 1;
+        let target = Pid::from_raw(pid);
+        match nix::unistd::getpgid(Some(target)) {
+            // Never our own group (an execution always has a group of its own).
+            Ok(group) if group.as_raw() != nix::unistd::getpgrp().as_raw() => signal_group(group.as_raw(), Signal::SIGKILL),
+            _ => {}
+        }
+        let _ = nix::sys::signal::kill(target, Signal::SIGKILL);
+        tracing::debug!(pid, %execution, "killed a leftover process");
+    }
+    found
 }
 
 #[cfg(test)]

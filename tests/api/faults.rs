@@ -1,0 +1,399 @@
+//! Faults survived, each against the real `warden serve` in a process of its own: a disk
+//! that fills, a database another program locks or that is damaged, agents that flood,
+//! fork or close their output, clients that churn, and kill -9 at random moments.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// Sets the daemon's file size limit (`RLIMIT_FSIZE`, soft) with util-linux's `prlimit`.
+async fn limit_file_size(pid: i32, limit: &str) {
+    let output = tokio::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--fsize={limit}:unlimited"))
+        .output()
+        .await
+        .expect("prlimit runs (util-linux)");
+    assert!(output.status.success(), "prlimit: {}", stderr(&output));
+}
+
+async fn workspace_names(api: &Api) -> Vec<String> {
+    let page = api.get_ok("/api/v1/workspaces").await;
+    page["items"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap().to_owned()).collect()
+}
+
+#[actix_web::test]
+async fn a_full_disk_fails_writes_clearly_keeps_serving_reads_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let d = ServeProcess::start(&home).await;
+    let before = json!({ "name": "before", "path": dir.path() });
+    expect_json(d.post("/api/v1/workspaces", &before).await, StatusCode::CREATED).await;
+    let done = d.exec_with(json!({ "prompt": "echo written", "cwd": dir.path() })).await;
+    d.wait_status(&done["id"], "succeeded").await;
+
+    // No file of the daemon may grow by a byte: the database and its WAL cannot take
+    // a commit (SQLite reports the refused write as an I/O error).
+    limit_file_size(d.pid, "1").await;
+    let refused = [
+        d.post("/api/v1/workspaces", &json!({ "name": "during", "path": dir.path() })).await,
+        d.post("/api/v1/executions", &json!({ "prompt": "echo never", "cwd": dir.path() })).await,
+        d.post("/api/v1/approvals", &json!({ "title": "never asked" })).await,
+        d.post("/api/v1/sessions", &json!({ "cwd": dir.path() })).await,
+    ];
+    for response in refused {
+        let problem = expect_problem(response, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
+        assert!(problem["detail"].as_str().unwrap().contains("reads still work"), "{problem}");
+    }
+    // Reads are served all along, and show nothing of the refused writes.
+    assert_eq!(workspace_names(&d).await, ["before"]);
+    let listed = d.get_ok("/api/v1/executions").await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(d.output_text(&done["id"]).await, "written");
+    assert!(d.get_ok("/api/v1/approvals").await["items"].as_array().unwrap().is_empty());
+    assert_eq!(d.get_ok("/api/v1/providers/local").await["running"], 0);
+    let health = d.client.get(d.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    // Space returns: writes work again, with no restart.
+    limit_file_size(d.pid, "unlimited").await;
+    let after = json!({ "name": "after", "path": dir.path() });
+    expect_json(d.post("/api/v1/workspaces", &after).await, StatusCode::CREATED).await;
+    let later = d.exec_with(json!({ "prompt": "echo again", "cwd": dir.path() })).await;
+    d.wait_status(&later["id"], "succeeded").await;
+    assert_eq!(d.output_text(&later["id"]).await, "again");
+
+    // And what was acknowledged is what a restart finds.
+    let status = d.stop().await;
+    assert!(status.success(), "{status}");
+    let d = ServeProcess::start(&home).await;
+    assert_eq!(workspace_names(&d).await, ["before", "after"]);
+    assert_eq!(d.output_text(&later["id"]).await, "again");
+}
+
+/// A first daemon run, so that the home holds a database with something in it.
+async fn home_with_a_workspace(dir: &Path) -> std::path::PathBuf {
+    let home = dir.join("home");
+    let d = ServeProcess::start(&home).await;
+    let body = json!({ "name": "kept", "path": dir });
+    expect_json(d.post("/api/v1/workspaces", &body).await, StatusCode::CREATED).await;
+    assert!(d.stop().await.success());
+    home
+}
+
+#[actix_web::test]
+async fn a_database_locked_by_another_program_stops_the_start_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_a_workspace(dir.path()).await;
+    let db = home.join("warden.db");
+
+    // Another program takes the database's write lock and keeps it.
+    let script = "import sqlite3, sys\n\
+                  c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+                  c.execute('BEGIN EXCLUSIVE')\n\
+                  print('locked', flush=True)\n\
+                  sys.stdin.read()\n";
+    let mut holder = tokio::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let mut said = String::new();
+    use tokio::io::AsyncBufReadExt;
+    tokio::io::BufReader::new(holder.stdout.take().unwrap()).read_line(&mut said).await.unwrap();
+    assert_eq!(said.trim(), "locked");
+
+    let refused = ServeProcess::run_to_end(&home).await;
+    assert!(!refused.status.success(), "warden started on a locked database");
+    let log = std::fs::read_to_string(home.with_extension("log")).unwrap();
+    assert!(log.contains(&db.display().to_string()), "the error names the file: {log}");
+    assert!(log.contains("if another program holds it, stop that program"), "and says what to do: {log}");
+    assert!(!home.join("server.json").exists(), "a refused start leaves no server.json");
+
+    // The other program lets go: warden starts, with everything it had.
+    drop(holder.stdin.take());
+    holder.wait().await.unwrap();
+    let d = ServeProcess::start(&home).await;
+    assert_eq!(workspace_names(&d).await, ["kept"]);
+}
+
+#[actix_web::test]
+async fn a_damaged_database_stops_the_start_and_is_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_a_workspace(dir.path()).await;
+    let db = home.join("warden.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[..16].copy_from_slice(b"not a database!!");
+    std::fs::write(&db, &bytes).unwrap();
+
+    let refused = ServeProcess::run_to_end(&home).await;
+    assert!(!refused.status.success(), "warden started on a damaged database");
+    let log = std::fs::read_to_string(home.with_extension("log")).unwrap();
+    assert!(log.contains(&db.display().to_string()), "the error names the file: {log}");
+    assert!(log.contains("if it is damaged, move it aside and start again"), "and says what to do: {log}");
+    assert_eq!(std::fs::read(&db).unwrap(), bytes, "the damaged file is left for the user to rescue");
+
+    // Moved aside, a new database is made.
+    std::fs::rename(&db, home.join("warden.db.damaged")).unwrap();
+    let d = ServeProcess::start(&home).await;
+    assert!(workspace_names(&d).await.is_empty());
+    let _: Value = d.get_ok("/api/v1/status").await;
+}
+
+/// What the daemons acknowledged with a 2xx, over all the rounds.
+#[derive(Default)]
+struct Acknowledged {
+    workspaces: Vec<String>,
+    executions: Vec<i64>,
+    approvals: Vec<i64>,
+    /// Approval id → the status its acknowledged decision gave it.
+    decisions: BTreeMap<i64, &'static str>,
+}
+
+/// Executions with output (each records its pid and a background child's pid in
+/// `pids/<execution id>`), workspaces, approvals being decided, and an SSE and a
+/// WebSocket client streaming every event, until the daemon stops answering.
+async fn mixed_load(d: &Api, round: usize, dir: &Path, acked: &RefCell<Acknowledged>) {
+    let pids = dir.join("pids");
+    let creating = async {
+        for i in 0.. {
+            let script = format!(
+                "echo $$ >> {pids}/$WARDEN_EXECUTION_ID; sleep 30 & echo $! >> {pids}/$WARDEN_EXECUTION_ID; \
+                 seq 1 {lines}; sleep 0.{pause}",
+                pids = pids.display(),
+                lines = 50 + i % 7 * 50,
+                pause = i % 4,
+            );
+            let body = json!({ "prompt": script, "cwd": dir });
+            let Some(created) = acknowledged(d.request(Method::POST, "/api/v1/executions").json(&body)).await else {
+                return;
+            };
+            acked.borrow_mut().executions.push(created["id"].as_i64().unwrap());
+            if i % 3 == 0 {
+                let name = format!("w-{round}-{i}");
+                let body = json!({ "name": name, "path": dir });
+                if acknowledged(d.request(Method::POST, "/api/v1/workspaces").json(&body)).await.is_none() {
+                    return;
+                }
+                acked.borrow_mut().workspaces.push(name);
+            }
+        }
+    };
+    let deciding = async {
+        for i in 0.. {
+            let body = json!({ "title": format!("round {round}, question {i}") });
+            let Some(approval) = acknowledged(d.request(Method::POST, "/api/v1/approvals").json(&body)).await else {
+                return;
+            };
+            let id = approval["id"].as_i64().unwrap();
+            acked.borrow_mut().approvals.push(id);
+            let (decision, status) = if i % 2 == 0 { ("approve", "approved") } else { ("deny", "denied") };
+            let decide = d.request(Method::POST, &format!("/api/v1/approvals/{id}")).json(&json!({ "decision": decision }));
+            if acknowledged(decide).await.is_none() {
+                return;
+            }
+            acked.borrow_mut().decisions.insert(id, status);
+        }
+    };
+    let streaming = async {
+        let Ok(status) = d.request(Method::GET, "/api/v1/status").send().await else { return };
+        let Ok(since) = status.json::<Value>().await.map(|s| s["last_seq"].as_u64().unwrap_or(0)) else { return };
+        let Ok(sse) = d.request(Method::GET, &format!("/api/v1/events?since={since}")).send().await else { return };
+        let sse = async move {
+            let mut sse = sse;
+            let (mut last, mut buffer) = (since, String::new());
+            while let Ok(Some(chunk)) = sse.chunk().await {
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find("\n\n") {
+                    let block: String = buffer.drain(..end + 2).collect();
+                    if let Some(seq) = block.lines().find_map(|l| l.strip_prefix("id: ")) {
+                        let seq: u64 = seq.parse().unwrap();
+                        assert!(seq > last, "SSE: seq {seq} after {last}");
+                        last = seq;
+                    }
+                }
+            }
+        };
+        let ws = async {
+            let Ok(mut ws) = d.try_ws().await else { return };
+            ws.send_json(json!({ "type": "subscribe", "topics": ["*"], "since": since })).await;
+            let mut last = since;
+            while let Some(message) = ws.next_json().await {
+                if message["type"] == "event" {
+                    let seq = message["event"]["seq"].as_u64().unwrap();
+                    assert!(seq > last, "WebSocket: seq {seq} after {last}");
+                    last = seq;
+                }
+            }
+        };
+        futures_util::join!(sse, ws);
+    };
+    let _ = futures_util::join!(creating, deciding, streaming);
+}
+
+/// The answer to a write, once it is wholly received; `None` once the daemon is gone.
+/// A refusal under this load is a failure of the test.
+async fn acknowledged(request: reqwest::RequestBuilder) -> Option<Value> {
+    let response = request.send().await.ok()?;
+    let status = response.status();
+    let text = response.text().await.ok()?;
+    assert!(status.is_success(), "refused under load: {status} {text}");
+    Some(serde_json::from_str(&text).expect("a JSON answer"))
+}
+
+/// The pids an execution recorded.
+fn recorded_pids(dir: &Path, execution: i64) -> Vec<i64> {
+    let text = std::fs::read_to_string(dir.join("pids").join(execution.to_string())).unwrap_or_default();
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// Every item of a paged list.
+async fn all_items(d: &Api, path: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = match &cursor {
+            Some(c) => d.get_ok(&format!("{path}?limit=500&cursor={c}")).await,
+            None => d.get_ok(&format!("{path}?limit=500")).await,
+        };
+        items.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return items,
+        }
+    }
+}
+
+/// After a restart: the database is sound, seqs are unique, everything acknowledged is
+/// there, every execution's state is consistent, and nothing of an ended execution runs.
+async fn check_nothing_lost(d: &ServeProcess, dir: &Path, acked: &Acknowledged) {
+    let db = rusqlite::Connection::open_with_flags(
+        d.home.join("warden.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .unwrap();
+    let integrity: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(integrity, "ok");
+    let (all, distinct): (i64, i64) = db
+        .query_row(
+            "SELECT count(*), count(DISTINCT seq) FROM
+                 (SELECT seq FROM events UNION ALL SELECT seq FROM execution_output)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(all, distinct, "an event seq was used twice");
+    let gaps: i64 = db
+        .query_row(
+            "SELECT count(*) FROM (SELECT execution_id FROM execution_output GROUP BY execution_id
+                 HAVING count(*) != max(n))",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(gaps, 0, "an execution's output has a hole in its line numbers");
+
+    let workspaces: Vec<String> =
+        all_items(d, "/api/v1/workspaces").await.iter().map(|w| w["name"].as_str().unwrap().to_owned()).collect();
+    for name in &acked.workspaces {
+        assert!(workspaces.contains(name), "acknowledged workspace {name} is gone");
+    }
+    let approvals: BTreeMap<i64, Value> =
+        all_items(d, "/api/v1/approvals").await.into_iter().map(|a| (a["id"].as_i64().unwrap(), a)).collect();
+    for id in &acked.approvals {
+        assert!(approvals.contains_key(id), "acknowledged approval {id} is gone");
+    }
+    for (id, status) in &acked.decisions {
+        assert_eq!(approvals[id]["status"], *status, "acknowledged decision of approval {id}");
+    }
+    let executions: BTreeMap<i64, Value> =
+        all_items(d, "/api/v1/executions").await.into_iter().map(|e| (e["id"].as_i64().unwrap(), e)).collect();
+    for id in &acked.executions {
+        assert!(executions.contains_key(id), "acknowledged execution {id} is gone");
+    }
+    for (id, e) in &executions {
+        let status = e["status"].as_str().unwrap();
+        let (started, finished) = (e["started_at"].is_string(), e["finished_at"].is_string());
+        match status {
+            "queued" => assert!(!started && !finished, "{e}"),
+            "running" | "paused" => assert!(started && !finished, "{e}"),
+            "interrupted" => {
+                assert!(started && finished, "{e}");
+                assert_eq!(e["error"], "the daemon stopped while it ran");
+            }
+            "succeeded" | "failed" => assert!(started && finished, "{e}"),
+            "cancelled" => assert!(finished, "{e}"),
+            other => panic!("execution {id} is {other}: {e}"),
+        }
+        if !matches!(status, "queued" | "running" | "paused") {
+            for pid in recorded_pids(dir, *id) {
+                wait_until(&format!("process {pid} of execution {id} ({status}) to end"), Duration::from_secs(10), || {
+                    std::future::ready((!alive(pid)).then_some(()))
+                })
+                .await;
+            }
+        }
+    }
+}
+
+#[actix_web::test]
+async fn kill_9_at_random_moments_under_load_loses_nothing_acknowledged() {
+    use rand::Rng;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(dir.path().join("pids")).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("config.toml"), "[providers.local]\nmax_concurrent = 3\n").unwrap();
+    let acked = RefCell::new(Acknowledged::default());
+    const ROUNDS: usize = 20;
+    for round in 0..ROUNDS {
+        let d = ServeProcess::start(&home).await;
+        check_nothing_lost(&d, dir.path(), &acked.borrow()).await;
+        // SIGKILL at a random moment, from another thread, while the load runs.
+        let (pid, delay) = (d.pid, Duration::from_millis(rand::rng().random_range(20..800)));
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        });
+        tokio::time::timeout(Duration::from_secs(60), mixed_load(&d, round, dir.path(), &acked))
+            .await
+            .expect("the load stops when the daemon is gone");
+        killer.join().unwrap();
+        d.kill_9().await;
+    }
+
+    // The last start: everything acknowledged over the twenty crashes is there, every
+    // execution ends, and nothing of theirs is left running.
+    let d = ServeProcess::start(&home).await;
+    let acked = acked.into_inner();
+    for id in &acked.executions {
+        d.wait_final(&json!(id)).await;
+    }
+    check_nothing_lost(&d, dir.path(), &acked).await;
+    let executions = all_items(&d, "/api/v1/executions").await;
+    let interrupted = executions.iter().filter(|e| e["status"] == "interrupted").count();
+    assert!(interrupted > 0, "the crashes interrupted nothing: the test did not test");
+    assert!(acked.decisions.len() >= ROUNDS && acked.workspaces.len() >= ROUNDS, "too little load to tell");
+    let mut leftovers = Vec::new();
+    for e in &executions {
+        leftovers.extend(recorded_pids(dir.path(), e["id"].as_i64().unwrap()).into_iter().filter(|p| alive(*p)));
+    }
+    assert!(leftovers.is_empty(), "processes left running: {leftovers:?}");
+    eprintln!(
+        "{ROUNDS} kill -9 rounds: {} executions ({interrupted} interrupted), {} approvals, {} decisions, {} workspaces acknowledged, none lost",
+        acked.executions.len(),
+        acked.approvals.len(),
+        acked.decisions.len(),
+        acked.workspaces.len()
+    );
+    assert!(d.stop().await.success());
+}
