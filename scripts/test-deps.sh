@@ -2,7 +2,8 @@
 # Installs what the test suite needs on a fresh Debian machine, skipping what is there:
 # cargo-nextest, and Debian packages for the tests that drive real tools (git for the
 # workspace-changes tests, tmux for the terminal dashboard,
-# chromium for the web dashboard), and the npm packages of tests/web (playwright-core).
+# chromium for the web dashboard), the npm packages of tests/web (playwright-core), and
+# schemathesis (PyPI) in tests/contract/.venv.
 set -euo pipefail
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
@@ -25,4 +26,12 @@ fi
 # playwright-core for the web dashboard test (it drives the system chromium).
 if [ ! -d tests/web/node_modules/playwright-core ] || [ tests/web/package-lock.json -nt tests/web/node_modules ]; then
   (cd tests/web && npm ci --no-audit --no-fund)
+fi
+
+# schemathesis for the contract test (tests/api/contract.rs), in a venv of its own.
+venv=tests/contract/.venv
+if [ ! -x "$venv/bin/schemathesis" ] || [ tests/contract/requirements.txt -nt "$venv/bin/schemathesis" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/contract/requirements.txt
+  touch "$venv/bin/schemathesis"
 fi

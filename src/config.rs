@@ -197,8 +197,10 @@ impl Config {
         }
 
         let mut providers = file.providers;
-        for name in providers.keys() {
-            validate_name("provider", name).map_err(|e| format!("providers.{name}: {e}"))?;
+        for (name, limits) in &providers {
+            validate_name("provider", name)
+                .and_then(|()| limits.validate())
+                .map_err(|e| format!("providers.{name}: {e}"))?;
         }
         providers.entry("local".into()).or_default();
 

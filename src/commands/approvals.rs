@@ -65,20 +65,21 @@ pub async fn decide(remote: &Remote, id: i64, decision: &str, reason: Option<Str
 /// Claude Code's PreToolUse hook. Always exits 0 with Claude's decision on stdout (or
 /// nothing, for a tool that is not guarded).
 pub async fn claude_hook(remote: &Remote, args: ClaudeHookArgs) -> anyhow::Result<Outcome> {
-    let mut input = String::new();
-    std::io::stdin().read_to_string(&mut input)?;
-    let hook: Value = match serde_json::from_str(&input) {
-        Ok(hook) => hook,
-        Err(e) => {
-            answer("ask", &format!("warden could not read the hook input: {e}"));
-            return Ok(Outcome::Done);
-        }
-    };
-    let tool = hook["tool_name"].as_str().unwrap_or("").to_owned();
-    if !args.tools.is_empty() && !args.tools.iter().any(|t| t == &tool) {
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
+        answer("ask", &format!("warden could not read the hook input: {e}"));
         return Ok(Outcome::Done);
     }
-    match ask(remote, &hook, &tool, args.timeout).await {
+    let execution_id = std::env::var("WARDEN_EXECUTION_ID").ok().and_then(|v| v.parse::<i64>().ok());
+    let body = match read_hook(&input, &args.tools, args.timeout, execution_id) {
+        HookInput::Unreadable(why) => {
+            answer("ask", &format!("warden could not read the hook input: {why}"));
+            return Ok(Outcome::Done);
+        }
+        HookInput::NotGuarded => return Ok(Outcome::Done),
+        HookInput::Guarded(body) => body,
+    };
+    match ask(remote, &body, args.timeout).await {
         Ok(approval) => {
             let (permission, reason) = describe_outcome(&approval);
             answer(permission, &reason);
@@ -94,9 +95,28 @@ pub async fn claude_hook(remote: &Remote, args: ClaudeHookArgs) -> anyhow::Resul
     Ok(Outcome::Done)
 }
 
-/// Creates the approval and waits (long polls) until it is settled.
-async fn ask(remote: &Remote, hook: &Value, tool: &str, timeout: u64) -> anyhow::Result<Approval> {
-    let client: Client = remote.client()?;
+/// What the hook makes of its stdin.
+#[derive(Debug)]
+pub enum HookInput {
+    /// Not JSON (or not an object): Claude's own prompt decides.
+    Unreadable(String),
+    /// A tool that `--tools` does not name: no output, the call goes ahead.
+    NotGuarded,
+    /// The approval to ask for (`POST /api/v1/approvals` body).
+    Guarded(Value),
+}
+
+/// Parses Claude's hook input (untrusted bytes) into the approval to ask for.
+pub fn read_hook(input: &[u8], tools: &[String], timeout: u64, execution_id: Option<i64>) -> HookInput {
+    let hook: Value = match serde_json::from_slice(input) {
+        Ok(hook @ Value::Object(_)) => hook,
+        Ok(other) => return HookInput::Unreadable(format!("expected a JSON object, got {other}")),
+        Err(e) => return HookInput::Unreadable(e.to_string()),
+    };
+    let tool = hook["tool_name"].as_str().unwrap_or("").to_owned();
+    if !tools.is_empty() && !tools.iter().any(|t| t == &tool) {
+        return HookInput::NotGuarded;
+    }
     let input = &hook["tool_input"];
     let gist = input["command"]
         .as_str()
@@ -104,12 +124,14 @@ async fn ask(remote: &Remote, hook: &Value, tool: &str, timeout: u64) -> anyhow:
         .or_else(|| input["url"].as_str())
         .map(str::to_owned)
         .unwrap_or_else(|| input.to_string());
-    let gist: String = gist.split_whitespace().collect::<Vec<_>>().join(" ");
-    let gist =
-        if gist.chars().count() > 120 { format!("{}…", gist.chars().take(119).collect::<String>()) } else { gist };
-    let execution_id = std::env::var("WARDEN_EXECUTION_ID").ok().and_then(|v| v.parse::<i64>().ok());
-    let body = json!({
-        "title": format!("{tool}: {gist}"),
+    let title = format!("{tool}: {gist}").split_whitespace().collect::<Vec<_>>().join(" ");
+    let title = if title.chars().count() > TITLE_CHARS {
+        format!("{}…", title.chars().take(TITLE_CHARS - 1).collect::<String>())
+    } else {
+        title
+    };
+    HookInput::Guarded(json!({
+        "title": title,
         "details": {
             "tool_name": tool,
             "tool_input": input,
@@ -117,11 +139,19 @@ async fn ask(remote: &Remote, hook: &Value, tool: &str, timeout: u64) -> anyhow:
             "claude_session_id": hook["session_id"],
             "cwd": hook["cwd"],
         },
-        "timeout_s": timeout.max(1),
+        "timeout_s": timeout,
         "source": "claude-code",
         "execution_id": execution_id,
-    });
-    let mut approval: Approval = client.post("/api/v1/approvals", &body).await?;
+    }))
+}
+
+/// The longest approval title the hook makes (the gist of the command).
+const TITLE_CHARS: usize = 120;
+
+/// Creates the approval and waits (long polls) until it is settled.
+async fn ask(remote: &Remote, body: &Value, timeout: u64) -> anyhow::Result<Approval> {
+    let client: Client = remote.client()?;
+    let mut approval: Approval = client.post("/api/v1/approvals", body).await?;
     // The arbiter expires it at the deadline; wait a little past that for the answer.
     let deadline = std::time::Instant::now() + Duration::from_secs(timeout + 10);
     while approval.status == ApprovalStatus::Pending && std::time::Instant::now() < deadline {
@@ -154,4 +184,42 @@ fn answer(permission: &str, reason: &str) {
         }
     });
     println!("{out}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_guarded_tool_call_becomes_an_approval_titled_after_its_gist() {
+        let input = br#"{"tool_name":"Bash","tool_input":{"command":"rm  -rf\nbuild"},"session_id":"s"}"#;
+        let HookInput::Guarded(body) = read_hook(input, &["Bash".into()], 55, Some(7)) else { panic!() };
+        assert_eq!(body["title"], "Bash: rm -rf build");
+        assert_eq!((body["timeout_s"].as_u64(), body["execution_id"].as_i64()), (Some(55), Some(7)));
+        assert!(matches!(read_hook(input, &["Write".into()], 55, None), HookInput::NotGuarded));
+        assert!(matches!(read_hook(b"[1]", &[], 55, None), HookInput::Unreadable(_)));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        /// Whatever Claude (or anything else) writes on stdin, the hook neither panics
+        /// nor asks with a title the daemon would refuse.
+        #[test]
+        fn any_hook_input_is_read_or_refused_cleanly(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+            tool in ".{0,300}",
+            command in ".{0,300}",
+        ) {
+            let _ = read_hook(&bytes, &[], 55, None);
+            let json = serde_json::json!({ "tool_name": tool, "tool_input": { "command": command } }).to_string();
+            match read_hook(json.as_bytes(), &[], 55, None) {
+                HookInput::Guarded(body) => {
+                    let title = body["title"].as_str().unwrap();
+                    prop_assert!(!title.trim().is_empty() && title.chars().count() <= TITLE_CHARS);
+                }
+                other => prop_assert!(false, "{other:?}"),
+            }
+        }
+    }
 }

@@ -99,11 +99,14 @@ impl Approval {
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApproval {
+    /// What is asked, in one line (at most 500 characters, not blank).
+    #[schema(max_length = 500, pattern = "\\S")]
     pub title: String,
     #[serde(default)]
     pub details: serde_json::Value,
     /// Seconds until the default applies (1 to 86400; default from the config).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
     pub timeout_s: Option<u64>,
     /// `deny` unless said otherwise.
     #[serde(default)]

@@ -118,6 +118,7 @@ pub struct DiffQuery {
     /// One file (its new or old path); default: every changed file.
     pub path: Option<String>,
     /// Lines of context around each change, 0 to 1000 (default 3).
+    #[param(maximum = 1000)]
     pub context: Option<u32>,
     /// `unified` (default) or `json`.
     pub format: Option<DiffFormat>,

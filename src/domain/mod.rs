@@ -279,12 +279,26 @@ impl Profile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderLimits {
-    /// Executions running at once; 0 = unlimited.
+    /// Executions running at once, 0 to 100000; 0 = unlimited.
     #[serde(default = "default_max_concurrent")]
+    #[schema(maximum = 100000)]
     pub max_concurrent: u32,
-    /// Starts per minute (token bucket); 0 = unlimited.
+    /// Starts per minute (token bucket), 0 to 100000; 0 = unlimited.
     #[serde(default)]
+    #[schema(maximum = 100000)]
     pub rate_per_minute: u32,
+}
+
+impl ProviderLimits {
+    /// The largest limit accepted (anything above is as good as unlimited).
+    pub const MAX: u32 = 100_000;
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_concurrent > Self::MAX || self.rate_per_minute > Self::MAX {
+            return Err(format!("max_concurrent and rate_per_minute must be 0 to {} (0 = unlimited)", Self::MAX));
+        }
+        Ok(())
+    }
 }
 
 fn default_max_concurrent() -> u32 {

@@ -75,7 +75,9 @@ pub struct NewSession {
     /// Default `shell`.
     #[serde(default)]
     pub profile: Option<String>,
+    /// At most 200 characters; blank or missing means `Session <id>`.
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub title: Option<String>,
 }
 
@@ -83,6 +85,8 @@ pub struct NewSession {
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMessage {
+    /// The message, not blank: it becomes the turn's `{prompt}`.
+    #[schema(pattern = "\\S")]
     pub content: String,
 }
 
@@ -90,5 +94,7 @@ pub struct NewMessage {
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionPatch {
+    /// 1 to 200 characters, not blank.
+    #[schema(max_length = 200, pattern = "\\S")]
     pub title: String,
 }

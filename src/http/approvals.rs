@@ -40,8 +40,13 @@ impl From<ArbiterError> for ApiError {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this status (`pending`, `approved`, …).
+    #[param(pattern = "^(pending|approved|denied|expired|cancelled)?$")]
     pub status: Option<String>,
+    /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
+    /// The previous page's `next_cursor`.
+    #[param(value_type = Option<i64>)]
     pub cursor: Option<String>,
 }
 
@@ -50,6 +55,7 @@ pub struct ListQuery {
 #[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// Hold the request until the approval is decided or this many seconds pass (≤ 300).
+    #[param(maximum = 300)]
     pub wait: Option<u64>,
 }
 

@@ -47,19 +47,26 @@ type Live = web::Data<LiveSettings>;
 pub struct EventsQuery {
     /// Comma-separated types: exact (`execution.finished`), prefix (`execution.*`) or `*`
     /// (default).
+    #[param(
+        pattern = r"^ *$|^ *(\*|[a-z_]([a-z_.]{0,62}[a-z_])?(\.\*)?) *(, *(\*|[a-z_]([a-z_.]{0,62}[a-z_])?(\.\*)?) *)*$"
+    )]
     pub topics: Option<String>,
     pub execution_id: Option<i64>,
     pub session_id: Option<i64>,
     /// Replay stored events after this `seq` first (`Last-Event-ID` overrides it).
+    #[param(maximum = 9007199254740991_u64)]
     pub since: Option<u64>,
     /// History pages only: events per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
 impl EventsQuery {
     fn filter(&self) -> Result<EventFilter, ApiError> {
         let topics: Vec<String> = match &self.topics {
-            Some(text) if !text.trim().is_empty() => text.split(',').map(|t| t.trim().to_owned()).collect(),
+            Some(text) if !text.trim_matches(' ').is_empty() => {
+                text.split(',').map(|t| t.trim_matches(' ').to_owned()).collect()
+            }
             _ => vec!["*".to_owned()],
         };
         let filter =
@@ -77,15 +84,26 @@ impl From<TooManyClients> for ApiError {
 
 /// `Last-Event-ID`, which wins over `since`.
 fn resume_point(req: &HttpRequest, since: Option<u64>) -> Result<Option<u64>, ApiError> {
-    match req.headers().get("last-event-id") {
+    let resume = match req.headers().get("last-event-id") {
         Some(value) => value
             .to_str()
             .ok()
             .and_then(|v| v.trim().parse().ok())
             .map(Some)
-            .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be an event seq (a whole number)")),
-        None => Ok(since),
+            .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be an event seq (a whole number)"))?,
+        None => since,
+    };
+    resume.map(checked_seq).transpose()
+}
+
+/// The largest seq a client may name: what a JSON number holds exactly (2^53 - 1).
+const MAX_SEQ: u64 = (1 << 53) - 1;
+
+fn checked_seq(seq: u64) -> Result<u64, ApiError> {
+    if seq > MAX_SEQ {
+        return Err(ApiError::bad_request(format!("a seq is at most {MAX_SEQ}, not {seq}")));
     }
+    Ok(seq)
 }
 
 async fn reserve(registry: &Registry) -> Result<Reservation, ApiError> {
@@ -231,7 +249,7 @@ pub async fn history(query: web::Query<EventsQuery>, live: Live) -> Result<HttpR
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(format!("limit must be between 1 and 1000, not {limit}")));
     }
-    let after = query.since.unwrap_or(0);
+    let after = query.since.map(checked_seq).transpose()?.unwrap_or(0);
     let page =
         live.store.read("read event history", move |c| log::replay(c, &filter, after, u64::MAX, limit + 1)).await?;
     let more = page.len() > limit;

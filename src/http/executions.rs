@@ -23,6 +23,9 @@ const OUTPUT_PAGE_MAX: usize = 10_000;
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Comma-separated statuses, e.g. `queued,running`.
+    #[param(
+        pattern = r"^$|^ *(pending_approval|queued|running|paused|succeeded|failed|cancelled|denied|timed_out|interrupted) *(, *(pending_approval|queued|running|paused|succeeded|failed|cancelled|denied|timed_out|interrupted) *)*$"
+    )]
     pub status: Option<String>,
     /// Workspace name.
     pub workspace: Option<String>,
@@ -30,8 +33,10 @@ pub struct ListQuery {
     pub provider: Option<String>,
     pub session_id: Option<i64>,
     /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// The previous page's `next_cursor`.
+    #[param(value_type = Option<i64>)]
     pub cursor: Option<String>,
 }
 
@@ -39,12 +44,15 @@ pub struct ListQuery {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct OutputQuery {
-    /// Lines with `n` greater than this (default 0: from the start).
+    /// Lines with `n` greater than this (default 0: from the start), at most 2^53 - 1.
+    #[param(maximum = 9007199254740991_u64)]
     pub after: Option<u64>,
     /// Lines per page, 1 to 10000 (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
     /// Instead of paging from `after`: the last this-many lines (1 to 10000), so a
     /// viewer can start at the tail of a long output.
+    #[param(minimum = 1, maximum = 10000)]
     pub tail: Option<usize>,
 }
 
@@ -85,6 +93,9 @@ pub async fn get(reader: Reader, id: web::Path<i64>) -> Result<HttpResponse, Api
     Ok(HttpResponse::Ok().json(reader.get(ExecutionId(*id)).await?))
 }
 
+/// The largest line number a client may name: what a JSON number holds exactly.
+const MAX_LINE_NUMBER: u64 = (1 << 53) - 1;
+
 /// Output lines, numbered from 1 across stdout and stderr.
 #[utoipa::path(get, path = "/api/v1/executions/{id}/output", tag = "executions",
     params(("id" = i64, Path), OutputQuery),
@@ -108,7 +119,11 @@ pub async fn output(
     if !(1..=OUTPUT_PAGE_MAX).contains(&limit) {
         return Err(ApiError::bad_request(format!("limit must be between 1 and {OUTPUT_PAGE_MAX}, not {limit}")));
     }
-    let items = reader.output(ExecutionId(*id), query.after.unwrap_or(0), limit + 1).await?;
+    let after = query.after.unwrap_or(0);
+    if after > MAX_LINE_NUMBER {
+        return Err(ApiError::bad_request(format!("after is at most {MAX_LINE_NUMBER}, not {after}")));
+    }
+    let items = reader.output(ExecutionId(*id), after, limit + 1).await?;
     Ok(HttpResponse::Ok().json(Page::from_overfetch(items, limit, |l| l.n.to_string())))
 }
 

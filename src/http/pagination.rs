@@ -16,8 +16,10 @@ pub const MAX_LIMIT: usize = 500;
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// Where the previous page ended (its `next_cursor`).
+    #[param(value_type = Option<i64>)]
     pub cursor: Option<String>,
 }
 
@@ -35,6 +37,38 @@ impl PageQuery {
             .as_deref()
             .map(|text| text.parse().map_err(|_| ApiError::bad_request(format!("cursor {text:?} is not valid"))))
             .transpose()
+    }
+}
+
+/// `?limit=&cursor=` of a list ordered by name (profiles, providers): the cursor is the
+/// last name of the previous page. For the document; the handlers read a [`PageQuery`]
+/// and a [`NameCursor`].
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NamePageQuery {
+    /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+    /// The previous page's `next_cursor` (a name).
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    pub cursor: Option<String>,
+}
+
+/// A name as a cursor: a cursor that is not a valid name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NameCursor(pub String);
+
+impl FromStr for NameCursor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        crate::domain::validate_name("cursor", text).map(|()| NameCursor(text.to_owned()))
+    }
+}
+
+impl std::fmt::Display for NameCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

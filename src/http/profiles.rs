@@ -4,7 +4,7 @@
 use actix::Addr;
 use actix_web::{web, HttpResponse};
 
-use super::pagination::{Page, PageQuery};
+use super::pagination::{NameCursor, NamePageQuery, Page, PageQuery};
 use super::problem::{ApiError, Problem};
 use crate::actors::execution_monitor::{
     CreateProfile, DeleteProfile, ExecutionMonitor, GetProfile, GetProvider, ListProfiles, ListProviders, NewProfile,
@@ -15,11 +15,11 @@ use crate::domain::{Profile, ProfileSpec, Provider, ProviderLimits};
 type Monitor = web::Data<Addr<ExecutionMonitor>>;
 
 /// Every profile: built-in, from the config file, and made over the API.
-#[utoipa::path(get, path = "/api/v1/profiles", tag = "profiles", params(PageQuery),
+#[utoipa::path(get, path = "/api/v1/profiles", tag = "profiles", params(NamePageQuery),
     responses((status = 200, body = Page<Profile>), (status = 400, body = Problem)))]
 pub async fn list(monitor: Monitor, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
     let profiles = monitor.send(ListProfiles).await?;
-    Ok(HttpResponse::Ok().json(Page::of_sorted(profiles, |p| p.name.clone(), &query)?))
+    Ok(HttpResponse::Ok().json(Page::of_sorted(profiles, |p| NameCursor(p.name.clone()), &query)?))
 }
 
 /// One profile.
@@ -64,11 +64,11 @@ pub async fn remove(monitor: Monitor, name: web::Path<String>) -> Result<HttpRes
 }
 
 /// Every provider with its limits and live `running`/`queued` counts.
-#[utoipa::path(get, path = "/api/v1/providers", tag = "providers", params(PageQuery),
+#[utoipa::path(get, path = "/api/v1/providers", tag = "providers", params(NamePageQuery),
     responses((status = 200, body = Page<Provider>), (status = 400, body = Problem)))]
 pub async fn list_providers(monitor: Monitor, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
     let providers = monitor.send(ListProviders).await?;
-    Ok(HttpResponse::Ok().json(Page::of_sorted(providers, |p| p.name.clone(), &query)?))
+    Ok(HttpResponse::Ok().json(Page::of_sorted(providers, |p| NameCursor(p.name.clone()), &query)?))
 }
 
 /// One provider.

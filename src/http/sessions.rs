@@ -34,10 +34,15 @@ impl From<KeeperError> for ApiError {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// `idle`, `running` or `closed`.
+    #[param(pattern = "^(idle|running|closed)?$")]
     pub status: Option<String>,
     /// Workspace name.
     pub workspace: Option<String>,
+    /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
+    /// The previous page's `next_cursor`.
+    #[param(value_type = Option<i64>)]
     pub cursor: Option<String>,
 }
 

@@ -71,14 +71,7 @@ pub async fn spawn_in(home: Home, customize: impl FnOnce(&mut Config)) -> TestDa
         daemon.run_until_stopped().await.expect("daemon ran");
         let _ = done.send(());
     });
-    TestDaemon {
-        api: Api::new(base_url, token),
-        home,
-        port,
-        handle,
-        stopped: Some(stopped),
-        _dir: None,
-    }
+    TestDaemon { api: Api::new(base_url, token), home, port, handle, stopped: Some(stopped), _dir: None }
 }
 
 impl std::ops::Deref for TestDaemon {
@@ -471,7 +464,12 @@ impl ServeProcess {
     /// Starts `warden serve --port 0` on `home` (its stderr appended to `serve.log`
     /// beside it) and waits until it answers.
     pub async fn start(home: &Path) -> ServeProcess {
-        let child = Self::spawn(home);
+        Self::start_with_env(home, &[]).await
+    }
+
+    /// Like [`ServeProcess::start`], with these environment variables set for the daemon.
+    pub async fn start_with_env(home: &Path, env: &[(&str, &str)]) -> ServeProcess {
+        let child = Self::spawn(home, env);
         let pid = child.id().expect("warden serve runs") as i32;
         let info = wait_until("warden serve to listen", Duration::from_secs(30), || async {
             // A server.json left by a killed daemon names another pid.
@@ -489,34 +487,27 @@ impl ServeProcess {
 
     /// Runs `warden serve` for a start that should fail; panics if it keeps running.
     pub async fn run_to_end(home: &Path) -> Output {
-        let run = Self::spawn(home).wait_with_output();
+        let run = Self::spawn(home, &[]).wait_with_output();
         tokio::time::timeout(Duration::from_secs(30), run)
             .await
             .expect("warden serve should have refused to start")
             .expect("warden serve ran")
     }
 
-    fn spawn(home: &Path) -> tokio::process::Child {
+    fn spawn(home: &Path, env: &[(&str, &str)]) -> tokio::process::Child {
         std::fs::create_dir_all(home).expect("home");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(home.with_extension("log"))
-            .expect("serve log");
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(home.with_extension("log")).expect("serve log");
         tokio::process::Command::new(warden_bin())
             .args(["serve", "--port", "0"])
             .env("WARDEN_HOME", home)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::from(log))
             .kill_on_drop(true)
             .spawn()
             .expect("spawning warden serve")
-    }
-
-    /// What the daemon has logged so far (for failure messages).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.home.with_extension("log")).unwrap_or_default()
     }
 
     /// SIGKILL, and waits until it is gone.
@@ -530,11 +521,6 @@ impl ServeProcess {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGTERM)
             .expect("SIGTERM");
         tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await.expect("stops").expect("reaped")
-    }
-
-    /// Whether the process is still running.
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Resident memory in MiB.

@@ -8,6 +8,7 @@ mod auth;
 mod catalog;
 mod changes;
 mod cli;
+mod contract;
 mod dashboards;
 mod errors;
 mod executions;

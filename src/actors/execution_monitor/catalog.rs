@@ -434,7 +434,7 @@ impl Handler<SetProviderLimits> for ExecutionMonitor {
 
     fn handle(&mut self, msg: SetProviderLimits, _: &mut Self::Context) -> Self::Result {
         let SetProviderLimits { name, limits } = msg;
-        let checked = validate_name("provider", &name).map_err(MonitorError::Invalid);
+        let checked = validate_name("provider", &name).and_then(|()| limits.validate()).map_err(MonitorError::Invalid);
         let store = self.store.clone();
         let write = async move {
             checked?;

@@ -293,7 +293,9 @@ pub fn kill_leftovers_by_environment(token: &str, executions: &HashSet<Execution
         let target = Pid::from_raw(pid);
         match nix::unistd::getpgid(Some(target)) {
             // Never our own group (an execution always has a group of its own).
-            Ok(group) if group.as_raw() != nix::unistd::getpgrp().as_raw() => signal_group(group.as_raw(), Signal::SIGKILL),
+            Ok(group) if group.as_raw() != nix::unistd::getpgrp().as_raw() => {
+                signal_group(group.as_raw(), Signal::SIGKILL)
+            }
             _ => {}
         }
         let _ = nix::sys::signal::kill(target, Signal::SIGKILL);

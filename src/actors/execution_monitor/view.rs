@@ -73,7 +73,7 @@ fn parse_statuses(text: Option<&str>) -> Result<Vec<ExecutionStatus>, MonitorErr
     let Some(text) = text.filter(|t| !t.is_empty()) else { return Ok(Vec::new()) };
     text.split(',')
         .map(|s| {
-            ExecutionStatus::parse(s.trim()).ok_or_else(|| {
+            ExecutionStatus::parse(s.trim_matches(' ')).ok_or_else(|| {
                 let known: Vec<&str> = ExecutionStatus::ALL.iter().map(|s| s.as_str()).collect();
                 MonitorError::BadQuery(format!("unknown status {s:?}; known: {}", known.join(", ")))
             })
