@@ -31,7 +31,13 @@ fi
 # schemathesis for the contract test (tests/api/contract.rs), in a venv of its own.
 venv=tests/contract/.venv
 if [ ! -x "$venv/bin/schemathesis" ] || [ tests/contract/requirements.txt -nt "$venv/bin/schemathesis" ]; then
-  python3 -m venv "$venv"
+  if ! python3 -m venv "$venv"; then
+    # Debian's own python3 needs its venv module installed.
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv
+    python3 -m venv "$venv"
+  fi
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/contract/requirements.txt
   touch "$venv/bin/schemathesis"
 fi

@@ -200,6 +200,11 @@ async fn bad_diff_requests_are_clear_problems() {
     d.wait_changes_recorded(id).await;
 
     expect_problem(d.diff(id, "?path=nope.txt").await, StatusCode::NOT_FOUND, "unknown_path").await;
+    // A path reaches only the execution's changed files, never the file system.
+    for outside in ["../../../../etc/passwd", "/etc/passwd", "a.txt/../../x"] {
+        let query = format!("?path={}", outside.replace('/', "%2F"));
+        expect_problem(d.diff(id, &query).await, StatusCode::NOT_FOUND, "unknown_path").await;
+    }
     expect_problem(d.diff(id, "?context=5000").await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
     expect_problem(d.diff(id, "?context=-1").await, StatusCode::BAD_REQUEST, "invalid_request").await;
     expect_problem(d.diff(id, "?format=html").await, StatusCode::BAD_REQUEST, "invalid_request").await;
