@@ -17,7 +17,8 @@
 //! - [`cli`], [`commands`] and [`client`] are the `warden` command and its HTTP client;
 //!   [`dash`] is the terminal dashboard (`warden dash`), and `web/` holds the browser
 //!   dashboard the daemon serves at `/`.
-//! - [`config`], [`home`] and [`domain`] are the settings, the data dir and the nouns.
+//! - [`config`], [`home`] and [`domain`] are the settings, the data dir and the nouns;
+//!   [`metrics`], [`logfile`] and [`memory`] keep the daemon observable and small.
 
 pub mod actors;
 pub mod cli;
@@ -30,5 +31,6 @@ pub mod domain;
 pub mod home;
 pub mod http;
 pub mod logfile;
+pub mod memory;
 pub mod metrics;
 pub mod store;

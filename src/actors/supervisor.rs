@@ -235,6 +235,12 @@ async fn recover_interrupted(store: &Store, token: &str) -> Result<(), StoreErro
 
 impl Actor for Supervisor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(crate::memory::RELEASE_INTERVAL, |_, _| {
+            tokio::task::spawn_blocking(crate::memory::release_freed);
+        });
+    }
 }
 
 impl Handler<Shutdown> for Supervisor {
