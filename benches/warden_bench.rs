@@ -188,28 +188,72 @@ async fn ws_client(client: &Client, token: &str, subscription: Value) -> anyhow:
     Ok(ws)
 }
 
+/// What the harness reads of a WebSocket frame: only what it needs, borrowed, so that
+/// the client (which shares the two cores with the daemon) spends little on parsing.
+#[derive(serde::Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(default, borrow)]
+    event: Option<LightEvent<'a>>,
+    #[serde(flatten)]
+    skipped: Skipped,
+}
+
+/// A `skipped` notice's range.
+#[derive(serde::Deserialize, Default)]
+struct Skipped {
+    #[serde(default)]
+    count: u64,
+    #[serde(default)]
+    from_seq: u64,
+    #[serde(default)]
+    to_seq: u64,
+}
+
+/// What the harness reads of an event envelope.
+#[derive(serde::Deserialize)]
+struct LightEvent<'a> {
+    seq: u64,
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(default)]
+    execution_id: Option<i64>,
+    #[serde(default, borrow)]
+    data: LightData<'a>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct LightData<'a> {
+    #[serde(default)]
+    n: Option<u64>,
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    prompt: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// Follows one execution's output over a WebSocket until it finishes, refetching what a
 /// `skipped` notice names; returns the line numbers in seq order.
 async fn ws_follow(client: Client, mut ws: Ws, id: Value) -> anyhow::Result<Vec<u64>> {
     use futures_util::StreamExt;
+    let id = id.as_i64();
     let mut lines: Vec<(u64, u64)> = Vec::new();
     while let Some(frame) = ws.next().await {
         let frame = frame?;
         let Ok(text) = frame.to_text() else { continue };
-        let Ok(message) = serde_json::from_str::<Value>(text) else { continue };
-        if message["type"] == "skipped" {
-            let (from, to) = (message["from_seq"].as_u64().unwrap_or(0), message["to_seq"].as_u64().unwrap_or(0));
-            for e in client.events_between("execution.output", id.as_i64(), from, to).await? {
+        let Ok(frame) = serde_json::from_str::<Frame>(text) else { continue };
+        if frame.kind == "skipped" {
+            for e in client.events_between("execution.output", id, frame.skipped.from_seq, frame.skipped.to_seq).await?
+            {
                 lines.push((e.seq, e.data["n"].as_u64().unwrap_or(0)));
             }
             continue;
         }
-        let event = &message["event"];
-        match event["type"].as_str() {
-            Some("execution.output") => {
-                lines.push((event["seq"].as_u64().unwrap_or(0), event["data"]["n"].as_u64().unwrap_or(0)))
-            }
-            Some("execution.finished") if event["execution_id"] == id => break,
+        let Some(event) = frame.event else { continue };
+        match event.kind {
+            "execution.output" => lines.push((event.seq, event.data.n.unwrap_or(0))),
+            "execution.finished" if event.execution_id == id => break,
             _ => {}
         }
     }
@@ -220,17 +264,17 @@ async fn ws_follow(client: Client, mut ws: Ws, id: Value) -> anyhow::Result<Vec<
 /// Follows one execution's SSE stream to its end, refetching skipped ranges.
 async fn sse_follow(client: Client, id: Value) -> anyhow::Result<Vec<u64>> {
     let mut stream = client.sse(&format!("/api/v1/executions/{id}/stream"), None).await?;
+    let id = id.as_i64();
     let mut lines: Vec<(u64, u64)> = Vec::new();
     while let Some(message) = stream.next().await? {
         match message.event.as_str() {
             "execution.output" => {
-                let envelope: Value = serde_json::from_str(&message.data)?;
-                lines.push((envelope["seq"].as_u64().unwrap_or(0), envelope["data"]["n"].as_u64().unwrap_or(0)));
+                let event: LightEvent = serde_json::from_str(&message.data)?;
+                lines.push((event.seq, event.data.n.unwrap_or(0)));
             }
             "skipped" => {
-                let notice: Value = serde_json::from_str(&message.data)?;
-                let (from, to) = (notice["from_seq"].as_u64().unwrap_or(0), notice["to_seq"].as_u64().unwrap_or(0));
-                for e in client.events_between("execution.output", id.as_i64(), from, to).await? {
+                let notice: Skipped = serde_json::from_str(&message.data)?;
+                for e in client.events_between("execution.output", id, notice.from_seq, notice.to_seq).await? {
                     lines.push((e.seq, e.data["n"].as_u64().unwrap_or(0)));
                 }
             }
@@ -337,19 +381,19 @@ async fn fan_out(
                 while let Some(Ok(frame)) = ws.next().await {
                     let now = unix_nanos();
                     let Ok(text) = frame.to_text() else { continue };
-                    let Ok(message) = serde_json::from_str::<Value>(text) else { continue };
-                    if message["type"] == "skipped" {
-                        skipped += message["count"].as_u64().unwrap_or(0);
+                    let Ok(frame) = serde_json::from_str::<Frame>(text) else { continue };
+                    if frame.kind == "skipped" {
+                        skipped += frame.skipped.count;
                         continue;
                     }
-                    let event = &message["event"];
-                    match event["type"].as_str() {
-                        Some("execution.output") => {
-                            if let Some(sent) = event["data"]["text"].as_str().and_then(|t| t.parse::<u128>().ok()) {
+                    let Some(event) = frame.event else { continue };
+                    match event.kind {
+                        "execution.output" => {
+                            if let Some(sent) = event.data.text.as_deref().and_then(|t| t.parse::<u128>().ok()) {
                                 latencies.push(now.saturating_sub(sent) as f64 / 1e6);
                             }
                         }
-                        Some("execution.finished") if event["data"]["prompt"].as_str() != Some(FLOOD) => break,
+                        "execution.finished" if event.data.prompt.as_deref() != Some(FLOOD) => break,
                         _ => {}
                     }
                 }

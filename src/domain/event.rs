@@ -75,14 +75,23 @@ pub struct Envelope {
 #[derive(Debug)]
 pub struct Event {
     pub seq: u64,
-    pub kind: String,
+    /// Borrowed for the types warden records, owned for those read back from the log.
+    pub kind: std::borrow::Cow<'static, str>,
     pub priority: Priority,
     pub execution_id: Option<ExecutionId>,
     pub session_id: Option<i64>,
-    /// The envelope as JSON text.
-    pub json: String,
+    /// The envelope as JSON text, or for an output line its JSON after the `seq`
+    /// (rendered with the seq on first use).
+    body: Body,
+    json: OnceLock<String>,
     ws_frame: OnceLock<ByteString>,
     sse_frame: OnceLock<Bytes>,
+}
+
+#[derive(Debug)]
+enum Body {
+    Json,
+    AfterSeq(String),
 }
 
 impl Event {
@@ -95,25 +104,56 @@ impl Event {
     pub fn with_json(envelope: &Envelope, json: String) -> Event {
         Event {
             seq: envelope.seq,
-            kind: envelope.kind.clone(),
+            kind: envelope.kind.clone().into(),
             priority: envelope.priority,
             execution_id: envelope.execution_id,
             session_id: envelope.session_id,
-            json,
+            body: Body::Json,
+            json: OnceLock::from(json),
             ws_frame: OnceLock::new(),
             sse_frame: OnceLock::new(),
         }
     }
 
+    /// An `execution.output` event from its envelope's JSON after the `seq` field
+    /// (`,"ts":…}`); `seq` may be set until the event is shared.
+    pub fn output(seq: u64, execution_id: ExecutionId, session_id: Option<i64>, json_after_seq: String) -> Event {
+        Event {
+            seq,
+            kind: std::borrow::Cow::Borrowed("execution.output"),
+            priority: Priority::Low,
+            execution_id: Some(execution_id),
+            session_id,
+            body: Body::AfterSeq(json_after_seq),
+            json: OnceLock::new(),
+            ws_frame: OnceLock::new(),
+            sse_frame: OnceLock::new(),
+        }
+    }
+
+    /// The envelope as JSON text.
+    pub fn json(&self) -> &str {
+        self.json.get_or_init(|| match &self.body {
+            Body::AfterSeq(rest) => {
+                let mut json = String::with_capacity(rest.len() + 32);
+                json.push_str("{\"seq\":");
+                json.push_str(&self.seq.to_string());
+                json.push_str(rest);
+                json
+            }
+            Body::Json => String::new(),
+        })
+    }
+
     /// `{"type":"event","event":{…}}`, built once for all WebSocket clients.
     pub fn ws_frame(&self) -> ByteString {
-        self.ws_frame.get_or_init(|| format!("{{\"type\":\"event\",\"event\":{}}}", self.json).into()).clone()
+        self.ws_frame.get_or_init(|| format!("{{\"type\":\"event\",\"event\":{}}}", self.json()).into()).clone()
     }
 
     /// `id:`, `event:` and `data:` lines, built once for all SSE clients.
     pub fn sse_frame(&self) -> Bytes {
         self.sse_frame
-            .get_or_init(|| Bytes::from(format!("id: {}\nevent: {}\ndata: {}\n\n", self.seq, self.kind, self.json)))
+            .get_or_init(|| Bytes::from(format!("id: {}\nevent: {}\ndata: {}\n\n", self.seq, self.kind, self.json())))
             .clone()
     }
 }

@@ -56,8 +56,8 @@ pub struct EventsQuery {
     /// Replay stored events after this `seq` first (`Last-Event-ID` overrides it).
     #[param(maximum = 9007199254740991_u64)]
     pub since: Option<u64>,
-    /// History pages only: events per page, 1 to 1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
+    /// History pages only: events per page, 1 to 10000 (default 100).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
 }
 
@@ -95,6 +95,9 @@ fn resume_point(req: &HttpRequest, since: Option<u64>) -> Result<Option<u64>, Ap
     };
     resume.map(checked_seq).transpose()
 }
+
+/// The most events one history page holds (a refetch of a skipped range takes few).
+pub const HISTORY_PAGE_MAX: usize = 10_000;
 
 /// The largest seq a client may name: what a JSON number holds exactly (2^53 - 1).
 const MAX_SEQ: u64 = (1 << 53) - 1;
@@ -246,14 +249,14 @@ fn sse_response(body: SseBody) -> HttpResponse {
 pub async fn history(query: web::Query<EventsQuery>, live: Live) -> Result<HttpResponse, ApiError> {
     let filter = query.filter()?;
     let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(format!("limit must be between 1 and 1000, not {limit}")));
+    if !(1..=HISTORY_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {HISTORY_PAGE_MAX}, not {limit}")));
     }
     let after = query.since.map(checked_seq).transpose()?.unwrap_or(0);
     let page =
         live.store.read("read event history", move |c| log::replay(c, &filter, after, u64::MAX, limit + 1)).await?;
     let more = page.len() > limit;
-    let items: Vec<&str> = page.iter().take(limit).map(|e| e.json.as_str()).collect();
+    let items: Vec<&str> = page.iter().take(limit).map(|e| e.json()).collect();
     let next_cursor = if more { page.get(limit - 1).map(|e| e.seq.to_string()) } else { None };
     let body = format!(
         "{{\"items\":[{}],\"next_cursor\":{}}}",
@@ -315,7 +318,7 @@ impl SseBody {
                     && event.execution_id == self.end_after =>
             {
                 self.done = true;
-                let execution = serde_json::from_str::<Envelope>(&event.json).map(|e| e.data).unwrap_or_default();
+                let execution = serde_json::from_str::<Envelope>(event.json()).map(|e| e.data).unwrap_or_default();
                 let end = Outbound::End(execution.to_string()).sse_bytes().unwrap_or_default();
                 return Some([bytes, end].concat().into());
             }

@@ -62,35 +62,38 @@ impl EventLog {
             envelope.execution_id.map(|e| e.0),
             envelope.approval_id,
             envelope.session_id,
-            recorded.json,
+            recorded.json(),
         ])?;
         self.next_seq += 1;
         self.recorded.push(Arc::new(recorded));
         Ok(seq)
     }
 
-    /// Stores output lines; each is an `execution.output` event with its own `seq`.
-    pub fn record_output(
-        &mut self,
-        conn: &Connection,
-        source: &OutputSource,
-        lines: &[OutputLine],
-    ) -> rusqlite::Result<()> {
+    /// Stores output lines; each is an `execution.output` event with its own `seq`. The
+    /// lines come prepared (see [`PreparedOutput`]): the writer only binds them and gives
+    /// their events a seq.
+    pub fn record_output(&mut self, conn: &Connection, lines: &mut [PreparedOutput]) -> rusqlite::Result<()> {
         let mut stmt = conn.prepare_cached(
             "INSERT INTO execution_output (execution_id, n, stream, text, ts, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
-        for line in lines {
+        for prepared in lines {
+            let line = &prepared.line;
             let seq = self.next_seq;
             stmt.execute(params![
-                source.execution_id.0,
+                prepared.execution_id.0,
                 line.n as i64,
                 line.stream.as_str(),
                 line.text,
-                format_ts(&line.ts),
+                prepared.stored_ts,
                 seq as i64
             ])?;
             self.next_seq += 1;
-            self.recorded.push(Arc::new(output_event(seq, line, source)));
+            if let Some(mut event) = prepared.event.take() {
+                if let Some(unshared) = Arc::get_mut(&mut event) {
+                    unshared.seq = seq;
+                }
+                self.recorded.push(event);
+            }
         }
         Ok(())
     }
@@ -111,29 +114,51 @@ impl EventLog {
     }
 }
 
-fn output_event(seq: u64, line: &OutputLine, source: &OutputSource) -> Event {
-    output_event_at(seq, line.ts, line.n, line.stream, &line.text, source)
+/// An output line made ready for the store's writer where it was read: its timestamp
+/// as stored and its event (JSON after the seq, and the allocation itself), so that the
+/// one writer thread neither serialises nor allocates per line. (Allocating on one
+/// thread and freeing on another makes both wait on the allocator's locks.)
+pub struct PreparedOutput {
+    line: OutputLine,
+    execution_id: ExecutionId,
+    stored_ts: String,
+    /// Taken by the writer, which gives it its seq.
+    event: Option<Arc<Event>>,
 }
 
-fn output_event_at(
-    seq: u64,
-    ts: DateTime<Utc>,
-    n: u64,
-    stream: OutputStream,
-    text: &str,
-    source: &OutputSource,
-) -> Event {
-    Event::from_envelope(&Envelope {
-        seq,
-        ts,
-        kind: "execution.output".into(),
-        priority: Priority::Low,
-        execution_id: Some(source.execution_id),
-        approval_id: None,
-        session_id: source.session_id,
-        workspace: source.workspace.clone(),
-        data: serde_json::json!({ "n": n, "stream": stream, "text": text }),
-    })
+impl PreparedOutput {
+    pub fn new(line: OutputLine, source: &OutputSource) -> Self {
+        let json_after_seq = output_json_after_seq(line.ts, line.n, line.stream, &line.text, source);
+        let event = Arc::new(Event::output(0, source.execution_id, source.session_id, json_after_seq));
+        PreparedOutput { stored_ts: format_ts(&line.ts), event: Some(event), execution_id: source.execution_id, line }
+    }
+}
+
+/// An output event's envelope (as [`Envelope`] serialises it) from the field after
+/// `seq` on: `,"ts":…,"type":"execution.output",…,"data":{"n":…,"stream":…,"text":…}}`.
+fn output_json_after_seq(ts: DateTime<Utc>, n: u64, stream: OutputStream, text: &str, source: &OutputSource) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(text.len() + 160);
+    out.extend_from_slice(b",\"ts\":");
+    let _ = serde_json::to_writer(&mut out, &ts);
+    out.extend_from_slice(b",\"type\":\"execution.output\",\"priority\":\"low\",\"execution_id\":");
+    out.extend_from_slice(source.execution_id.0.to_string().as_bytes());
+    if let Some(session) = source.session_id {
+        out.extend_from_slice(b",\"session_id\":");
+        out.extend_from_slice(session.to_string().as_bytes());
+    }
+    if let Some(workspace) = &source.workspace {
+        out.extend_from_slice(b",\"workspace\":");
+        let _ = serde_json::to_writer(&mut out, workspace);
+    }
+    out.extend_from_slice(b",\"data\":{\"n\":");
+    out.extend_from_slice(n.to_string().as_bytes());
+    out.extend_from_slice(b",\"stream\":\"");
+    out.extend_from_slice(stream.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"text\":");
+    let _ = serde_json::to_writer(&mut out, text);
+    out.extend_from_slice(b"}}");
+    // Only JSON text was written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The highest `seq` recorded so far (0 for a new database).
@@ -261,14 +286,40 @@ fn output_events(
             OutputSource { execution_id: ExecutionId(row.get(5)?), session_id: row.get(6)?, workspace: row.get(7)? };
         let stream = if stream == "stderr" { OutputStream::Stderr } else { OutputStream::Stdout };
         let text: String = row.get(4)?;
-        Ok(Arc::new(output_event_at(
-            row.get::<_, i64>(0)? as u64,
-            ts_column(row, 1)?,
-            row.get::<_, i64>(2)? as u64,
-            stream,
-            &text,
-            &source,
-        )))
+        let json_after_seq =
+            output_json_after_seq(ts_column(row, 1)?, row.get::<_, i64>(2)? as u64, stream, &text, &source);
+        let seq = row.get::<_, i64>(0)? as u64;
+        Ok(Arc::new(Event::output(seq, source.execution_id, source.session_id, json_after_seq)))
     })?;
     rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-made JSON of an output event is what serialising its envelope gives.
+    #[test]
+    fn output_json_is_the_envelope_serialised() {
+        for (session_id, workspace) in [(None, None), (Some(4), Some("my \"app\"".to_owned()))] {
+            let source = OutputSource { execution_id: ExecutionId(7), session_id, workspace };
+            let line =
+                OutputLine { n: 12, stream: OutputStream::Stderr, text: "tab\t, quote \" é \u{1}".into(), ts: now() };
+            let envelope = Envelope {
+                seq: 99,
+                ts: line.ts,
+                kind: "execution.output".into(),
+                priority: Priority::Low,
+                execution_id: Some(source.execution_id),
+                approval_id: None,
+                session_id: source.session_id,
+                workspace: source.workspace.clone(),
+                data: serde_json::json!({ "n": line.n, "stream": line.stream, "text": line.text }),
+            };
+            let mut prepared = PreparedOutput::new(line, &source);
+            let mut event = prepared.event.take().unwrap();
+            Arc::get_mut(&mut event).unwrap().seq = 99;
+            assert_eq!(event.json(), serde_json::to_string(&envelope).unwrap());
+        }
+    }
 }

@@ -18,7 +18,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
-pub use events::{EventLog, OutputSource};
+pub use events::{EventLog, OutputSource, PreparedOutput};
 pub use writer::{EventSink, WriterStats};
 
 /// Errors from the database, with what was being done.
@@ -123,7 +123,8 @@ fn migrations() -> Migrations<'static> {
 /// the process without losing a commit; a power loss may lose the last moments.
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
-    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+    // Savepoints' statement journals stay in memory rather than in temp files.
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;")
 }
 
 /// Handle to the database. Cheap to clone.
@@ -156,7 +157,12 @@ impl Store {
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
         let log = EventLog::open(&conn).map_err(open_err)?;
-        Ok(Store { pool, writer: writer::WriterHandle::start(conn, log) })
+        // The checkpointer thread checkpoints instead of the writer's commits, and a WAL
+        // file grown by a burst is cut back once it has been copied over.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;").map_err(open_err)?;
+        let checkpoints = Connection::open(path).map_err(open_err)?;
+        configure(&checkpoints).map_err(open_err)?;
+        Ok(Store { pool, writer: writer::WriterHandle::start(conn, checkpoints, log) })
     }
 
     /// Runs `f` inside the next group-commit transaction and answers once that

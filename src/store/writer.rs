@@ -2,7 +2,9 @@
 //! runs as many as are waiting inside one transaction (each in its own savepoint, so one
 //! failure spoils nothing else), commits once and only then answers them and hands the
 //! batch's events to the event sink, in `seq` order. A burst of output lines therefore
-//! costs a few commits, not one each.
+//! costs a few commits, not one each. Checkpoints (copying the WAL into the database
+//! file, with its fsync) run on a thread of their own, so the writer never waits for
+//! the disk.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -21,6 +23,9 @@ pub type EventSink = Box<dyn Fn(Vec<Arc<Event>>) + Send>;
 
 /// The most writes one transaction takes, so a flood still commits regularly.
 const MAX_BATCH: usize = 4096;
+/// The longest one transaction takes more writes: a commit frees the writers waiting
+/// for it (an agent's output capture among them) to queue more while the next batch runs.
+const MAX_BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// What runs after the commit: tells the waiting caller how it went.
 type Completion = Box<dyn FnOnce(Result<(), CommitFailure>) + Send>;
@@ -53,15 +58,23 @@ pub(super) struct WriterHandle {
 }
 
 impl WriterHandle {
-    pub(super) fn start(conn: Connection, log: EventLog) -> Self {
+    /// Starts the writer on `conn` and the checkpointer on `checkpoints` (a second
+    /// connection to the same database).
+    pub(super) fn start(conn: Connection, checkpoints: Connection, log: EventLog) -> Self {
         let (jobs, queue) = mpsc::channel::<Job>();
         let counters = Arc::new(Counters::default());
         let sink: Arc<Mutex<Option<EventSink>>> = Arc::new(Mutex::new(None));
         let (thread_counters, thread_sink) = (counters.clone(), sink.clone());
+        // One pending request at most: commits while a checkpoint runs coalesce.
+        let (committed, commits) = mpsc::sync_channel::<()>(1);
         std::thread::Builder::new()
             .name("warden-store-writer".into())
-            .spawn(move || run(conn, log, queue, &thread_counters, &thread_sink))
+            .spawn(move || run(conn, log, queue, &thread_counters, &thread_sink, &committed))
             .expect("spawning the store writer thread");
+        std::thread::Builder::new()
+            .name("warden-store-checkpoint".into())
+            .spawn(move || checkpoint_after_commits(checkpoints, commits))
+            .expect("spawning the store checkpoint thread");
         WriterHandle { jobs, counters, sink }
     }
 
@@ -168,12 +181,28 @@ fn in_savepoint<T>(
     }
 }
 
+/// The longest the WAL goes without a checkpoint while commits keep coming.
+const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Copies committed pages from the WAL into the database file after commits, at most
+/// every `CHECKPOINT_PAUSE` (PASSIVE: it never blocks the writer or readers). Ends when
+/// the writer has stopped.
+fn checkpoint_after_commits(conn: Connection, commits: mpsc::Receiver<()>) {
+    while commits.recv().is_ok() {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "checkpoint failed; the next commit tries again");
+        }
+        std::thread::sleep(CHECKPOINT_PAUSE);
+    }
+}
+
 fn run(
     conn: Connection,
     mut log: EventLog,
     queue: mpsc::Receiver<Job>,
     counters: &Counters,
     sink: &Mutex<Option<EventSink>>,
+    committed: &mpsc::SyncSender<()>,
 ) {
     // Ends when every handle is dropped and the queue is drained.
     while let Ok(first) = queue.recv() {
@@ -191,17 +220,22 @@ fn run(
         let batch_start = log.mark();
         let mut completions: Vec<Completion> = Vec::new();
         completions.extend(first(Ok((&conn, &mut log))));
-        while completions.len() < MAX_BATCH {
+        while completions.len() < MAX_BATCH && started.elapsed() < MAX_BATCH_TIME {
             match queue.try_recv() {
                 Ok(job) => completions.extend(job(Ok((&conn, &mut log)))),
                 Err(_) => break,
             }
         }
         let commit = conn.execute_batch("COMMIT").map_err(CommitFailure::from);
-        if let Err(e) = &commit {
-            tracing::error!(error = %e, writes = completions.len(), "store commit failed");
-            let _ = conn.execute_batch("ROLLBACK");
-            log.rollback_to(batch_start);
+        match &commit {
+            Ok(()) => {
+                let _ = committed.try_send(());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = completions.len(), "store commit failed");
+                let _ = conn.execute_batch("ROLLBACK");
+                log.rollback_to(batch_start);
+            }
         }
         let events = log.take();
         if !events.is_empty() {

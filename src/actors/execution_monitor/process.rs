@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::Semaphore;
 
 use crate::domain::{now, ExecutionId, OutputLine, OutputStream};
-use crate::store::{OutputSource, Store};
+use crate::store::{OutputSource, PreparedOutput, Store};
 
 /// Lines longer than this are split, so one line can never hold the whole output.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -155,8 +155,14 @@ impl OutputSink {
             return;
         }
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
-        let source = self.source.clone();
-        let committed = self.store.record_queued("insert output", move |c, log| log.record_output(c, &source, &lines));
+        let mut prepared: Vec<PreparedOutput> =
+            lines.into_iter().map(|line| PreparedOutput::new(line, &self.source)).collect();
+        // The lines come back once stored, so that they are freed on this thread, which
+        // allocated them: frees across threads contend on the allocator's locks.
+        let committed = self.store.record_queued("insert output", move |c, log| {
+            log.record_output(c, &mut prepared)?;
+            Ok(prepared)
+        });
         actix_rt::spawn(async move {
             if let Err(e) = committed.await {
                 tracing::error!(error = %e, "storing output failed");
