@@ -81,9 +81,8 @@ pub async fn list(reader: Reader, query: web::Query<ListQuery>) -> Result<HttpRe
         provider: query.provider,
         session_id: query.session_id,
     };
-    let (items, more) = reader.list(filter, before, limit).await?;
-    let next_cursor = if more { items.last().map(|e| e.id.to_string()) } else { None };
-    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+    let body = reader.list_json(filter, before, limit).await?;
+    Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }
 
 /// One execution.

@@ -26,14 +26,22 @@ fn optional_ts(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<DateTime
     }
 }
 
+fn parse_status(row: &Row<'_>, column: usize) -> rusqlite::Result<ExecutionStatus> {
+    let status: String = row.get(column)?;
+    ExecutionStatus::parse(&status).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            format!("status {status}").into(),
+        )
+    })
+}
+
 fn execution_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
-    let status: String = row.get(1)?;
     let argv: String = row.get(7)?;
     Ok(Execution {
         id: ExecutionId(row.get(0)?),
-        status: ExecutionStatus::parse(&status).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, format!("status {status}").into())
-        })?,
+        status: parse_status(row, 1)?,
         profile: row.get(2)?,
         provider: row.get(3)?,
         workspace: row.get(4)?,
@@ -117,8 +125,12 @@ pub fn mark_started(
 
 /// Records new snapshots of an execution's work tree (the end one, or a failure).
 pub fn set_changes(conn: &Connection, id: ExecutionId, changes: &Option<ChangesSummary>) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE executions SET changes = ?2 WHERE id = ?1")?
-        .execute(params![id.0, changes_json(changes)?])?;
+    conn.prepare_cached(
+        "UPDATE executions SET changes = ?2,
+             json = CASE WHEN json IS NULL THEN NULL ELSE json_set(json, '$.changes', json(?2)) END
+         WHERE id = ?1",
+    )?
+    .execute(params![id.0, changes_json(changes)?])?;
     Ok(())
 }
 
@@ -151,10 +163,13 @@ pub fn set_status(conn: &Connection, id: ExecutionId, status: ExecutionStatus) -
     Ok(())
 }
 
-/// Records the final state.
+/// Records the final state, and the execution's JSON as lists show it from now on.
 pub fn mark_finished(conn: &Connection, execution: &Execution) -> rusqlite::Result<()> {
+    // As decoding the row would give it: what only a live execution has is gone.
+    let shown = Execution { queue_position: None, waiting_approval_id: None, ..execution.clone() };
     conn.prepare_cached(
-        "UPDATE executions SET status = ?2, exit_code = ?3, error = ?4, finished_at = ?5, pid = NULL WHERE id = ?1",
+        "UPDATE executions SET status = ?2, exit_code = ?3, error = ?4, finished_at = ?5, pid = NULL, json = ?6
+         WHERE id = ?1",
     )?
     .execute(params![
         execution.id.0,
@@ -162,6 +177,7 @@ pub fn mark_finished(conn: &Connection, execution: &Execution) -> rusqlite::Resu
         execution.exit_code,
         execution.error,
         execution.finished_at.as_ref().map(format_ts),
+        serde_json::to_string(&shown).map_err(json_err)?,
     ])?;
     Ok(())
 }
@@ -193,13 +209,17 @@ pub fn request_of(conn: &Connection, id: ExecutionId) -> rusqlite::Result<Option
 }
 
 /// Newest first, after `before` (an id), filtered, at most `limit`.
+/// Newest first, each execution as the API shows it: for `each` row its id, status and,
+/// for a final one, the JSON stored when it ended (others are decoded with [`get`]).
+/// Only these three columns are read, so a page of past executions costs little.
 pub fn list(
     conn: &Connection,
     filter: &ExecutionFilter,
     statuses: &[ExecutionStatus],
     before: Option<ExecutionId>,
     limit: usize,
-) -> rusqlite::Result<Vec<Execution>> {
+    mut each: impl FnMut(ExecutionId, ExecutionStatus, Option<&str>) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
     let mut clauses: Vec<String> = Vec::new();
     let mut values: Vec<Box<dyn ToSql>> = Vec::new();
     if !statuses.is_empty() {
@@ -224,10 +244,20 @@ pub fn list(
         values.push(Box::new(before.0));
     }
     let where_clause = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
-    let sql = format!("SELECT {COLUMNS} FROM executions {where_clause} ORDER BY id DESC LIMIT {limit}");
+    let sql = format!("SELECT id, status, json FROM executions {where_clause} ORDER BY id DESC LIMIT {limit}");
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params_from_iter(values.iter()), execution_row)?;
-    rows.collect()
+    let mut rows = stmt.query(params_from_iter(values.iter()))?;
+    while let Some(row) = rows.next()? {
+        let json =
+            match row.get_ref(2)? {
+                rusqlite::types::ValueRef::Text(text) => Some(std::str::from_utf8(text).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+                })?),
+                _ => None,
+            };
+        each(ExecutionId(row.get(0)?), parse_status(row, 1)?, json)?;
+    }
+    Ok(())
 }
 
 /// An execution that was running or paused when the daemon last stopped.

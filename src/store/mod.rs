@@ -116,6 +116,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0006_sessions.sql")),
         M::up(include_str!("../../migrations/0007_execution_changes.sql")),
         M::up(include_str!("../../migrations/0008_idempotency_keys.sql")),
+        M::up(include_str!("../../migrations/0009_final_execution_json.sql")),
     ])
 }
 

@@ -141,6 +141,14 @@ async fn edits_adds_deletes_and_renames_are_listed_and_diffed() {
     assert_ne!(recorded["start_tree"], recorded["end_tree"]);
     assert_eq!(recorded["totals"], json!({ "files": 5, "additions": 3, "deletions": 1 }), "{recorded}");
     assert!(recorded["error"].is_null());
+    // A list shows the same execution, its end snapshot included (a final execution's
+    // JSON is stored when it ends and patched when the snapshot lands).
+    let listed = wait_until("the list to show the execution as GET does", Duration::from_secs(10), || async {
+        let page = d.get_ok("/api/v1/executions?limit=1").await;
+        (page["items"][0] == d.execution(id).await).then_some(page["items"][0].clone())
+    })
+    .await;
+    assert_eq!(listed["changes"], done["changes"]);
 
     let report = d.changed_files(id).await;
     let changes = &report["changes"];

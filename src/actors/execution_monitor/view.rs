@@ -3,7 +3,64 @@
 //! output lines, come from the database. It never writes and never asks the actor.
 
 use crate::domain::{Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, OutputLine};
-use crate::store::{executions as rows, Store};
+use crate::store::executions as rows;
+use crate::store::Store;
+
+/// A list page's JSON body being written: items as they come (stored JSON is copied,
+/// not parsed), then the cursor.
+struct PageBody {
+    body: String,
+    limit: usize,
+    seen: usize,
+    items: usize,
+    more: bool,
+    /// The last id the page covered (the next page starts after it).
+    last: Option<ExecutionId>,
+}
+
+impl PageBody {
+    fn new(limit: usize) -> Self {
+        PageBody { body: String::from("{\"items\":["), limit, seen: 0, items: 0, more: false, last: None }
+    }
+
+    /// Whether the page takes another row (one more than `limit` says there are more).
+    fn room(&mut self) -> bool {
+        self.seen += 1;
+        self.seen <= self.limit
+    }
+
+    fn push_json(&mut self, json: &str, status: ExecutionStatus, statuses: &[ExecutionStatus]) {
+        if !statuses.is_empty() && !statuses.contains(&status) {
+            return;
+        }
+        if self.items > 0 {
+            self.body.push(',');
+        }
+        self.body.push_str(json);
+        self.items += 1;
+    }
+
+    fn push_serialized(&mut self, execution: &Execution, statuses: &[ExecutionStatus]) -> rusqlite::Result<()> {
+        let json =
+            serde_json::to_string(execution).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        self.push_json(&json, execution.status, statuses);
+        Ok(())
+    }
+
+    fn finish(mut self) -> String {
+        self.body.push_str("],\"next_cursor\":");
+        match (self.more, self.last) {
+            (true, Some(id)) => {
+                self.body.push('"');
+                self.body.push_str(&id.to_string());
+                self.body.push('"');
+            }
+            _ => self.body.push_str("null"),
+        }
+        self.body.push('}');
+        self.body
+    }
+}
 
 use super::{LiveExecutions, MonitorError};
 
@@ -25,27 +82,43 @@ impl ExecutionReader {
         self.store.read("get execution", move |c| rows::get(c, id)).await?.ok_or(MonitorError::UnknownExecution(id))
     }
 
-    /// Newest first. Rows from the database are overlaid with the read model, which may
-    /// be a moment ahead of it, and filtered again on status.
-    pub async fn list(
+    /// A page of executions, newest first, as the body `{"items":[…],"next_cursor":…}`:
+    /// final executions as the JSON stored when they ended, the others from the read
+    /// model (which may be a moment ahead of the database) or their row, filtered again
+    /// on status. The body is made on the database's thread, in one piece.
+    pub async fn list_json(
         &self,
         filter: ExecutionFilter,
         before: Option<ExecutionId>,
         limit: usize,
-    ) -> Result<(Vec<Execution>, bool), MonitorError> {
+    ) -> Result<String, MonitorError> {
         let statuses = parse_statuses(filter.status.as_deref())?;
-        let wanted = statuses.clone();
-        let mut rows =
-            self.store.read("list executions", move |c| rows::list(c, &filter, &wanted, before, limit + 1)).await?;
-        let more = rows.len() > limit;
-        rows.truncate(limit);
-        for row in rows.iter_mut() {
-            if let Some(live) = self.live.get(&row.id) {
-                *row = live.clone();
-            }
-        }
-        rows.retain(|e| statuses.is_empty() || statuses.contains(&e.status));
-        Ok((rows, more))
+        let live = self.live.clone();
+        let body = self
+            .store
+            .read("list executions", move |c| {
+                let mut page = PageBody::new(limit);
+                rows::list(c, &filter, &statuses, before, limit + 1, |id, status, stored| {
+                    if !page.room() {
+                        page.more = true;
+                        return Ok(());
+                    }
+                    page.last = Some(id);
+                    match (live.get(&id), stored) {
+                        (Some(shown), _) => page.push_serialized(&shown, &statuses)?,
+                        (None, Some(json)) => page.push_json(json, status, &statuses),
+                        (None, None) => {
+                            if let Some(execution) = rows::get(c, id)? {
+                                page.push_serialized(&execution, &statuses)?;
+                            }
+                        }
+                    }
+                    Ok(())
+                })?;
+                Ok(page.finish())
+            })
+            .await?;
+        Ok(body)
     }
 
     /// Output lines after `after`; an unknown execution is a 404.
