@@ -2,12 +2,16 @@
 //! again with growing pauses after it drops and resumed after the last seq seen, so no
 //! event is missed or applied twice. The first connection also fetches the REST
 //! snapshot (executions, approvals, providers, status). Runs as its own task and only
-//! sends `Feed` messages to the UI loop, which never waits on the network.
+//! sends `Feed` messages to the UI loop, which never waits on the network. The channel
+//! to the UI is bounded: when the UI falls behind a flood of output, the feed stops
+//! reading, the daemon skips output lines for this client and says so, and the UI reads
+//! the skipped lines back from the store — the backlog never piles up in the dashboard.
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc::UnboundedSender;
+use serde::Deserialize;
+use tokio::sync::mpsc::Sender;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -37,6 +41,21 @@ pub struct Snapshot {
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// Messages in flight from the feed to the UI; beyond this the feed stops reading.
+pub const FEED_BACKLOG: usize = 1024;
+
+/// The server messages the dashboard acts on, parsed once from each frame.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ServerMessage {
+    Event {
+        event: Box<Envelope>,
+    },
+    Skipped {},
+    #[serde(other)]
+    Other,
+}
+
 /// Executions the dashboard loads at start (newest first); later ones arrive as events.
 const LOADED_EXECUTIONS: usize = 500;
 
@@ -51,7 +70,7 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, crate::client::Client
 }
 
 /// Connects, subscribes and forwards until the UI goes away.
-pub async fn run(client: Client, token: String, to_ui: UnboundedSender<Feed>) {
+pub async fn run(client: Client, token: String, to_ui: Sender<Feed>) {
     let ws_url = format!("{}/api/v1/ws", client.base_url().replacen("http", "ws", 1));
     let mut last_seq: Option<u64> = None;
     let mut attempt = 0u32;
@@ -64,7 +83,7 @@ pub async fn run(client: Client, token: String, to_ui: UnboundedSender<Feed>) {
             return;
         }
         attempt += 1;
-        if to_ui.send(Feed::Down { attempt, error }).is_err() {
+        if to_ui.send(Feed::Down { attempt, error }).await.is_err() {
             return;
         }
         // 0.25 s, 0.5 s, 1 s, 2 s, then every 3 s.
@@ -80,7 +99,7 @@ async fn session(
     ws_url: &str,
     token: &str,
     last_seq: &mut Option<u64>,
-    to_ui: &UnboundedSender<Feed>,
+    to_ui: &Sender<Feed>,
     attempt: &mut u32,
 ) -> Result<(), String> {
     let mut request = ws_url.into_client_request().map_err(|e| e.to_string())?;
@@ -94,26 +113,23 @@ async fn session(
         // than what follows it.
         *last_seq = hello["last_seq"].as_u64();
         let snapshot = snapshot(client).await.map_err(|e| e.to_string())?;
-        let _ = to_ui.send(Feed::Snapshot(Box::new(snapshot)));
+        let _ = to_ui.send(Feed::Snapshot(Box::new(snapshot))).await;
     }
     let subscribe = serde_json::json!({ "type": "subscribe", "topics": ["*"], "since": last_seq.unwrap_or(0) });
     socket.send(Message::text(subscribe.to_string())).await.map_err(|e| e.to_string())?;
     *attempt = 0;
-    if to_ui.send(Feed::Live).is_err() {
+    if to_ui.send(Feed::Live).await.is_err() {
         return Ok(());
     }
     loop {
-        let message = next_json(&mut socket).await?;
-        let forwarded = match message["type"].as_str() {
-            Some("event") => match serde_json::from_value::<Envelope>(message["event"].clone()) {
-                Ok(event) => {
-                    *last_seq = Some(event.seq);
-                    to_ui.send(Feed::Event(Box::new(event)))
-                }
-                Err(_) => continue,
-            },
-            Some("skipped") => to_ui.send(Feed::Skipped),
-            _ => continue,
+        let text = next_text(&mut socket).await?;
+        let forwarded = match serde_json::from_str::<ServerMessage>(&text) {
+            Ok(ServerMessage::Event { event }) => {
+                *last_seq = Some(event.seq);
+                to_ui.send(Feed::Event(event)).await
+            }
+            Ok(ServerMessage::Skipped {}) => to_ui.send(Feed::Skipped).await,
+            Ok(ServerMessage::Other) | Err(_) => continue,
         };
         if forwarded.is_err() {
             return Ok(());
@@ -125,9 +141,16 @@ async fn next_json<S>(socket: &mut S) -> Result<serde_json::Value, String>
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
+    serde_json::from_str(&next_text(socket).await?).map_err(|e| e.to_string())
+}
+
+async fn next_text<S>(socket: &mut S) -> Result<tokio_tungstenite::tungstenite::Utf8Bytes, String>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
     loop {
         match socket.next().await {
-            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).map_err(|e| e.to_string()),
+            Some(Ok(Message::Text(text))) => return Ok(text),
             Some(Ok(Message::Close(frame))) => {
                 return Err(frame.map(|f| f.reason.to_string()).unwrap_or_else(|| "closed".into()))
             }

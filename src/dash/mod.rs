@@ -23,6 +23,9 @@ use model::{Focus, Link, Model, OutputPane, OUTPUT_KEPT};
 /// The shortest time between two redraws.
 const FRAME: Duration = Duration::from_millis(33);
 
+/// Feed messages applied in one go before the loop looks at keys and the clock again.
+const FEED_BATCH: usize = 512;
+
 /// What a finished action reports to the loop.
 enum Done {
     Notice(String),
@@ -32,7 +35,7 @@ enum Done {
 
 /// Runs the dashboard until `q`.
 pub async fn run(client: Client, token: String) -> anyhow::Result<()> {
-    let (feed_tx, mut feed_rx) = mpsc::unbounded_channel();
+    let (feed_tx, mut feed_rx) = mpsc::channel(feed::FEED_BACKLOG);
     let feed = tokio::spawn(feed::run(client.clone(), token, feed_tx));
     let (keys_tx, mut keys_rx) = mpsc::unbounded_channel();
     std::thread::spawn(move || read_keys(keys_tx));
@@ -54,6 +57,13 @@ pub async fn run(client: Client, token: String) -> anyhow::Result<()> {
             }
             Some(message) = feed_rx.recv() => {
                 on_feed(message, &mut model, &client, &done_tx);
+                // Whatever else has arrived is applied before the next redraw.
+                for _ in 0..FEED_BATCH {
+                    match feed_rx.try_recv() {
+                        Ok(message) => on_feed(message, &mut model, &client, &done_tx),
+                        Err(_) => break,
+                    }
+                }
                 dirty = true;
             }
             Some(done) = done_rx.recv() => {
@@ -143,7 +153,7 @@ fn on_key(key: KeyEvent, model: &mut Model, client: &Client, done: &UnboundedSen
         KeyCode::Enter => {
             if let Some((id, _)) = selected {
                 model.output = Some(OutputPane { execution_id: id, ..Default::default() });
-                load_output(client, id, 0, done);
+                load_output(client, id, done);
             }
         }
         KeyCode::Esc => model.output = None,
@@ -204,7 +214,7 @@ fn on_feed(message: Feed, model: &mut Model, client: &Client, done: &UnboundedSe
             // Output lines were skipped for this slow client: read them from the store.
             if let Some(pane) = model.output.as_mut() {
                 pane.gaps += 1;
-                load_output(client, pane.execution_id, pane.last_n, done);
+                load_output(client, pane.execution_id, done);
             }
         }
     }
@@ -230,38 +240,17 @@ fn on_done(done: Done, model: &mut Model) {
     }
 }
 
-/// The stored output after line `after` (0: the last `OUTPUT_KEPT` lines), at most
-/// `OUTPUT_KEPT` lines of it.
-fn load_output(client: &Client, execution_id: i64, after: u64, done: &UnboundedSender<Done>) {
+/// The last `OUTPUT_KEPT` stored lines of an execution, all the pane keeps: a gap of
+/// skipped lines is always inside them or older than anything the pane holds.
+fn load_output(client: &Client, execution_id: i64, done: &UnboundedSender<Done>) {
     let (client, done) = (client.clone(), done.clone());
     tokio::spawn(async move {
-        let mut lines: Vec<OutputLine> = Vec::new();
-        let mut after = after;
-        loop {
-            // From the start, only the tail is wanted; after a gap, everything since.
-            let path = if after == 0 {
-                format!("/api/v1/executions/{execution_id}/output?tail={OUTPUT_KEPT}")
-            } else {
-                format!("/api/v1/executions/{execution_id}/output?after={after}&limit=10000")
-            };
-            let page: Page<OutputLine> = match client.get(&path).await {
-                Ok(page) => page,
-                Err(e) => {
-                    let _ = done.send(Done::Notice(format!("reading the output failed: {e}")));
-                    return;
-                }
-            };
-            let Some(last) = page.items.last().map(|l| l.n) else { break };
-            lines.extend(page.items);
-            if lines.len() > OUTPUT_KEPT {
-                lines.drain(..lines.len() - OUTPUT_KEPT);
-            }
-            if page.next_cursor.is_none() {
-                break;
-            }
-            after = last;
-        }
-        let _ = done.send(Done::Output { execution_id, lines });
+        let path = format!("/api/v1/executions/{execution_id}/output?tail={OUTPUT_KEPT}");
+        let report = match client.get::<Page<OutputLine>>(&path).await {
+            Ok(page) => Done::Output { execution_id, lines: page.items },
+            Err(e) => Done::Notice(format!("reading the output failed: {e}")),
+        };
+        let _ = done.send(report);
     });
 }
 

@@ -7,10 +7,22 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Approval, ApprovalStatus, Envelope, Execution, ExecutionStatus, OutputLine, Provider};
+use serde::Deserialize;
+
+use crate::domain::{
+    Approval, ApprovalStatus, Envelope, Execution, ExecutionId, ExecutionStatus, OutputLine, OutputStream, Provider,
+};
 
 /// Lines of the selected execution's output kept in memory.
 pub const OUTPUT_KEPT: usize = 5000;
+
+/// The data of an `execution.output` event; its time is the event's.
+#[derive(Deserialize)]
+struct LiveLine {
+    n: u64,
+    stream: OutputStream,
+    text: String,
+}
 
 /// The connection to the daemon, as the header shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,16 +170,14 @@ impl Model {
         let kind = event.kind.as_str();
         let mut rang = false;
         if kind == "execution.output" {
-            if let (Some(pane), Some(id)) = (self.output.as_mut(), event.execution_id) {
-                // The event's data is `{n, stream, text}`; its time is the event's.
-                let mut data = event.data.clone();
-                data["ts"] = serde_json::json!(event.ts);
-                if pane.execution_id == id.0 {
-                    if let Ok(line) = serde_json::from_value::<OutputLine>(data) {
-                        pane.push(line);
-                    }
+            // Output changes neither table, so the selections stay as they are.
+            if let Some(pane) = self.output.as_mut().filter(|p| Some(ExecutionId(p.execution_id)) == event.execution_id)
+            {
+                if let Ok(line) = LiveLine::deserialize(&event.data) {
+                    pane.push(OutputLine { n: line.n, stream: line.stream, text: line.text, ts: event.ts });
                 }
             }
+            return false;
         } else if kind == "execution.changes" {
             if let Some(execution) = event.execution_id.and_then(|id| self.executions.get_mut(&id.0)) {
                 execution.changes = serde_json::from_value(event.data["changes"].clone()).ok();
