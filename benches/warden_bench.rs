@@ -182,7 +182,8 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<t
 async fn ws_client(client: &Client, token: &str, subscription: Value) -> anyhow::Result<Ws> {
     use futures_util::{SinkExt, StreamExt};
     let url = format!("{}/api/v1/ws?token={token}", client.base_url().replace("http://", "ws://"));
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    // Nagle off, as a real client sending small messages would have it.
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
     ws.next().await.context("no hello")??;
     ws.send(tokio_tungstenite::tungstenite::Message::Text(subscription.to_string().into())).await?;
     Ok(ws)
@@ -354,24 +355,34 @@ async fn fan_out(
     let daemon = start_daemon(&format!("[server]\nmax_clients = {}\n", clients + 10)).await?;
     let client = daemon.client.clone();
     let token = std::fs::read_to_string(daemon._dir.path().join("home/token"))?.trim().to_owned();
-    let mut sockets = Vec::new();
-    for _ in 0..clients {
-        sockets.push(ws_client(&client, &token, json!({"type": "subscribe", "topics": ["*"]})).await?);
-    }
-    // Held, never read: its queue fills until the daemon drops it.
-    let _stalled = match disturbance {
-        Disturbance::StalledClientDuringFlood => {
-            let stalled = ws_client(&client, &token, json!({"type": "subscribe", "topics": ["*"]})).await?;
-            let flood = json!({"prompt": FLOOD, "cwd": "/tmp"});
-            let _: Value = client.post("/api/v1/executions", &flood).await?;
-            Some(stalled)
-        }
-        Disturbance::None => None,
-    };
+    // The timed execution prints its first line `lead` seconds after it starts.
+    let lead = if disturbance == Disturbance::None { 0.2 } else { 1.0 };
     let script = format!(
-        "import time\nt0 = time.time() + 0.2\nfor i in range({LINES}):\n    d = t0 + i / 1000 - time.time()\n    \
+        "import time\nt0 = time.time() + {lead}\nfor i in range({LINES}):\n    d = t0 + i / 1000 - time.time()\n    \
          if d > 0: time.sleep(d)\n    print(time.time_ns(), flush=True)\n"
     );
+    let timed = json!({"prompt": "python3 -c \"$SCRIPT\"", "cwd": "/tmp", "env": {"SCRIPT": script}});
+    let mut sockets = Vec::new();
+    // Held, never read: its queue fills while the flood runs.
+    let mut _stalled = None;
+    match disturbance {
+        Disturbance::None => {
+            for _ in 0..clients {
+                sockets.push(ws_client(&client, &token, json!({"type": "subscribe", "topics": ["*"]})).await?);
+            }
+            let _: Value = client.post("/api/v1/executions", &timed).await?;
+        }
+        Disturbance::StalledClientDuringFlood => {
+            // The readers follow the timed execution; the stalled client takes everything.
+            let timed: Value = client.post("/api/v1/executions", &timed).await?;
+            let follow = json!({"type": "subscribe", "topics": ["execution.*"], "execution_id": timed["id"]});
+            for _ in 0..clients {
+                sockets.push(ws_client(&client, &token, follow.clone()).await?);
+            }
+            _stalled = Some(ws_client(&client, &token, json!({"type": "subscribe", "topics": ["*"]})).await?);
+            let _: Value = client.post("/api/v1/executions", &json!({"prompt": FLOOD, "cwd": "/tmp"})).await?;
+        }
+    }
     let readers: Vec<_> = sockets
         .into_iter()
         .map(|mut ws| {
@@ -410,8 +421,6 @@ async fn fan_out(
         }
         peak
     });
-    let body = json!({"prompt": "python3 -c \"$SCRIPT\"", "cwd": "/tmp", "env": {"SCRIPT": script}});
-    let _: Value = client.post("/api/v1/executions", &body).await?;
     let mut all = Vec::new();
     let mut skipped = 0;
     for reader in readers {
@@ -442,46 +451,30 @@ async fn fan_out(
 /// The flood's prompt, told apart from the timed execution's end.
 const FLOOD: &str = "sleep 0.2; seq 1 1000000";
 
-/// B6: 1,000 approvals, 10 deciders racing on each: decisions per second and exactly
-/// one winner each; then decision POST → waiting long poll's answer.
+/// B6: 1,000 approvals, 10 deciders racing on each, first over HTTP (each decider keeps
+/// `HTTP_IN_FLIGHT` requests open) and then, on fresh approvals, over WebSocket (each
+/// decider sends every decision without waiting and reads the answers): decisions per
+/// second and exactly one winner each; then decision POST → waiting long poll's answer.
 async fn b6_approvals(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
-    const N: usize = 1000;
-    const DECIDERS: usize = 10;
     let daemon = start_daemon("").await?;
     let client = daemon.client.clone();
-    let mut ids = Vec::with_capacity(N);
-    for i in 0..N {
-        let approval: Value = client.post("/api/v1/approvals", &json!({"title": format!("bench {i}")})).await?;
-        ids.push(approval["id"].as_i64().unwrap_or(0));
+    let token = std::fs::read_to_string(daemon._dir.path().join("home/token"))?.trim().to_owned();
+
+    let ids = open_approvals(&client, "http").await?;
+    let started = Instant::now();
+    let deciders = (0..B6_DECIDERS).map(|d| tokio::spawn(http_decider(client.clone(), d, ids.clone())));
+    let wins = collect_wins(deciders).await?;
+    record_races(figures, "b6_http", &wins, started.elapsed());
+
+    let ids = open_approvals(&client, "ws").await?;
+    let mut sockets = Vec::new();
+    for _ in 0..B6_DECIDERS {
+        sockets.push(ws_client(&client, &token, json!({"type": "subscribe", "topics": ["bench.nothing"]})).await?);
     }
     let started = Instant::now();
-    let deciders = (0..DECIDERS).map(|d| {
-        let client = client.clone().named(format!("decider-{d}"));
-        let ids = ids.clone();
-        tokio::spawn(async move {
-            let mut wins = Vec::new();
-            for id in ids {
-                let decision = if d % 2 == 0 { "approve" } else { "deny" };
-                match client.post::<Value>(&format!("/api/v1/approvals/{id}"), &json!({"decision": decision})).await {
-                    Ok(_) => wins.push(id),
-                    Err(e) if e.code() == Some("already_decided") => {}
-                    Err(e) => return Err(anyhow::anyhow!("decide {id}: {e}")),
-                }
-            }
-            Ok(wins)
-        })
-    });
-    let mut wins: Vec<i64> = Vec::new();
-    for decider in deciders {
-        wins.extend(decider.await??);
-    }
-    let elapsed = started.elapsed();
-    wins.sort();
-    let double_wins = wins.windows(2).filter(|w| w[0] == w[1]).count();
-    let unique = wins.len() - double_wins;
-    figures.push(("b6_decisions_per_s".into(), format!("{:.0}", N as f64 / elapsed.as_secs_f64())));
-    figures.push(("b6_approvals_with_one_winner".into(), format!("{unique}/{N}")));
-    figures.push(("b6_double_wins".into(), double_wins.to_string()));
+    let deciders = sockets.into_iter().enumerate().map(|(d, ws)| tokio::spawn(ws_decider(ws, d, ids.clone())));
+    let wins = collect_wins(deciders).await?;
+    record_races(figures, "b6_ws", &wins, started.elapsed());
 
     let mut latencies = Vec::new();
     for i in 0..100 {
@@ -503,6 +496,114 @@ async fn b6_approvals(figures: &mut Vec<(String, String)>) -> anyhow::Result<()>
     figures.push(("b6_decision_to_long_poll_p50_ms".into(), format!("{:.2}", percentile(&latencies, 50.0))));
     figures.push(("b6_decision_to_long_poll_p99_ms".into(), format!("{:.2}", percentile(&latencies, 99.0))));
     Ok(())
+}
+
+const B6_APPROVALS: usize = 1000;
+const B6_DECIDERS: usize = 10;
+const HTTP_IN_FLIGHT: usize = 16;
+
+async fn open_approvals(client: &Client, label: &str) -> anyhow::Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(B6_APPROVALS);
+    for i in 0..B6_APPROVALS {
+        let approval: Value = client.post("/api/v1/approvals", &json!({"title": format!("{label} {i}")})).await?;
+        ids.push(approval["id"].as_i64().context("an approval without an id")?);
+    }
+    Ok(ids)
+}
+
+fn decision_of(decider: usize) -> &'static str {
+    if decider.is_multiple_of(2) {
+        "approve"
+    } else {
+        "deny"
+    }
+}
+
+/// Answers every approval over HTTP; returns the ones this decider won.
+async fn http_decider(client: Client, d: usize, ids: Vec<i64>) -> anyhow::Result<Vec<i64>> {
+    use futures_util::StreamExt;
+    let client = client.named(format!("decider-{d}"));
+    let answers = futures_util::stream::iter(ids)
+        .map(|id| {
+            let client = client.clone();
+            async move {
+                let path = format!("/api/v1/approvals/{id}");
+                match client.post::<Value>(&path, &json!({"decision": decision_of(d)})).await {
+                    Ok(_) => Ok(Some(id)),
+                    Err(e) if e.code() == Some("already_decided") => Ok(None),
+                    Err(e) => Err(anyhow::anyhow!("decide {id}: {e}")),
+                }
+            }
+        })
+        .buffer_unordered(HTTP_IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await;
+    answers.into_iter().filter_map(Result::transpose).collect()
+}
+
+/// Sends a decision for every approval over one WebSocket, then reads every answer;
+/// returns the ones this decider won.
+async fn ws_decider(ws: Ws, d: usize, ids: Vec<i64>) -> anyhow::Result<Vec<i64>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    #[derive(serde::Deserialize)]
+    struct Answer<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: &'a str,
+        #[serde(default)]
+        approval_id: i64,
+        #[serde(default)]
+        won: bool,
+    }
+    let (mut sink, mut stream) = ws.split();
+    let expected = ids.len();
+    let sender = tokio::spawn(async move {
+        for id in ids {
+            let decide = json!({"type": "decide", "approval_id": id, "decision": decision_of(d)});
+            sink.send(Message::Text(decide.to_string().into())).await?;
+        }
+        anyhow::Ok(())
+    });
+    let mut wins = Vec::new();
+    let mut answered = 0;
+    while answered < expected {
+        let frame = stream.next().await.context("the WebSocket closed before every answer")??;
+        let Ok(text) = frame.to_text() else { continue };
+        let answer: Answer = serde_json::from_str(text)?;
+        match answer.kind {
+            "decision" => {
+                answered += 1;
+                if answer.won {
+                    wins.push(answer.approval_id);
+                }
+            }
+            "error" => bail!("a decision failed: {text}"),
+            _ => {}
+        }
+    }
+    sender.await??;
+    Ok(wins)
+}
+
+async fn collect_wins(
+    deciders: impl Iterator<Item = tokio::task::JoinHandle<anyhow::Result<Vec<i64>>>>,
+) -> anyhow::Result<Vec<i64>> {
+    let mut wins = Vec::new();
+    for decider in deciders {
+        wins.extend(decider.await??);
+    }
+    Ok(wins)
+}
+
+fn record_races(figures: &mut Vec<(String, String)>, name: &str, wins: &[i64], elapsed: Duration) {
+    let mut wins = wins.to_vec();
+    wins.sort();
+    let double_wins = wins.windows(2).filter(|w| w[0] == w[1]).count();
+    let unique = wins.len() - double_wins;
+    let rate = B6_APPROVALS as f64 / elapsed.as_secs_f64();
+    figures.push((format!("{name}_decisions_per_s"), format!("{rate:.0}")));
+    figures.push((format!("{name}_approvals_with_one_winner"), format!("{unique}/{B6_APPROVALS}")));
+    figures.push((format!("{name}_double_wins"), double_wins.to_string()));
 }
 
 /// Submits `n` executions of `true` from 8 concurrent loops and waits until all are final.

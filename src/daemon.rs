@@ -97,6 +97,9 @@ impl Daemon {
         let user_timeout = config.heartbeat.client_timeout;
         let server = HttpServer::new(move || http::app(&state))
             .on_connect(move |connection, _| tune_socket(connection, user_timeout))
+            // Events are small frames written one after another: without this, Nagle's
+            // algorithm holds each behind the client's delayed ACK of the one before.
+            .tcp_nodelay(true)
             .listen(listener)
             .context("listening")?
             .workers(config.workers)

@@ -1,13 +1,16 @@
 //! `ApprovalArbiter` owns pending approvals. Decisions arrive one message at a time, so
 //! the first decision for an approval wins by construction: it is taken at once, stored
 //! (with its event) before anyone is told, and every later decision waits for that
-//! commit and gets `AlreadyDecided` with the winner. Deadlines are timers that apply the
-//! default. The ExecutionMonitor hears of every approval of an execution.
+//! commit and gets `AlreadyDecided` with the winner. Deadlines are kept in order and one
+//! timer waits for the earliest (an actix context polls every timer it holds each time
+//! it wakes, so a timer per approval would make each decision cost O(pending)); when it
+//! fires, the defaults of the overdue approvals apply. The ExecutionMonitor hears of every approval of an execution.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use actix::prelude::*;
+use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use crate::domain::{now, Approval, ApprovalId, ApprovalStatus, Decision, NewApproval, NewEvent};
@@ -16,6 +19,9 @@ use crate::store::{approvals as rows, Store, StoreError};
 /// The longest an approval may wait, and the longest title.
 pub const MAX_TIMEOUT_S: u64 = 86_400;
 const MAX_TITLE: usize = 500;
+/// Settled approvals kept in memory, so the deciders who lost a race are answered
+/// without a database read (an outcome never changes once stored).
+const RECENTLY_SETTLED: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArbiterError {
@@ -93,8 +99,6 @@ pub struct ExecutionListener {
 
 struct Pending {
     approval: Approval,
-    /// Fires the default at the deadline.
-    timer: Option<SpawnHandle>,
     /// The winning decision while it is being stored; later deciders wait for it.
     settling: Option<Approval>,
     losers: Vec<oneshot::Sender<Result<Approval, ArbiterError>>>,
@@ -111,6 +115,13 @@ pub struct ApprovalArbiter {
     next_id: ApprovalId,
     /// Every pending approval (and one being settled).
     pending: HashMap<ApprovalId, Pending>,
+    /// The deadlines of the pending approvals not being settled, earliest first.
+    deadlines: BTreeSet<(DateTime<Utc>, ApprovalId)>,
+    /// The one timer, and the time it fires at.
+    alarm: Option<(DateTime<Utc>, SpawnHandle)>,
+    /// The last `RECENTLY_SETTLED` stored outcomes, and the order they came in.
+    settled: HashMap<ApprovalId, Approval>,
+    settled_order: VecDeque<ApprovalId>,
 }
 
 impl ApprovalArbiter {
@@ -126,19 +137,69 @@ impl ApprovalArbiter {
         let pending = pending
             .into_iter()
             .map(|approval| {
-                (
-                    approval.id,
-                    Pending { approval, timer: None, settling: None, losers: Vec::new(), watchers: Vec::new() },
-                )
+                (approval.id, Pending { approval, settling: None, losers: Vec::new(), watchers: Vec::new() })
             })
             .collect();
-        ApprovalArbiter { store, listener, default_timeout, next_id: max_id + 1, pending }
+        ApprovalArbiter {
+            store,
+            listener,
+            default_timeout,
+            next_id: max_id + 1,
+            pending,
+            deadlines: BTreeSet::new(),
+            alarm: None,
+            settled: HashMap::new(),
+            settled_order: VecDeque::new(),
+        }
     }
 
+    fn remember_settled(&mut self, outcome: Approval) {
+        if self.settled_order.len() == RECENTLY_SETTLED {
+            if let Some(oldest) = self.settled_order.pop_front() {
+                self.settled.remove(&oldest);
+            }
+        }
+        self.settled_order.push_back(outcome.id);
+        self.settled.insert(outcome.id, outcome);
+    }
+
+    /// Puts the approval's deadline in line.
     fn arm(&mut self, id: ApprovalId, ctx: &mut Context<Self>) {
-        let Some(pending) = self.pending.get_mut(&id) else { return };
-        let left = (pending.approval.expires_at - now()).to_std().unwrap_or(Duration::ZERO);
-        pending.timer = Some(ctx.run_later(left, move |act, ctx| act.expire(id, ctx)));
+        let Some(pending) = self.pending.get(&id) else { return };
+        self.deadlines.insert((pending.approval.expires_at, id));
+        self.set_alarm(ctx);
+    }
+
+    /// Takes the approval's deadline out of line (the timer may fire for nothing).
+    fn disarm(&mut self, id: ApprovalId) {
+        if let Some(pending) = self.pending.get(&id) {
+            self.deadlines.remove(&(pending.approval.expires_at, id));
+        }
+    }
+
+    /// Makes the timer fire at the earliest deadline, unless it already fires sooner.
+    fn set_alarm(&mut self, ctx: &mut Context<Self>) {
+        let Some(&(first, _)) = self.deadlines.first() else { return };
+        if self.alarm.as_ref().is_some_and(|(at, _)| *at <= first) {
+            return;
+        }
+        if let Some((_, timer)) = self.alarm.take() {
+            ctx.cancel_future(timer);
+        }
+        let left = (first - now()).to_std().unwrap_or(Duration::ZERO);
+        let timer = ctx.run_later(left, |act, ctx| {
+            act.alarm = None;
+            let current = now();
+            while let Some(&(at, id)) = act.deadlines.first() {
+                if at > current {
+                    break;
+                }
+                act.deadlines.pop_first();
+                act.expire(id, ctx);
+            }
+            act.set_alarm(ctx);
+        });
+        self.alarm = Some((first, timer));
     }
 
     /// The deadline passed: the default applies and the approval is `expired`.
@@ -162,11 +223,9 @@ impl ApprovalArbiter {
     ) -> oneshot::Receiver<Result<Approval, ArbiterError>> {
         let (reply, answer) = oneshot::channel();
         let id = outcome.id;
+        self.disarm(id);
         if let Some(pending) = self.pending.get_mut(&id) {
             pending.settling = Some(outcome.clone());
-            if let Some(timer) = pending.timer.take() {
-                ctx.cancel_future(timer);
-            }
         }
         let store = self.store.clone();
         let stored = outcome.clone();
@@ -196,6 +255,7 @@ impl ApprovalArbiter {
                 if outcome.execution_id.is_some() {
                     act.listener.settled.do_send(ApprovalSettled { approval: outcome.clone() });
                 }
+                act.remember_settled(outcome.clone());
                 let _ = reply.send(Ok(outcome));
             }
             Err(e) => {
@@ -287,13 +347,7 @@ impl Handler<Request> for ApprovalArbiter {
             let id = approval.id;
             act.pending.insert(
                 id,
-                Pending {
-                    approval: approval.clone(),
-                    timer: None,
-                    settling: None,
-                    losers: Vec::new(),
-                    watchers: Vec::new(),
-                },
+                Pending { approval: approval.clone(), settling: None, losers: Vec::new(), watchers: Vec::new() },
             );
             act.arm(id, ctx);
             if approval.execution_id.is_some() {
@@ -306,7 +360,9 @@ impl Handler<Request> for ApprovalArbiter {
 }
 
 impl Handler<Decide> for ApprovalArbiter {
-    type Result = ResponseActFuture<Self, Result<Approval, ArbiterError>>;
+    // Plain futures, each a task of its own: the answers never need the actor again, and
+    // context items would all be polled on every wake-up.
+    type Result = ResponseFuture<Result<Approval, ArbiterError>>;
 
     fn handle(&mut self, msg: Decide, ctx: &mut Self::Context) -> Self::Result {
         let Decide { id, decision, reason, decided_by } = msg;
@@ -322,26 +378,32 @@ impl Handler<Decide> for ApprovalArbiter {
                 winner.reason = reason.filter(|r| !r.trim().is_empty());
                 tracing::info!(approval = id, decision = decision.as_str(), by = ?winner.decided_by, "approval decided");
                 let answer = self.settle(winner, "approval.decided", ctx);
-                Box::pin(async move { answer.await.unwrap_or(Err(ArbiterError::NotFound(id))) }.into_actor(self))
+                Box::pin(async move { answer.await.unwrap_or(Err(ArbiterError::NotFound(id))) })
             }
             Some(pending) => {
                 // Someone else won a moment ago; answer once their decision is stored.
                 let (loser, answer) = oneshot::channel();
                 pending.losers.push(loser);
-                Box::pin(async move { answer.await.unwrap_or(Err(ArbiterError::NotFound(id))) }.into_actor(self))
+                Box::pin(async move { answer.await.unwrap_or(Err(ArbiterError::NotFound(id))) })
+            }
+            None if self.settled.contains_key(&id) => {
+                let outcome = Box::new(self.settled[&id].clone());
+                let refusal = if outcome.status == ApprovalStatus::Expired {
+                    ArbiterError::Expired(outcome)
+                } else {
+                    ArbiterError::AlreadyDecided(outcome)
+                };
+                Box::pin(std::future::ready(Err(refusal)))
             }
             None => {
                 let store = self.store.clone();
-                Box::pin(
-                    async move {
-                        match store.read("get approval", move |c| rows::get(c, id)).await? {
-                            None => Err(ArbiterError::NotFound(id)),
-                            Some(a) if a.status == ApprovalStatus::Expired => Err(ArbiterError::Expired(Box::new(a))),
-                            Some(a) => Err(ArbiterError::AlreadyDecided(Box::new(a))),
-                        }
+                Box::pin(async move {
+                    match store.read("get approval", move |c| rows::get(c, id)).await? {
+                        None => Err(ArbiterError::NotFound(id)),
+                        Some(a) if a.status == ApprovalStatus::Expired => Err(ArbiterError::Expired(Box::new(a))),
+                        Some(a) => Err(ArbiterError::AlreadyDecided(Box::new(a))),
                     }
-                    .into_actor(self),
-                )
+                })
             }
         }
     }

@@ -168,33 +168,45 @@ impl WsSession {
             ClientMessage::Decide { approval_id, decision, reason } => {
                 let decide = Decide { id: approval_id, decision, reason, decided_by: self.id.to_string() };
                 let (arbiter, queue) = (self.arbiter.clone(), self.queue.clone());
-                ctx.spawn(
-                    async move {
-                        let (won, approval) = match arbiter.send(decide).await {
-                            Ok(Ok(approval)) => (true, approval),
-                            Ok(Err(ArbiterError::AlreadyDecided(winner) | ArbiterError::Expired(winner))) => (false, *winner),
-                            Ok(Err(e)) => {
-                                let code = if matches!(e, ArbiterError::NotFound(_)) { "not_found" } else { "decision_failed" };
-                                let error = serde_json::json!({ "type": "error", "code": code, "message": e.to_string() });
-                                queue.push_text(error.to_string());
-                                return;
-                            }
-                            Err(e) => {
-                                let error = serde_json::json!({ "type": "error", "code": "unavailable", "message": e.to_string() });
-                                queue.push_text(error.to_string());
-                                return;
-                            }
-                        };
-                        let answer = serde_json::json!({
-                            "type": "decision", "approval_id": approval_id, "won": won, "approval": approval,
-                        });
-                        queue.push_text(answer.to_string());
-                    }
-                    .into_actor(self),
-                );
+                // A task of its own, not an item of this actor's context: actix polls
+                // every context item on each wake-up, and a client may have thousands of
+                // decisions in flight.
+                actix::spawn(async move {
+                    let (won, approval) = match arbiter.send(decide).await {
+                        Ok(Ok(approval)) => (true, approval),
+                        Ok(Err(ArbiterError::AlreadyDecided(winner) | ArbiterError::Expired(winner))) => {
+                            (false, *winner)
+                        }
+                        Ok(Err(e)) => {
+                            let code =
+                                if matches!(e, ArbiterError::NotFound(_)) { "not_found" } else { "decision_failed" };
+                            let error = serde_json::json!({ "type": "error", "code": code, "message": e.to_string() });
+                            queue.push_text(error.to_string());
+                            return;
+                        }
+                        Err(e) => {
+                            let error =
+                                serde_json::json!({ "type": "error", "code": "unavailable", "message": e.to_string() });
+                            queue.push_text(error.to_string());
+                            return;
+                        }
+                    };
+                    let answer = DecisionAnswer { kind: "decision", approval_id, won, approval: &approval };
+                    queue.push_text(serde_json::to_string(&answer).unwrap_or_default());
+                });
             }
         }
     }
+}
+
+/// The reply to a `decide` message.
+#[derive(serde::Serialize)]
+struct DecisionAnswer<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    approval_id: i64,
+    won: bool,
+    approval: &'a crate::domain::Approval,
 }
 
 impl Actor for WsSession {

@@ -175,6 +175,27 @@ async fn deadlines_survive_a_restart() {
 }
 
 #[actix_web::test]
+async fn each_deadline_fires_on_its_own_whatever_order_they_were_requested_in() {
+    let d = spawn_for_executions().await;
+    let later = request(&d, json!({"title": "later", "timeout_s": 600})).await;
+    let decided = request(&d, json!({"title": "decided in time", "timeout_s": 1})).await;
+    let sooner = request(&d, json!({"title": "sooner", "timeout_s": 2, "default": "approve"})).await;
+    expect_json(decide(&d, &decided["id"], "deny", "me").await, StatusCode::OK).await;
+    let expired = wait_until("the sooner deadline", Duration::from_secs(20), || async {
+        let a = d.get_ok(&format!("/api/v1/approvals/{}", sooner["id"])).await;
+        (a["status"] == "expired").then_some(a)
+    })
+    .await;
+    assert_eq!((expired["decided_by"].as_str(), expired["default"].as_str()), (Some("deadline"), Some("approve")));
+    // The one decided before its deadline keeps its answer; the long one still waits.
+    let kept = d.get_ok(&format!("/api/v1/approvals/{}", decided["id"])).await;
+    assert_eq!((kept["status"].as_str(), kept["decided_by"].as_str()), (Some("denied"), Some("me")));
+    assert_eq!(d.get_ok(&format!("/api/v1/approvals/{}", later["id"])).await["status"], "pending");
+    let late = decide(&d, &sooner["id"], "deny", "latecomer").await;
+    assert_eq!(expect_problem(late, StatusCode::CONFLICT, "expired").await["approval"]["decided_by"], "deadline");
+}
+
+#[actix_web::test]
 async fn an_overdue_approval_expires_at_start() {
     let d = spawn_for_executions().await;
     let approval = request(&d, json!({"title": "overdue", "timeout_s": 1, "default": "approve"})).await;

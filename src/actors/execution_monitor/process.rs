@@ -19,10 +19,14 @@ use crate::store::{OutputSource, PreparedOutput, Store};
 
 /// Lines longer than this are split, so one line can never hold the whole output.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
-/// Output chunks (of at most 64 KiB) of one execution queued for the store but not yet
-/// committed. When they are all in flight, capture stops reading the pipe, so a flooding
-/// process blocks on its writes instead of growing the daemon's memory.
-const CHUNKS_IN_FLIGHT: usize = 32;
+/// Output writes of one execution queued for the store and not yet taken by its writer, each of
+/// at most `LINES_PER_WRITE` lines (and at most a 64 KiB chunk read from the pipe). When
+/// they are all in flight, capture stops reading the pipe, so a flooding process blocks
+/// on its writes instead of growing the daemon's memory. The store has one writer, in
+/// order: these bounds are also all a flood can queue ahead of another execution's line
+/// (~2,000 lines, ~10 ms of the writer's time), while keeping the writer busy.
+const WRITES_IN_FLIGHT: usize = 4;
+const LINES_PER_WRITE: usize = 512;
 /// How long output may keep flowing after the process group is gone (a process that
 /// escaped the group with setsid may hold the pipes open).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
@@ -100,7 +104,7 @@ pub fn spawn(spec: SpawnSpec, store: Store, on_exit: impl FnOnce(ProcessExit) + 
     let sink = OutputSink {
         source: Arc::new(spec.source),
         store,
-        in_flight: Arc::new(Semaphore::new(CHUNKS_IN_FLIGHT)),
+        in_flight: Arc::new(Semaphore::new(WRITES_IN_FLIGHT)),
         counter: Arc::new(AtomicU64::new(0)),
     };
     let counter = sink.counter.clone();
@@ -148,27 +152,29 @@ struct OutputSink {
 }
 
 impl OutputSink {
-    /// Queues a chunk's lines as one write, in order; waits first while too many chunks
-    /// are in flight (backpressure on the process).
+    /// Queues a chunk's lines as writes of at most `LINES_PER_WRITE` lines, in order;
+    /// waits first while too many writes are in flight (backpressure on the process).
     async fn persist(&self, lines: Vec<OutputLine>) {
-        if lines.is_empty() {
-            return;
+        let mut lines = lines.into_iter().peekable();
+        while lines.peek().is_some() {
+            let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
+            let mut prepared: Vec<PreparedOutput> =
+                lines.by_ref().take(LINES_PER_WRITE).map(|line| PreparedOutput::new(line, &self.source)).collect();
+            // The lines come back once stored, so that they are freed on this thread, which
+            // allocated them: frees across threads contend on the allocator's locks.
+            let committed = self.store.record_queued("insert output", move |c, log| {
+                let recorded = log.record_output(c, &mut prepared);
+                // Taken into the transaction: capture may queue the next write while this
+                // batch commits, so the writer never waits for it.
+                drop(permit);
+                recorded.map(|()| prepared)
+            });
+            actix_rt::spawn(async move {
+                if let Err(e) = committed.await {
+                    tracing::error!(error = %e, "storing output failed");
+                }
+            });
         }
-        let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
-        let mut prepared: Vec<PreparedOutput> =
-            lines.into_iter().map(|line| PreparedOutput::new(line, &self.source)).collect();
-        // The lines come back once stored, so that they are freed on this thread, which
-        // allocated them: frees across threads contend on the allocator's locks.
-        let committed = self.store.record_queued("insert output", move |c, log| {
-            log.record_output(c, &mut prepared)?;
-            Ok(prepared)
-        });
-        actix_rt::spawn(async move {
-            if let Err(e) = committed.await {
-                tracing::error!(error = %e, "storing output failed");
-            }
-            drop(permit);
-        });
     }
 }
 
