@@ -185,16 +185,31 @@ fn in_savepoint<T>(
 const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Copies committed pages from the WAL into the database file after commits, at most
-/// every `CHECKPOINT_PAUSE` (PASSIVE: it never blocks the writer or readers). Ends when
-/// the writer has stopped.
+/// every `CHECKPOINT_PAUSE` (see `checkpoint`). Ends when the writer has stopped.
 fn checkpoint_after_commits(conn: Connection, commits: mpsc::Receiver<()>) {
     while commits.recv().is_ok() {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        if let Err(e) = checkpoint(&conn) {
             tracing::warn!(error = %e, "checkpoint failed; the next commit tries again");
         }
         std::thread::sleep(CHECKPOINT_PAUSE);
     }
 }
+
+/// Copies the WAL into the database without waiting for anyone. The log only starts
+/// over when a write begins after everything in it was copied, which a steady stream of
+/// commits never allows: once it holds `RESTART_AFTER_FRAMES`, the checkpoint waits for
+/// the writer's current transaction and starts the log over (a pause of milliseconds),
+/// so the WAL and its shared-memory index stay bounded under any load.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))?;
+    if frames >= RESTART_AFTER_FRAMES {
+        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+    }
+    Ok(())
+}
+
+/// 4,096 frames: 16 MiB of 4 KiB pages.
+const RESTART_AFTER_FRAMES: i64 = 4096;
 
 fn run(
     conn: Connection,
