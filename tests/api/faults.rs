@@ -77,6 +77,25 @@ async fn a_full_disk_fails_writes_clearly_keeps_serving_reads_and_recovers() {
     assert_eq!(d.output_text(&later["id"]).await, "again");
 }
 
+/// A signal's bit in the masks of /proc/PID/status (`SigIgn:`, `SigCgt:`), as a number.
+fn signal_mask(status: &str, field: &str) -> u64 {
+    let line = status.lines().find_map(|l| l.strip_prefix(field)).unwrap_or_else(|| panic!("no {field} in {status}"));
+    u64::from_str_radix(line.trim(), 16).unwrap()
+}
+
+#[actix_web::test]
+async fn the_daemon_catches_the_file_size_signal_and_its_agents_get_the_default() {
+    const SIGXFSZ: u64 = 1 << (25 - 1);
+    let dir = tempfile::tempdir().unwrap();
+    let d = ServeProcess::start(&dir.path().join("home")).await;
+    let daemon = std::fs::read_to_string(format!("/proc/{}/status", d.pid)).unwrap();
+    assert_ne!(signal_mask(&daemon, "SigCgt:") & SIGXFSZ, 0, "a full disk must fail writes, not kill warden");
+    let run = d.exec_with(json!({ "prompt": "grep ^SigIgn: /proc/self/status", "cwd": dir.path() })).await;
+    d.wait_status(&run["id"], "succeeded").await;
+    let agent = d.output_text(&run["id"]).await;
+    assert_eq!(signal_mask(&agent, "SigIgn:") & SIGXFSZ, 0, "an agent inherited an ignored SIGXFSZ: {agent}");
+}
+
 /// A first daemon run, so that the home holds a database with something in it.
 async fn home_with_a_workspace(dir: &Path) -> std::path::PathBuf {
     let home = dir.join("home");

@@ -88,14 +88,8 @@ pub fn spawn(spec: SpawnSpec, store: Store, on_exit: impl FnOnce(ProcessExit) + 
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
-    // The daemon ignores SIGXFSZ (see `Daemon::build`); an agent gets the default back.
-    // SAFETY: only `signal(2)`, which is async-signal-safe, runs between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            use nix::sys::signal::{signal, SigHandler};
-            signal(Signal::SIGXFSZ, SigHandler::SigDfl).map(drop).map_err(std::io::Error::from)
-        });
-    }
+    // No `pre_exec`: without one, the standard library uses posix_spawn instead of fork
+    // (the daemon's SIGXFSZ handler is reset to the default by exec by itself).
     let mut child = command.spawn().map_err(|e| describe_spawn_error(program, &spec.cwd, &e))?;
     let pid = child.id().map(|p| p as i32).ok_or("the process ended before it could be tracked")?;
     let spawned = Spawned { pid, start_ticks: start_ticks(pid) };
