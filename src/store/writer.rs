@@ -6,7 +6,7 @@
 //! file, with its fsync) run on a thread of their own, so the writer never waits for
 //! the disk.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -48,6 +48,8 @@ struct Counters {
     writes: AtomicU64,
     largest_batch: AtomicU64,
     commit_micros_total: AtomicU64,
+    /// The WAL's size in frames at the last checkpoint.
+    wal_frames: AtomicI64,
 }
 
 #[derive(Clone)]
@@ -64,7 +66,7 @@ impl WriterHandle {
         let (jobs, queue) = mpsc::channel::<Job>();
         let counters = Arc::new(Counters::default());
         let sink: Arc<Mutex<Option<EventSink>>> = Arc::new(Mutex::new(None));
-        let (thread_counters, thread_sink) = (counters.clone(), sink.clone());
+        let (thread_counters, thread_sink, checkpoint_counters) = (counters.clone(), sink.clone(), counters.clone());
         // One pending request at most: commits while a checkpoint runs coalesce.
         let (committed, commits) = mpsc::sync_channel::<()>(1);
         std::thread::Builder::new()
@@ -73,7 +75,7 @@ impl WriterHandle {
             .expect("spawning the store writer thread");
         std::thread::Builder::new()
             .name("warden-store-checkpoint".into())
-            .spawn(move || checkpoint_after_commits(checkpoints, commits))
+            .spawn(move || checkpoint_after_commits(checkpoints, commits, &checkpoint_counters))
             .expect("spawning the store checkpoint thread");
         WriterHandle { jobs, counters, sink }
     }
@@ -186,30 +188,34 @@ const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(2
 
 /// Copies committed pages from the WAL into the database file after commits, at most
 /// every `CHECKPOINT_PAUSE` (see `checkpoint`). Ends when the writer has stopped.
-fn checkpoint_after_commits(conn: Connection, commits: mpsc::Receiver<()>) {
+fn checkpoint_after_commits(conn: Connection, commits: mpsc::Receiver<()>, counters: &Counters) {
     while commits.recv().is_ok() {
-        if let Err(e) = checkpoint(&conn) {
-            tracing::warn!(error = %e, "checkpoint failed; the next commit tries again");
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1)) {
+            Ok(frames) => counters.wal_frames.store(frames, Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "checkpoint failed; the next commit tries again"),
         }
         std::thread::sleep(CHECKPOINT_PAUSE);
     }
 }
 
-/// Copies the WAL into the database without waiting for anyone. The log only starts
-/// over when a write begins after everything in it was copied, which a steady stream of
-/// commits never allows: once it holds `RESTART_AFTER_FRAMES`, the checkpoint waits for
-/// the writer's current transaction and starts the log over (a pause of milliseconds),
-/// so the WAL and its shared-memory index stay bounded under any load.
-fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
-    let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))?;
-    if frames >= RESTART_AFTER_FRAMES {
-        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
-    }
-    Ok(())
-}
-
-/// 4,096 frames: 16 MiB of 4 KiB pages.
+/// The WAL only starts over when a write begins after everything in it was copied into
+/// the database, which a steady stream of commits never allows: it would grow without
+/// end. Once it holds this many frames (16 MiB of 4 KiB pages), the writer copies the
+/// rest itself between two transactions, while nothing new is written (most was copied
+/// already, so this is a short pause), and its next transaction starts the log over.
 const RESTART_AFTER_FRAMES: i64 = 4096;
+
+fn start_the_log_over(conn: &Connection, counters: &Counters) {
+    let copied =
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok(row.get::<_, i64>(1)? == row.get::<_, i64>(2)?));
+    match copied {
+        Ok(true) => {}
+        // A reader still on an old snapshot: the checkpointer's next round tells again.
+        Ok(false) => tracing::debug!("the WAL could not be copied whole; trying again later"),
+        Err(e) => tracing::warn!(error = %e, "checkpoint failed; trying again later"),
+    }
+    counters.wal_frames.store(0, Ordering::Relaxed);
+}
 
 fn run(
     conn: Connection,
@@ -221,6 +227,9 @@ fn run(
 ) {
     // Ends when every handle is dropped and the queue is drained.
     while let Ok(first) = queue.recv() {
+        if counters.wal_frames.load(Ordering::Relaxed) >= RESTART_AFTER_FRAMES {
+            start_the_log_over(&conn, counters);
+        }
         let started = Instant::now();
         if let Err(failure) = conn.execute_batch("BEGIN IMMEDIATE").map_err(CommitFailure::from) {
             // Without a transaction nothing may run (a savepoint would commit on its
