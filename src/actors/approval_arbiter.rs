@@ -33,6 +33,8 @@ pub enum ArbiterError {
     Expired(Box<Approval>),
     #[error("{0}")]
     Invalid(String),
+    #[error("warden is shutting down: approvals are neither asked nor decided until it is back")]
+    ShuttingDown,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -70,6 +72,12 @@ pub struct CancelForExecution {
     pub execution_id: i64,
     pub reason: String,
 }
+
+/// Shutdown: no deadline fires and nothing is asked or decided any more, so no write
+/// lands after the store's last flush (pending approvals carry on at the next start).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct StopSettling;
 
 /// How many approvals wait for a decision.
 #[derive(Message, Debug)]
@@ -119,6 +127,8 @@ pub struct ApprovalArbiter {
     deadlines: BTreeSet<(DateTime<Utc>, ApprovalId)>,
     /// The one timer, and the time it fires at.
     alarm: Option<(DateTime<Utc>, SpawnHandle)>,
+    /// Set at shutdown (`StopSettling`).
+    stopping: bool,
     /// The last `RECENTLY_SETTLED` stored outcomes, and the order they came in.
     settled: HashMap<ApprovalId, Approval>,
     settled_order: VecDeque<ApprovalId>,
@@ -148,6 +158,7 @@ impl ApprovalArbiter {
             pending,
             deadlines: BTreeSet::new(),
             alarm: None,
+            stopping: false,
             settled: HashMap::new(),
             settled_order: VecDeque::new(),
         }
@@ -179,7 +190,7 @@ impl ApprovalArbiter {
 
     /// Makes the timer fire at the earliest deadline, unless it already fires sooner.
     fn set_alarm(&mut self, ctx: &mut Context<Self>) {
-        let Some(&(first, _)) = self.deadlines.first() else { return };
+        let Some(&(first, _)) = self.deadlines.first().filter(|_| !self.stopping) else { return };
         if self.alarm.as_ref().is_some_and(|(at, _)| *at <= first) {
             return;
         }
@@ -294,6 +305,9 @@ impl Handler<Request> for ApprovalArbiter {
     type Result = ResponseActFuture<Self, Result<Approval, ArbiterError>>;
 
     fn handle(&mut self, msg: Request, _: &mut Self::Context) -> Self::Result {
+        if self.stopping {
+            return Box::pin(fut::ready(Err(ArbiterError::ShuttingDown)));
+        }
         let request = msg.request;
         let title = request.title.trim().to_owned();
         let timeout = request.timeout_s.map(Duration::from_secs).unwrap_or(self.default_timeout);
@@ -366,6 +380,9 @@ impl Handler<Decide> for ApprovalArbiter {
 
     fn handle(&mut self, msg: Decide, ctx: &mut Self::Context) -> Self::Result {
         let Decide { id, decision, reason, decided_by } = msg;
+        if self.stopping && self.pending.contains_key(&id) {
+            return Box::pin(std::future::ready(Err(ArbiterError::ShuttingDown)));
+        }
         match self.pending.get_mut(&id) {
             Some(pending) if pending.settling.is_none() => {
                 let mut winner = pending.approval.clone();
@@ -438,6 +455,17 @@ impl Handler<CancelForExecution> for ApprovalArbiter {
             approval.reason = Some(msg.reason.clone());
             // Nobody waits for a cancellation's answer; the receiver is dropped.
             drop(self.settle(approval, "approval.cancelled", ctx));
+        }
+    }
+}
+
+impl Handler<StopSettling> for ApprovalArbiter {
+    type Result = ();
+
+    fn handle(&mut self, _: StopSettling, ctx: &mut Self::Context) {
+        self.stopping = true;
+        if let Some((_, timer)) = self.alarm.take() {
+            ctx.cancel_future(timer);
         }
     }
 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::approval_arbiter::{ApprovalArbiter, CountPending, ExecutionListener};
+use super::approval_arbiter::{ApprovalArbiter, CountPending, ExecutionListener, StopSettling};
 use super::change_tracker::{git::Git, ChangeTracker, SnapshotEnd, StopRecording};
 use super::execution_monitor::TurnEnded;
 use super::execution_monitor::{
@@ -249,7 +249,7 @@ impl Handler<Shutdown> for Supervisor {
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
         let first = !self.shutting_down;
         self.shutting_down = true;
-        let (monitor, changes) = (self.monitor.clone(), self.changes.clone());
+        let (monitor, changes, arbiter) = (self.monitor.clone(), self.changes.clone(), self.arbiter.clone());
         let store = self.store.clone();
         Box::pin(
             async move {
@@ -266,6 +266,9 @@ impl Handler<Shutdown> for Supervisor {
                     tracing::error!(error = %e, "execution monitor did not answer the shutdown");
                 }
                 let _ = changes.send(StopRecording).await;
+                // After the monitor: the approvals its interrupted executions cancel are
+                // stored before the flush; after this, no deadline writes anything.
+                let _ = arbiter.send(StopSettling).await;
                 if let Err(e) = store.flush().await {
                     tracing::error!(error = %e, "flushing the store at shutdown failed");
                 }

@@ -30,6 +30,7 @@ impl From<ArbiterError> for ApiError {
             ArbiterError::Expired(approval) => ApiError::new(StatusCode::CONFLICT, "expired", detail)
                 .with_extra("approval", serde_json::to_value(&approval).unwrap_or_default()),
             ArbiterError::Invalid(_) => ApiError::unprocessable(detail),
+            ArbiterError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", detail),
             ArbiterError::Store(e) => e.into(),
         }
     }

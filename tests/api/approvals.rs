@@ -200,12 +200,18 @@ async fn an_overdue_approval_expires_at_start() {
     let d = spawn_for_executions().await;
     let approval = request(&d, json!({"title": "overdue", "timeout_s": 1, "default": "approve"})).await;
     let stopped = d.stop().await;
-    // Stay down until its deadline has passed.
+    // Stay down until its deadline (and a timer's slack) has passed.
     let deadline: chrono::DateTime<chrono::Utc> = serde_json::from_value(approval["expires_at"].clone()).unwrap();
     wait_until("the deadline to pass", Duration::from_secs(10), || async {
-        (chrono::Utc::now() > deadline).then_some(())
+        (chrono::Utc::now() > deadline + chrono::Duration::milliseconds(300)).then_some(())
     })
     .await;
+    // The stopped daemon wrote nothing after its stop: the deadline is the next start's.
+    let db = rusqlite::Connection::open(stopped.home.dir().join("warden.db")).unwrap();
+    let status: String =
+        db.query_row("SELECT status FROM approvals WHERE id = ?1", [approval["id"].as_i64()], |r| r.get(0)).unwrap();
+    assert_eq!(status, "pending", "the stopped daemon expired the approval after its stop");
+    drop(db);
     let d = stopped.start().await;
     let expired = wait_until("expiry at start", Duration::from_secs(10), || async {
         let a = d.get_ok(&format!("/api/v1/approvals/{}", approval["id"])).await;
