@@ -56,7 +56,7 @@ impl Daemon {
     /// Builds a daemon inside the current actix system.
     pub async fn build(config: Config) -> anyhow::Result<Daemon> {
         let home = config.home.clone();
-        ignore_file_size_signal();
+        catch_file_size_signal();
         home.ensure()?;
         let pid_lock = home.lock_pid()?;
         let token = home.load_or_create_token()?;
@@ -140,7 +140,7 @@ impl Daemon {
 /// signal to its default, so agents get the usual behaviour without any code between
 /// fork and exec, which lets the standard library spawn them with `posix_spawn` (a fork
 /// copies the daemon's page tables: it cost half of B1's throughput).
-fn ignore_file_size_signal() {
+fn catch_file_size_signal() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     extern "C" fn nothing(_: nix::libc::c_int) {}
     let action = SigAction::new(SigHandler::Handler(nothing), SaFlags::SA_RESTART, SigSet::empty());

@@ -4,7 +4,8 @@
 //! commit and gets `AlreadyDecided` with the winner. Deadlines are kept in order and one
 //! timer waits for the earliest (an actix context polls every timer it holds each time
 //! it wakes, so a timer per approval would make each decision cost O(pending)); when it
-//! fires, the defaults of the overdue approvals apply. The ExecutionMonitor hears of every approval of an execution.
+//! fires, the defaults of the overdue approvals apply. The ExecutionMonitor hears of
+//! every approval of an execution; the Supervisor stops it at shutdown (`StopSettling`).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
@@ -403,26 +404,28 @@ impl Handler<Decide> for ApprovalArbiter {
                 pending.losers.push(loser);
                 Box::pin(async move { answer.await.unwrap_or(Err(ArbiterError::NotFound(id))) })
             }
-            None if self.settled.contains_key(&id) => {
-                let outcome = Box::new(self.settled[&id].clone());
-                let refusal = if outcome.status == ApprovalStatus::Expired {
-                    ArbiterError::Expired(outcome)
-                } else {
-                    ArbiterError::AlreadyDecided(outcome)
-                };
-                Box::pin(std::future::ready(Err(refusal)))
-            }
-            None => {
-                let store = self.store.clone();
-                Box::pin(async move {
-                    match store.read("get approval", move |c| rows::get(c, id)).await? {
-                        None => Err(ArbiterError::NotFound(id)),
-                        Some(a) if a.status == ApprovalStatus::Expired => Err(ArbiterError::Expired(Box::new(a))),
-                        Some(a) => Err(ArbiterError::AlreadyDecided(Box::new(a))),
-                    }
-                })
-            }
+            None => match self.settled.get(&id) {
+                Some(outcome) => Box::pin(std::future::ready(Err(refusal(outcome.clone())))),
+                None => {
+                    let store = self.store.clone();
+                    Box::pin(async move {
+                        match store.read("get approval", move |c| rows::get(c, id)).await? {
+                            Some(settled) => Err(refusal(settled)),
+                            None => Err(ArbiterError::NotFound(id)),
+                        }
+                    })
+                }
+            },
         }
+    }
+}
+
+/// What a decision for an approval that is no longer pending gets.
+fn refusal(settled: Approval) -> ArbiterError {
+    if settled.status == ApprovalStatus::Expired {
+        ArbiterError::Expired(Box::new(settled))
+    } else {
+        ArbiterError::AlreadyDecided(Box::new(settled))
     }
 }
 

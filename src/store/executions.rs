@@ -208,10 +208,10 @@ pub fn request_of(conn: &Connection, id: ExecutionId) -> rusqlite::Result<Option
         .optional()
 }
 
-/// Newest first, after `before` (an id), filtered, at most `limit`.
-/// Newest first, each execution as the API shows it: for `each` row its id, status and,
-/// for a final one, the JSON stored when it ended (others are decoded with [`get`]).
-/// Only these three columns are read, so a page of past executions costs little.
+/// Newest first, after `before` (an id), filtered, at most `limit`: for `each` row its
+/// id, status and, for a final one, the JSON stored when it ended, as the API shows it
+/// (others are decoded with [`get`]). Only these three columns are read, so a page of
+/// past executions costs little.
 pub fn list(
     conn: &Connection,
     filter: &ExecutionFilter,

@@ -3,8 +3,8 @@
 //! failure spoils nothing else), commits once and only then answers them and hands the
 //! batch's events to the event sink, in `seq` order. A burst of output lines therefore
 //! costs a few commits, not one each. Checkpoints (copying the WAL into the database
-//! file, with its fsync) run on a thread of their own, so the writer never waits for
-//! the disk.
+//! file, with its fsync) run on a thread of their own; the writer only copies what is
+//! left itself when the WAL must start over (see `RESTART_AFTER_FRAMES`).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -187,7 +187,8 @@ fn in_savepoint<T>(
 const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Copies committed pages from the WAL into the database file after commits, at most
-/// every `CHECKPOINT_PAUSE` (see `checkpoint`). Ends when the writer has stopped.
+/// every `CHECKPOINT_PAUSE`, without waiting for anyone (PASSIVE), and tells the writer
+/// how large the WAL is. Ends when the writer has stopped.
 fn checkpoint_after_commits(conn: Connection, commits: mpsc::Receiver<()>, counters: &Counters) {
     while commits.recv().is_ok() {
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1)) {

@@ -19,10 +19,10 @@ use crate::store::{OutputSource, PreparedOutput, Store};
 
 /// Lines longer than this are split, so one line can never hold the whole output.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
-/// Output writes of one execution queued for the store and not yet taken by its writer, each of
-/// at most `LINES_PER_WRITE` lines (and at most a 64 KiB chunk read from the pipe). When
-/// they are all in flight, capture stops reading the pipe, so a flooding process blocks
-/// on its writes instead of growing the daemon's memory. The store has one writer, in
+/// Output writes of one execution queued for the store and not yet taken by its writer,
+/// each of at most `LINES_PER_WRITE` lines (and at most a 64 KiB chunk read from the
+/// pipe). When they are all in flight, capture stops reading the pipe, so a flooding
+/// process blocks on its writes instead of growing the daemon's memory. The store has one writer, in
 /// order: these bounds are also all a flood can queue ahead of another execution's line
 /// (~2,000 lines, ~10 ms of the writer's time), while keeping the writer busy.
 const WRITES_IN_FLIGHT: usize = 4;

@@ -2,6 +2,7 @@
 //! monitor still works on come from its read model (always current); the rest, and
 //! output lines, come from the database. It never writes and never asks the actor.
 
+use super::{LiveExecutions, MonitorError};
 use crate::domain::{Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, OutputLine};
 use crate::store::executions as rows;
 use crate::store::Store;
@@ -61,8 +62,6 @@ impl PageBody {
         self.body
     }
 }
-
-use super::{LiveExecutions, MonitorError};
 
 #[derive(Clone)]
 pub struct ExecutionReader {
