@@ -322,6 +322,9 @@ async fn b3_output(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
     let ws_lines = ws.await??;
     let ws_done = started.elapsed();
     let rss = rss_mb(daemon.child.id());
+    let metrics = client.get_text("/metrics").await?;
+    let skipped =
+        metrics.lines().find_map(|l| l.strip_prefix("warden_events_skipped_total ")).unwrap_or("?").to_owned();
     figures.push(("b3_lines_persisted_per_s".into(), format!("{:.0}", N as f64 / persisted.as_secs_f64())));
     figures.push(("b3_lines_delivered_sse_per_s".into(), format!("{:.0}", N as f64 / sse_done.as_secs_f64())));
     figures.push(("b3_lines_delivered_ws_per_s".into(), format!("{:.0}", N as f64 / ws_done.as_secs_f64())));
@@ -329,6 +332,7 @@ async fn b3_output(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
         "b3_all_lines_in_order".into(),
         (all_in_order(&sse_lines, N) && all_in_order(&ws_lines, N)).to_string(),
     ));
+    figures.push(("b3_lines_skipped_live_then_refetched".into(), skipped));
     figures.push(("b3_daemon_rss_mb".into(), format!("{rss:.0}")));
     Ok(())
 }

@@ -26,7 +26,7 @@ use crate::actors::session_registry::{
     self, ClientId, ClientQueue, Detach, FlowLimits, Outbound, Reservation, Reserve, SessionRegistry, TooManyClients,
     Transport,
 };
-use crate::actors::ws_session::{CountingBody, Heartbeat, WsSession, WsSessionParts};
+use crate::actors::ws_session::{Heartbeat, WsBody, WsSession, WsSessionParts};
 use crate::domain::{Envelope, EventFilter, ExecutionId};
 use crate::store::{events as log, Store};
 
@@ -143,11 +143,10 @@ pub async fn ws(
         store: live.store.clone(),
         heartbeat: live.heartbeat,
         queue,
-        outbound,
         session,
         stream,
     });
-    let mut response = response.map_body(|_, body| BoxBody::new(CountingBody::new(body, counted)));
+    let mut response = response.map_body(|_, control| BoxBody::new(WsBody::new(control, outbound, counted)));
     // A browser that sent its token as a subprotocol must get one of its offers back.
     let offered = req.headers().get(header::SEC_WEBSOCKET_PROTOCOL).and_then(|h| h.to_str().ok()).unwrap_or("");
     if offered.split(',').any(|p| p.trim() == WS_PROTOCOL) {
