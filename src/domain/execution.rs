@@ -186,7 +186,7 @@ pub struct OutputLine {
 }
 
 /// `GET /api/v1/executions` filters.
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ExecutionFilter {
     /// Comma-separated statuses, e.g. `queued,running`.

@@ -241,6 +241,12 @@ impl Store {
         self.read("checkpoint", |c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))).await
     }
 
+    /// Transactions the writer has ended: while it stays the same, the database has not
+    /// changed.
+    pub fn commits(&self) -> u64 {
+        self.writer.commits()
+    }
+
     pub fn writer_stats(&self) -> WriterStats {
         self.writer.stats()
     }

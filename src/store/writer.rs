@@ -150,6 +150,11 @@ impl WriterHandle {
         }
     }
 
+    /// Transactions ended so far: unchanged means nothing was written meanwhile.
+    pub(super) fn commits(&self) -> u64 {
+        self.counters.commits.load(Ordering::Acquire)
+    }
+
     pub(super) fn stats(&self) -> WriterStats {
         let c = &self.counters;
         WriterStats {
@@ -252,6 +257,9 @@ fn run(
             }
         }
         let commit = conn.execute_batch("COMMIT").map_err(CommitFailure::from);
+        // Counted before anyone hears of the batch: a reader that saw one of its events
+        // also sees that the database changed (cached list pages rely on it).
+        counters.commits.fetch_add(1, Ordering::Release);
         match &commit {
             Ok(()) => {
                 let _ = committed.try_send(());
@@ -271,7 +279,6 @@ fn run(
             }
         }
         let n = completions.len() as u64;
-        counters.commits.fetch_add(1, Ordering::Relaxed);
         counters.writes.fetch_add(n, Ordering::Relaxed);
         counters.largest_batch.fetch_max(n, Ordering::Relaxed);
         counters.commit_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);

@@ -1,5 +1,7 @@
 //! Executions over the API: creation, validation, output capture, retry, listing.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -299,4 +301,39 @@ async fn the_output_tail_starts_a_viewer_at_the_end() {
         expect_problem(response, StatusCode::BAD_REQUEST, "invalid_request").await;
     }
     expect_problem(d.get("/api/v1/executions/999/output?tail=3").await, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[actix_web::test]
+async fn a_list_page_shows_each_change_as_soon_as_its_event_is_out() {
+    let d = spawn_for_executions().await;
+    let (mut ws, _) = d.ws().await;
+    ws.send_json(json!({"type": "subscribe", "topics": ["execution.*"]})).await;
+    for round in 0..10 {
+        // Asked twice while nothing runs: the second answer may be the kept page.
+        let before = d.get_ok("/api/v1/executions?limit=5").await;
+        assert_eq!(d.get_ok("/api/v1/executions?limit=5").await, before);
+        let id = d.exec(&format!("echo {round}")).await["id"].clone();
+        ws.events_until(|e| e["type"] == "execution.finished" && e["execution_id"] == id).await;
+        // At once after the event: the page has the execution, final.
+        let page = d.get_ok("/api/v1/executions?limit=5").await;
+        let first = &page["items"][0];
+        assert_eq!(first["id"], id, "round {round}: the newest execution comes first: {page}");
+        assert_eq!(first["status"], "succeeded", "round {round}: {first}");
+        // Other filters and limits are answered for themselves.
+        let filtered = d.get_ok("/api/v1/executions?limit=5&status=failed").await;
+        assert!(filtered["items"].as_array().unwrap().is_empty(), "{filtered}");
+        let one = d.get_ok("/api/v1/executions?limit=1").await;
+        assert_eq!(one["items"].as_array().unwrap().len(), 1);
+        assert_eq!(one["items"][0]["id"], id);
+    }
+    // A running execution is shown as it is now, not as a page kept from before.
+    let running = d.exec("sleep 30").await["id"].clone();
+    wait_until("the execution to be running in the list", Duration::from_secs(10), || async {
+        let page = d.get_ok("/api/v1/executions?limit=5").await;
+        (page["items"][0]["id"] == running && page["items"][0]["status"] == "running").then_some(())
+    })
+    .await;
+    d.post(&format!("/api/v1/executions/{running}/cancel"), &json!({})).await;
+    ws.events_until(|e| e["type"] == "execution.finished" && e["execution_id"] == running).await;
+    assert_eq!(d.get_ok("/api/v1/executions?limit=5").await["items"][0]["status"], "cancelled");
 }

@@ -1,6 +1,11 @@
 //! `ExecutionReader`: the read side of executions for the HTTP layer. Executions the
 //! monitor still works on come from its read model (always current); the rest, and
 //! output lines, come from the database. It never writes and never asks the actor.
+//! The first page of a list is kept while nothing can have changed it ([`CachedPage`]).
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 
 use super::{LiveExecutions, MonitorError};
 use crate::domain::{Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, OutputLine};
@@ -63,15 +68,33 @@ impl PageBody {
     }
 }
 
+/// The last first page of a list, kept while nothing can have changed it: no execution
+/// is in the read model (every one is stored as it is) and the store has committed
+/// nothing since the page was read. Dashboards polling the list then cost a copy of an
+/// `Arc`, not a query.
+struct CachedPage {
+    filter: ExecutionFilter,
+    limit: usize,
+    commits: u64,
+    body: Bytes,
+}
+
 #[derive(Clone)]
 pub struct ExecutionReader {
     live: LiveExecutions,
     store: Store,
+    first_page: Arc<Mutex<Option<CachedPage>>>,
 }
 
 impl ExecutionReader {
     pub fn new(live: LiveExecutions, store: Store) -> Self {
-        ExecutionReader { live, store }
+        ExecutionReader { live, store, first_page: Arc::default() }
+    }
+
+    fn cached_first_page(&self, filter: &ExecutionFilter, limit: usize, commits: u64) -> Option<Bytes> {
+        let cached = self.first_page.lock().ok()?;
+        let page = cached.as_ref()?;
+        (page.commits == commits && page.limit == limit && &page.filter == filter).then(|| page.body.clone())
     }
 
     pub async fn get(&self, id: ExecutionId) -> Result<Execution, MonitorError> {
@@ -90,9 +113,17 @@ impl ExecutionReader {
         filter: ExecutionFilter,
         before: Option<ExecutionId>,
         limit: usize,
-    ) -> Result<String, MonitorError> {
+    ) -> Result<Bytes, MonitorError> {
         let statuses = parse_statuses(filter.status.as_deref())?;
-        let live = self.live.clone();
+        // Read before the page: a commit while it is being read makes it stale at once.
+        let commits = self.store.commits();
+        let cacheable = before.is_none() && self.live.is_empty();
+        if cacheable {
+            if let Some(body) = self.cached_first_page(&filter, limit, commits) {
+                return Ok(body);
+            }
+        }
+        let (live, key) = (self.live.clone(), filter.clone());
         let body = self
             .store
             .read("list executions", move |c| {
@@ -117,6 +148,12 @@ impl ExecutionReader {
                 Ok(page.finish())
             })
             .await?;
+        let body = Bytes::from(body);
+        if cacheable {
+            if let Ok(mut cached) = self.first_page.lock() {
+                *cached = Some(CachedPage { filter: key, limit, commits, body: body.clone() });
+            }
+        }
         Ok(body)
     }
 
