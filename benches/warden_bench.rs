@@ -234,6 +234,21 @@ struct LightData<'a> {
     prompt: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// When the daemon read an output event's line: its envelope's `ts`, in Unix ns.
+fn read_time(frame: &str) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Stamped<'a> {
+        #[serde(borrow)]
+        event: Stamp<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Stamp<'a> {
+        ts: &'a str,
+    }
+    let stamped: Stamped = serde_json::from_str(frame).ok()?;
+    stamped.event.ts.parse::<chrono::DateTime<chrono::Utc>>().ok()?.timestamp_nanos_opt()
+}
+
 /// Follows one execution's output over a WebSocket until it finishes, refetching what a
 /// `skipped` notice names; returns the line numbers in seq order.
 async fn ws_follow(client: Client, mut ws: Ws, id: Value) -> anyhow::Result<Vec<u64>> {
@@ -389,9 +404,14 @@ async fn fan_out(
     }
     let readers: Vec<_> = sockets
         .into_iter()
-        .map(|mut ws| {
+        .enumerate()
+        .map(|(i, mut ws)| {
+            // One reader also splits off the time to the daemon's read (parsing every
+            // event's `ts` in 500 readers would load the bench client itself).
+            let split = i == 0;
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
+                let mut capture_lags = Vec::new();
                 let mut skipped = 0u64;
                 while let Some(Ok(frame)) = ws.next().await {
                     let now = unix_nanos();
@@ -406,13 +426,16 @@ async fn fan_out(
                         "execution.output" => {
                             if let Some(sent) = event.data.text.as_deref().and_then(|t| t.parse::<u128>().ok()) {
                                 latencies.push(now.saturating_sub(sent) as f64 / 1e6);
+                                if let Some(read) = split.then(|| read_time(text)).flatten() {
+                                    capture_lags.push((read as u128).saturating_sub(sent) as f64 / 1e6);
+                                }
                             }
                         }
                         "execution.finished" if event.data.prompt.as_deref() != Some(FLOOD) => break,
                         _ => {}
                     }
                 }
-                (latencies, skipped)
+                (latencies, capture_lags, skipped)
             })
         })
         .collect();
@@ -426,18 +449,24 @@ async fn fan_out(
         peak
     });
     let mut all = Vec::new();
+    let mut lags = Vec::new();
     let mut skipped = 0;
     for reader in readers {
-        let (latencies, s) = reader.await?;
+        let (latencies, capture_lags, s) = reader.await?;
         all.extend(latencies);
+        lags.extend(capture_lags);
         skipped += s;
     }
+    lags.sort_by(f64::total_cmp);
     let sampler_peak = sampler.await.unwrap_or(f64::NAN);
     let rss = rss_mb(pid);
     all.sort_by(f64::total_cmp);
     figures.push((format!("{name}_clients"), clients.to_string()));
     figures.push((format!("{name}_latency_p50_ms"), format!("{:.2}", percentile(&all, 50.0))));
     figures.push((format!("{name}_latency_p99_ms"), format!("{:.2}", percentile(&all, 99.0))));
+    // How much of it passed before the daemon read the line from the pipe.
+    figures.push((format!("{name}_print_to_read_p50_ms"), format!("{:.2}", percentile(&lags, 50.0))));
+    figures.push((format!("{name}_print_to_read_p99_ms"), format!("{:.2}", percentile(&lags, 99.0))));
     figures.push((format!("{name}_events_received"), all.len().to_string()));
     figures.push((format!("{name}_events_skipped"), skipped.to_string()));
     figures.push((format!("{name}_daemon_rss_mb"), format!("{rss:.0}")));

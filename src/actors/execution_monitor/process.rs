@@ -22,11 +22,13 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// Output writes of one execution queued for the store and not yet taken by its writer,
 /// each of at most `LINES_PER_WRITE` lines (and at most a 64 KiB chunk read from the
 /// pipe). When they are all in flight, capture stops reading the pipe, so a flooding
-/// process blocks on its writes instead of growing the daemon's memory. The store has one writer, in
-/// order: these bounds are also all a flood can queue ahead of another execution's line
-/// (~2,000 lines, ~10 ms of the writer's time), while keeping the writer busy.
-const WRITES_IN_FLIGHT: usize = 4;
-const LINES_PER_WRITE: usize = 512;
+/// process blocks on its writes instead of growing the daemon's memory. The store has
+/// one writer, in order: these bounds are also all a flood can queue ahead of another
+/// execution's line (512 lines, ~1.5 ms of the writer's time). Measured (B9): 4 × 512
+/// gave the others a p50 of 15 ms during a flood, 2 × 256 gives 9–10 ms, and the
+/// flood's own rate (B3) stays the same.
+const WRITES_IN_FLIGHT: usize = 2;
+const LINES_PER_WRITE: usize = 256;
 /// How long output may keep flowing after the process group is gone (a process that
 /// escaped the group with setsid may hold the pipes open).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
