@@ -314,7 +314,8 @@ async fn a_list_page_shows_each_change_as_soon_as_its_event_is_out() {
         assert_eq!(d.get_ok("/api/v1/executions?limit=5").await, before);
         let id = d.exec(&format!("echo {round}")).await["id"].clone();
         ws.events_until(|e| e["type"] == "execution.finished" && e["execution_id"] == id).await;
-        // At once after the event: the page has the execution, final.
+        // At once after the event: the execution and the page show it final.
+        assert_eq!(d.execution(&id).await["status"], "succeeded", "round {round}");
         let page = d.get_ok("/api/v1/executions?limit=5").await;
         let first = &page["items"][0];
         assert_eq!(first["id"], id, "round {round}: the newest execution comes first: {page}");
@@ -336,4 +337,5 @@ async fn a_list_page_shows_each_change_as_soon_as_its_event_is_out() {
     d.post(&format!("/api/v1/executions/{running}/cancel"), &json!({})).await;
     ws.events_until(|e| e["type"] == "execution.finished" && e["execution_id"] == running).await;
     assert_eq!(d.get_ok("/api/v1/executions?limit=5").await["items"][0]["status"], "cancelled");
+    assert_eq!(d.execution(&running).await["status"], "cancelled");
 }

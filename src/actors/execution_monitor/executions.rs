@@ -638,9 +638,11 @@ impl ExecutionMonitor {
         }
     }
 
-    /// Makes an execution final. Its final row is queued behind all of its output, so
-    /// the read model shows the final state only once that row is committed: a client
-    /// that sees `succeeded` can read every line. Returns the final execution.
+    /// Makes an execution final. Its final row is queued behind all of its output, and
+    /// the execution leaves the read model at once: readers get its stored row, which
+    /// turns final with the commit that also sends `execution.finished`. So a client
+    /// that sees `succeeded` can read every line, and a client that heard the event
+    /// never reads the execution as still running. Returns the final execution.
     pub(super) fn finish(
         &mut self,
         id: ExecutionId,
@@ -669,6 +671,7 @@ impl ExecutionMonitor {
         if finished.changes.as_ref().is_some_and(ChangesSummary::awaits_end) {
             self.changes.do_send(SnapshotEnd { execution: finished.clone() });
         }
+        self.live.remove(&id);
         let (store, live, stored) = (self.store.clone(), self.live.clone(), finished.clone());
         let turn_listener = finished.session_id.and(self.turn_listener.clone());
         actix::spawn(async move {
@@ -680,7 +683,6 @@ impl ExecutionMonitor {
             });
             match finished.await {
                 Ok(()) => {
-                    live.remove(&id);
                     if let Some(listener) = turn_listener {
                         listener.do_send(TurnEnded { execution: stored });
                     }
