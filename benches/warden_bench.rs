@@ -234,6 +234,13 @@ struct LightData<'a> {
     prompt: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// One counter's value from the daemon's `/metrics` ("?" when it is not there).
+async fn metric(client: &Client, name: &str) -> anyhow::Result<String> {
+    let metrics = client.get_text("/metrics").await?;
+    let value = metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' '));
+    Ok(value.unwrap_or("?").to_owned())
+}
+
 /// When the daemon read an output event's line: its envelope's `ts`, in Unix ns.
 fn read_time(frame: &str) -> Option<i64> {
     #[derive(serde::Deserialize)]
@@ -337,9 +344,7 @@ async fn b3_output(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
     let ws_lines = ws.await??;
     let ws_done = started.elapsed();
     let rss = rss_mb(daemon.child.id());
-    let metrics = client.get_text("/metrics").await?;
-    let skipped =
-        metrics.lines().find_map(|l| l.strip_prefix("warden_events_skipped_total ")).unwrap_or("?").to_owned();
+    let skipped = metric(&client, "warden_events_skipped_total").await?;
     figures.push(("b3_lines_persisted_per_s".into(), format!("{:.0}", N as f64 / persisted.as_secs_f64())));
     figures.push(("b3_lines_delivered_sse_per_s".into(), format!("{:.0}", N as f64 / sse_done.as_secs_f64())));
     figures.push(("b3_lines_delivered_ws_per_s".into(), format!("{:.0}", N as f64 / ws_done.as_secs_f64())));
@@ -473,9 +478,7 @@ async fn fan_out(
     let peak = sampler_peak;
     figures.push((format!("{name}_daemon_peak_rss_mb"), format!("{peak:.0}")));
     if disturbance == Disturbance::StalledClientDuringFlood {
-        let metrics = client.get_text("/metrics").await?;
-        let dropped =
-            metrics.lines().find_map(|l| l.strip_prefix("warden_clients_dropped_total ")).unwrap_or("?").to_owned();
+        let dropped = metric(&client, "warden_clients_dropped_total").await?;
         figures.push((format!("{name}_stalled_clients_dropped"), dropped));
     }
     Ok(())

@@ -1,7 +1,7 @@
-//! `WsSession`: one per WebSocket client. It owns the actix-ws session (for pings and
-//! pongs; [`WsBody`], the response body, frames the client's `ClientQueue`), reads the client's messages
-//! (subscribe, unsubscribe, …), runs the heartbeat and detaches from the
-//! SessionRegistry when it stops. `http::events` starts it after the upgrade.
+//! `WsSession`: one per WebSocket client. It reads the client's messages (subscribe,
+//! unsubscribe, …), runs the heartbeat over its actix-ws session (pings and pongs) and
+//! detaches from the SessionRegistry when it stops. [`WsBody`], the response body,
+//! frames the client's `ClientQueue`. `http::events` starts both after the upgrade.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -284,8 +284,10 @@ impl<B> WsBody<B> {
     fn frame_queued(&mut self, cx: &mut TaskContext<'_>) {
         while !self.closing && self.framed.len() < FRAMED_PER_POLL {
             let Poll::Ready(Some(item)) = self.outbound.poll_recv(cx) else { return };
-            let text =
-                |framed: &mut BytesMut, text: &[u8]| Parser::write_message(framed, text, OpCode::Text, true, false);
+            let text = |framed: &mut BytesMut, payload: &[u8]| {
+                // A server's frames are not masked.
+                Parser::write_message(framed, payload, OpCode::Text, true, false)
+            };
             match item {
                 Outbound::Event(event) => text(&mut self.framed, event.ws_frame().as_bytes()),
                 Outbound::Text(message) => text(&mut self.framed, message.as_bytes()),
@@ -371,7 +373,7 @@ mod tests {
         queue.close("the client stopped reading");
         assert!(queue.queued_bytes() > 300);
         let body = WsBody::new(silent_control(), outbound, queue.clone());
-        let wire = actix_web::body::to_bytes(body).await.unwrap();
+        let wire = actix_web::body::to_bytes(body).await.expect("the body ends after the close frame");
 
         // Unmasked server frames: text (short length), text (16-bit length), close.
         let mut expected = vec![0x81, 16];
