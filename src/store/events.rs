@@ -8,9 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, params_from_iter, Connection, ToSql};
 
 use super::catalog::ts_column;
-use crate::domain::{
-    format_ts, now, Envelope, Event, EventFilter, ExecutionId, NewEvent, OutputLine, OutputStream, Priority,
-};
+use crate::domain::{format_ts, now, Envelope, Event, EventFilter, ExecutionId, NewEvent, OutputStream, Priority};
 
 /// What an execution's output events say about where they come from.
 #[derive(Debug, Clone)]
@@ -69,32 +67,31 @@ impl EventLog {
         Ok(seq)
     }
 
-    /// Stores output lines; each is an `execution.output` event with its own `seq`. The
-    /// lines come prepared (see [`PreparedOutput`]): the writer only binds them and gives
-    /// their events a seq.
-    pub fn record_output(&mut self, conn: &Connection, lines: &mut [PreparedOutput]) -> rusqlite::Result<()> {
-        let mut stmt = conn.prepare_cached(
-            "INSERT INTO execution_output (execution_id, n, stream, text, ts, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        for prepared in lines {
-            let line = &prepared.line;
-            let seq = self.next_seq;
-            stmt.execute(params![
-                prepared.execution_id.0,
-                line.n as i64,
-                line.stream.as_str(),
-                line.text,
-                prepared.stored_ts,
-                seq as i64
-            ])?;
-            self.next_seq += 1;
-            if let Some(mut event) = prepared.event.take() {
-                if let Some(unshared) = Arc::get_mut(&mut event) {
-                    unshared.seq = seq;
-                }
-                self.recorded.push(event);
+    /// Stores a chunk of output lines as one row; each line is an `execution.output`
+    /// event with its own `seq`. The chunk comes prepared (see [`PreparedChunk`]): the
+    /// writer only binds it and gives its events their seqs.
+    pub fn record_output(&mut self, conn: &Connection, chunk: &mut PreparedChunk) -> rusqlite::Result<()> {
+        let first_seq = self.next_seq;
+        conn.prepare_cached(
+            "INSERT INTO output_chunks (execution_id, first_n, lines, first_seq, stream, ts, text)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            chunk.execution_id.0,
+            chunk.first_n as i64,
+            chunk.events.len() as i64,
+            first_seq as i64,
+            chunk.stream.as_str(),
+            chunk.stored_ts,
+            chunk.text
+        ])?;
+        for (seq, mut event) in (first_seq..).zip(chunk.events.drain(..)) {
+            if let Some(unshared) = Arc::get_mut(&mut event) {
+                unshared.seq = seq;
             }
+            self.recorded.push(event);
         }
+        self.next_seq = self.recorded.last().map_or(first_seq, |e| e.seq + 1);
         Ok(())
     }
 
@@ -114,24 +111,49 @@ impl EventLog {
     }
 }
 
-/// An output line made ready for the store's writer where it was read: its timestamp
-/// as stored and its event (JSON after the seq, and the allocation itself), so that the
-/// one writer thread neither serialises nor allocates per line. (Allocating on one
-/// thread and freeing on another makes both wait on the allocator's locks.)
-pub struct PreparedOutput {
-    line: OutputLine,
+/// The most lines one stored chunk holds. Readers look this far back for the chunk
+/// that holds a given line or seq.
+pub const MAX_CHUNK_LINES: usize = 256;
+
+/// A chunk of output lines (of one stream, read at one moment) made ready for the
+/// store's writer where they were read: its row's text and timestamp as stored, and one
+/// event per line (JSON after the seq, and the allocation itself), so that the one writer
+/// thread neither serialises nor allocates per line.
+pub struct PreparedChunk {
     execution_id: ExecutionId,
+    first_n: u64,
+    stream: OutputStream,
     stored_ts: String,
-    /// Taken by the writer, which gives it its seq.
-    event: Option<Arc<Event>>,
+    /// The lines joined by `\n`.
+    text: String,
+    /// One per line, taken by the writer, which gives them their seqs.
+    events: Vec<Arc<Event>>,
 }
 
-impl PreparedOutput {
-    pub fn new(line: OutputLine, source: &OutputSource) -> Self {
-        let json_after_seq = output_json_after_seq(line.ts, line.n, line.stream, &line.text, source);
-        let event = Arc::new(Event::output(0, source.execution_id, source.session_id, json_after_seq));
-        PreparedOutput { stored_ts: format_ts(&line.ts), event: Some(event), execution_id: source.execution_id, line }
+impl PreparedChunk {
+    /// `text` is 1 to [`MAX_CHUNK_LINES`] lines joined by `\n` (a line never holds one),
+    /// numbered from `first_n`.
+    pub fn new(source: &OutputSource, first_n: u64, stream: OutputStream, ts: DateTime<Utc>, text: String) -> Self {
+        let events: Vec<Arc<Event>> = (first_n..)
+            .zip(text.split('\n'))
+            .take(MAX_CHUNK_LINES)
+            .map(|(n, line)| {
+                let json_after_seq = output_json_after_seq(ts, n, stream, line, source);
+                Arc::new(Event::output(0, source.execution_id, source.session_id, json_after_seq))
+            })
+            .collect();
+        debug_assert_eq!(events.len(), text.split('\n').count(), "a chunk holds at most {MAX_CHUNK_LINES} lines");
+        PreparedChunk { execution_id: source.execution_id, first_n, stream, stored_ts: format_ts(&ts), text, events }
     }
+
+    pub fn lines(&self) -> usize {
+        self.events.len()
+    }
+}
+
+/// The lines of a stored chunk, numbered: `(n, seq, text)`.
+fn chunk_lines(first_n: u64, first_seq: u64, text: &str) -> impl Iterator<Item = (u64, u64, &str)> {
+    (0..).zip(text.split('\n')).map(move |(i, line)| (first_n + i, first_seq + i, line))
 }
 
 /// An output event's envelope (as [`Envelope`] serialises it) from the field after
@@ -164,7 +186,8 @@ fn output_json_after_seq(ts: DateTime<Utc>, n: u64, stream: OutputStream, text: 
 /// The highest `seq` recorded so far (0 for a new database).
 pub fn last_seq(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row(
-        "SELECT max(coalesce((SELECT max(seq) FROM events), 0), coalesce((SELECT max(seq) FROM execution_output), 0))",
+        "SELECT max(coalesce((SELECT max(seq) FROM events), 0),
+                    coalesce((SELECT first_seq + lines - 1 FROM output_chunks ORDER BY first_seq DESC LIMIT 1), 0))",
         [],
         |row| row.get::<_, i64>(0),
     )
@@ -273,25 +296,37 @@ fn output_events(
     limit: usize,
 ) -> rusqlite::Result<Vec<Arc<Event>>> {
     let mut sql = String::from(
-        "SELECT o.seq, o.ts, o.n, o.stream, o.text, o.execution_id, e.session_id, e.workspace
-         FROM execution_output o JOIN executions e ON e.id = o.execution_id
-         WHERE o.seq > ? AND o.seq <= ?",
+        "SELECT o.first_seq, o.ts, o.first_n, o.stream, o.text, o.execution_id, e.session_id, e.workspace
+         FROM output_chunks o JOIN executions e ON e.id = o.execution_id
+         WHERE o.first_seq > ? AND o.first_seq <= ?",
     );
-    let values = narrow(&mut sql, filter, after, up_to, ("o.execution_id", "e.session_id"));
-    sql.push_str(&format!(" ORDER BY o.seq LIMIT {limit}"));
+    // The chunk that holds `after + 1` may start up to a chunk's length before it.
+    let chunks_after = after.saturating_sub(MAX_CHUNK_LINES as u64);
+    let values = narrow(&mut sql, filter, chunks_after, up_to, ("o.execution_id", "e.session_id"));
+    sql.push_str(" ORDER BY o.first_seq");
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params_from_iter(values.iter()), |row| {
-        let stream: String = row.get(3)?;
+    let mut rows = stmt.query(params_from_iter(values.iter()))?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next()? {
+        // Chunks come in seq order and do not overlap: later ones only come after.
+        if events.len() >= limit {
+            break;
+        }
+        let first_seq = row.get::<_, i64>(0)? as u64;
+        let ts = ts_column(row, 1)?;
+        let stream = if row.get_ref(3)?.as_str()? == "stderr" { OutputStream::Stderr } else { OutputStream::Stdout };
         let source =
             OutputSource { execution_id: ExecutionId(row.get(5)?), session_id: row.get(6)?, workspace: row.get(7)? };
-        let stream = if stream == "stderr" { OutputStream::Stderr } else { OutputStream::Stdout };
-        let text: String = row.get(4)?;
-        let json_after_seq =
-            output_json_after_seq(ts_column(row, 1)?, row.get::<_, i64>(2)? as u64, stream, &text, &source);
-        let seq = row.get::<_, i64>(0)? as u64;
-        Ok(Arc::new(Event::output(seq, source.execution_id, source.session_id, json_after_seq)))
-    })?;
-    rows.collect()
+        let text = row.get_ref(4)?.as_str()?;
+        for (n, seq, line) in chunk_lines(row.get::<_, i64>(2)? as u64, first_seq, text) {
+            if seq > after && seq <= up_to {
+                let json_after_seq = output_json_after_seq(ts, n, stream, line, &source);
+                events.push(Arc::new(Event::output(seq, source.execution_id, source.session_id, json_after_seq)));
+            }
+        }
+    }
+    events.truncate(limit);
+    Ok(events)
 }
 
 #[cfg(test)]
@@ -303,23 +338,80 @@ mod tests {
     fn output_json_is_the_envelope_serialised() {
         for (session_id, workspace) in [(None, None), (Some(4), Some("my \"app\"".to_owned()))] {
             let source = OutputSource { execution_id: ExecutionId(7), session_id, workspace };
-            let line =
-                OutputLine { n: 12, stream: OutputStream::Stderr, text: "tab\t, quote \" é \u{1}".into(), ts: now() };
+            let (ts, text) = (now(), "tab\t, quote \" é \u{1}");
             let envelope = Envelope {
                 seq: 99,
-                ts: line.ts,
+                ts,
                 kind: "execution.output".into(),
                 priority: Priority::Low,
                 execution_id: Some(source.execution_id),
                 approval_id: None,
                 session_id: source.session_id,
                 workspace: source.workspace.clone(),
-                data: serde_json::json!({ "n": line.n, "stream": line.stream, "text": line.text }),
+                data: serde_json::json!({ "n": 13, "stream": "stderr", "text": text }),
             };
-            let mut prepared = PreparedOutput::new(line, &source);
-            let mut event = prepared.event.take().unwrap();
+            // The chunk's second line is line 13.
+            let mut chunk = PreparedChunk::new(&source, 12, OutputStream::Stderr, ts, format!("first\n{text}"));
+            assert_eq!(chunk.lines(), 2);
+            let mut event = chunk.events.remove(1);
             Arc::get_mut(&mut event).unwrap().seq = 99;
             assert_eq!(event.json(), serde_json::to_string(&envelope).unwrap());
         }
+    }
+
+    /// Replays and pages start and stop inside chunks: a range that begins or ends in the
+    /// middle of one gets exactly its lines, across executions and narrowed to one.
+    #[actix::test]
+    async fn replays_cut_chunks_at_the_asked_seqs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("w.db")).unwrap();
+        store
+            .write("executions", |c| {
+                c.execute_batch(
+                    "INSERT INTO executions (id, status, profile, provider, cwd, prompt, argv, env, created_at, queue_order)
+                     VALUES (1, 'running', 'p', 'p', '/', '', '[]', '{}', '2026-01-01T00:00:00.000Z', 1),
+                            (2, 'running', 'p', 'p', '/', '', '[]', '{}', '2026-01-01T00:00:00.000Z', 2)",
+                )
+            })
+            .await
+            .unwrap();
+        // Execution 1: lines 1-3, then execution 2: lines 1-2, then execution 1: lines 4-5.
+        let chunk = |id, first_n, text: &str| {
+            let source = OutputSource { execution_id: ExecutionId(id), session_id: None, workspace: None };
+            PreparedChunk::new(&source, first_n, OutputStream::Stdout, now(), text.to_owned())
+        };
+        let mut chunks = vec![chunk(1, 1, "a\nb\nc"), chunk(2, 1, "x\ny"), chunk(1, 4, "d\n")];
+        let first = store
+            .record("output", move |c, log| {
+                let first = log.next_seq;
+                for chunk in &mut chunks {
+                    log.record_output(c, chunk)?;
+                }
+                Ok(first)
+            })
+            .await
+            .unwrap();
+        let texts = |filter: EventFilter, after: u64, limit: usize| {
+            let store = store.clone();
+            async move {
+                let events = store.read("replay", move |c| replay(c, &filter, after, u64::MAX, limit)).await.unwrap();
+                events
+                    .iter()
+                    .map(|e| {
+                        let envelope: Envelope = serde_json::from_str(e.json()).unwrap();
+                        assert_eq!(envelope.seq, e.seq);
+                        format!("{}:{}", e.seq - first, envelope.data["text"].as_str().unwrap())
+                    })
+                    .collect::<Vec<_>>()
+            }
+        };
+        let all = EventFilter { topics: vec!["execution.output".into()], ..Default::default() };
+        let one = EventFilter { execution_id: Some(ExecutionId(1)), ..all.clone() };
+        assert_eq!(texts(all.clone(), 0, 100).await, ["0:a", "1:b", "2:c", "3:x", "4:y", "5:d", "6:"]);
+        assert_eq!(texts(all.clone(), first + 1, 3).await, ["2:c", "3:x", "4:y"]);
+        assert_eq!(texts(one.clone(), first, 100).await, ["1:b", "2:c", "5:d", "6:"]);
+        assert_eq!(texts(one, first + 5, 100).await, ["6:"]);
+        let last = store.read("last", last_seq).await.unwrap();
+        assert_eq!(last, first + 6);
     }
 }

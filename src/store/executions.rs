@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, ToSql};
 
 use super::catalog::ts_column;
+use super::events::MAX_CHUNK_LINES;
 use crate::domain::{
     format_ts, ChangesSummary, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, OutputLine,
     OutputStream,
@@ -346,30 +347,41 @@ pub fn count_by_status(conn: &Connection) -> rusqlite::Result<BTreeMap<String, u
 
 /// Lines with `n > after`, in order, at most `limit`.
 pub fn output(conn: &Connection, id: ExecutionId, after: u64, limit: usize) -> rusqlite::Result<Vec<OutputLine>> {
+    // The chunk that holds line `after + 1` may start up to a chunk's length before it.
     let mut stmt = conn.prepare_cached(
-        "SELECT n, stream, text, ts FROM execution_output WHERE execution_id = ?1 AND n > ?2 ORDER BY n LIMIT ?3",
+        "SELECT first_n, stream, text, ts FROM output_chunks WHERE execution_id = ?1 AND first_n > ?2 ORDER BY first_n",
     )?;
-    let rows = stmt.query_map(params![id.0, after as i64, limit as i64], output_row)?;
-    rows.collect()
+    let mut rows = stmt.query(params![id.0, after.saturating_sub(MAX_CHUNK_LINES as u64) as i64])?;
+    let mut lines = Vec::new();
+    while lines.len() < limit {
+        let Some(row) = rows.next()? else { break };
+        lines.extend(chunk_lines(row)?.into_iter().filter(|line| line.n > after));
+    }
+    lines.truncate(limit);
+    Ok(lines)
 }
 
 /// The last `count` lines, in order.
 pub fn output_tail(conn: &Connection, id: ExecutionId, count: usize) -> rusqlite::Result<Vec<OutputLine>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT n, stream, text, ts FROM execution_output WHERE execution_id = ?1 ORDER BY n DESC LIMIT ?2",
+        "SELECT first_n, stream, text, ts FROM output_chunks WHERE execution_id = ?1 ORDER BY first_n DESC",
     )?;
-    let rows: rusqlite::Result<Vec<OutputLine>> = stmt.query_map(params![id.0, count as i64], output_row)?.collect();
-    let mut lines = rows?;
+    let mut rows = stmt.query(params![id.0])?;
+    let mut lines = Vec::new();
+    while lines.len() < count {
+        let Some(row) = rows.next()? else { break };
+        lines.extend(chunk_lines(row)?.into_iter().rev());
+    }
+    lines.truncate(count);
     lines.reverse();
     Ok(lines)
 }
 
-fn output_row(row: &Row<'_>) -> rusqlite::Result<OutputLine> {
-    let stream: String = row.get(1)?;
-    Ok(OutputLine {
-        n: row.get::<_, i64>(0)? as u64,
-        stream: if stream == "stderr" { OutputStream::Stderr } else { OutputStream::Stdout },
-        text: row.get(2)?,
-        ts: ts_column(row, 3)?,
-    })
+/// A stored chunk's lines (see migration 0010).
+fn chunk_lines(row: &Row<'_>) -> rusqlite::Result<Vec<OutputLine>> {
+    let first_n = row.get::<_, i64>(0)? as u64;
+    let stream = if row.get_ref(1)?.as_str()? == "stderr" { OutputStream::Stderr } else { OutputStream::Stdout };
+    let ts = ts_column(row, 3)?;
+    let text = row.get_ref(2)?.as_str()?;
+    Ok((first_n..).zip(text.split('\n')).map(|(n, text)| OutputLine { n, stream, text: text.to_owned(), ts }).collect())
 }

@@ -18,7 +18,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
-pub use events::{EventLog, OutputSource, PreparedOutput};
+pub use events::{EventLog, OutputSource, PreparedChunk, MAX_CHUNK_LINES};
 pub use writer::{EventSink, WriterStats};
 
 /// Errors from the database, with what was being done.
@@ -117,6 +117,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0007_execution_changes.sql")),
         M::up(include_str!("../../migrations/0008_idempotency_keys.sql")),
         M::up(include_str!("../../migrations/0009_final_execution_json.sql")),
+        M::up(include_str!("../../migrations/0010_output_chunks.sql")),
     ])
 }
 
@@ -259,6 +260,39 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         assert!(migrations().validate().is_ok());
+    }
+
+    /// A database from before output was chunked keeps its lines: each becomes a chunk
+    /// of one, read back by page, tail and replay as before.
+    #[actix::test]
+    async fn output_stored_line_by_line_survives_the_chunking_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrations().to_version(&mut conn, 9).unwrap();
+            conn.execute_batch(
+                "INSERT INTO executions (id, status, profile, provider, cwd, prompt, argv, env, created_at, queue_order)
+                 VALUES (1, 'succeeded', 'p', 'p', '/', '', '[]', '{}', '2026-01-01T00:00:00.000Z', 1);
+                 INSERT INTO execution_output (execution_id, n, stream, text, ts, seq) VALUES
+                     (1, 1, 'stdout', 'one', '2026-01-01T00:00:01.000Z', 5),
+                     (1, 2, 'stderr', 'two', '2026-01-01T00:00:02.000Z', 7),
+                     (1, 3, 'stdout', 'three', '2026-01-01T00:00:03.000Z', 6);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let id = crate::domain::ExecutionId(1);
+        let texts = |lines: Vec<crate::domain::OutputLine>| lines.into_iter().map(|l| l.text).collect::<Vec<_>>();
+        let page = store.read("page", move |c| executions::output(c, id, 1, 10)).await.unwrap();
+        assert_eq!(page[0].stream, crate::domain::OutputStream::Stderr);
+        assert_eq!(texts(page), ["two", "three"]);
+        let tail = store.read("tail", move |c| executions::output_tail(c, id, 2)).await.unwrap();
+        assert_eq!(texts(tail), ["two", "three"]);
+        let filter = crate::domain::EventFilter { topics: vec!["*".into()], ..Default::default() };
+        let replayed = store.read("replay", move |c| events::replay(c, &filter, 0, u64::MAX, 10)).await.unwrap();
+        assert_eq!(replayed.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 6, 7]);
+        assert_eq!(store.read("last", events::last_seq).await.unwrap(), 7);
     }
 
     #[actix::test]

@@ -178,8 +178,10 @@ pub fn has_reply(conn: &Connection, execution_id: i64) -> rusqlite::Result<bool>
 
 /// The stdout of an execution, lines joined: a turn's reply.
 pub fn stdout_of(conn: &Connection, execution_id: i64) -> rusqlite::Result<String> {
-    let mut stmt = conn
-        .prepare_cached("SELECT text FROM execution_output WHERE execution_id = ?1 AND stream = 'stdout' ORDER BY n")?;
-    let lines: rusqlite::Result<Vec<String>> = stmt.query_map([execution_id], |row| row.get(0))?.collect();
-    Ok(lines?.join("\n"))
+    // A chunk's text is its lines joined by '\n' already.
+    let mut stmt = conn.prepare_cached(
+        "SELECT text FROM output_chunks WHERE execution_id = ?1 AND stream = 'stdout' ORDER BY first_n",
+    )?;
+    let chunks: rusqlite::Result<Vec<String>> = stmt.query_map([execution_id], |row| row.get(0))?.collect();
+    Ok(chunks?.join("\n"))
 }

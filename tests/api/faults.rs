@@ -303,10 +303,13 @@ async fn check_nothing_lost(d: &ServeProcess, dir: &Path, acked: &Acknowledged) 
     .unwrap();
     let integrity: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(integrity, "ok");
+    // Every output line's seq (first_seq + i for each line of a chunk) and every event's.
     let (all, distinct): (i64, i64) = db
         .query_row(
-            "SELECT count(*), count(DISTINCT seq) FROM
-                 (SELECT seq FROM events UNION ALL SELECT seq FROM execution_output)",
+            "WITH RECURSIVE line(seq, last) AS (
+                 SELECT first_seq, first_seq + lines - 1 FROM output_chunks
+                 UNION ALL SELECT seq + 1, last FROM line WHERE seq < last)
+             SELECT count(*), count(DISTINCT seq) FROM (SELECT seq FROM events UNION ALL SELECT seq FROM line)",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -314,8 +317,8 @@ async fn check_nothing_lost(d: &ServeProcess, dir: &Path, acked: &Acknowledged) 
     assert_eq!(all, distinct, "an event seq was used twice");
     let gaps: i64 = db
         .query_row(
-            "SELECT count(*) FROM (SELECT execution_id FROM execution_output GROUP BY execution_id
-                 HAVING count(*) != max(n))",
+            "SELECT count(*) FROM (SELECT execution_id FROM output_chunks GROUP BY execution_id
+                 HAVING sum(lines) != max(first_n + lines - 1))",
             [],
             |r| r.get(0),
         )

@@ -1,6 +1,7 @@
 //! Child processes of executions: spawn one in its own process group, capture stdout
-//! and stderr line by line into the store (a batch per read, so a flood costs few
-//! commits), signal its whole group, and recognise it again after a daemon crash.
+//! and stderr line by line into the store (the lines of each pipe read in chunks of up
+//! to 256, one stored row each, so a flood costs few rows and commits), signal its whole
+//! group, and recognise it again after a daemon crash.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -9,26 +10,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::Semaphore;
 
-use crate::domain::{now, ExecutionId, OutputLine, OutputStream};
-use crate::store::{OutputSource, PreparedOutput, Store};
+use crate::domain::{now, ExecutionId, OutputStream};
+use crate::store::{OutputSource, PreparedChunk, Store, MAX_CHUNK_LINES};
 
 /// Lines longer than this are split, so one line can never hold the whole output.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
-/// Output writes of one execution queued for the store and not yet taken by its writer,
-/// each of at most `LINES_PER_WRITE` lines (and at most a 64 KiB chunk read from the
+/// Output chunks of one execution queued for the store and not yet taken by its writer,
+/// each of at most `MAX_CHUNK_LINES` lines (and at most a 64 KiB chunk read from the
 /// pipe). When they are all in flight, capture stops reading the pipe, so a flooding
 /// process blocks on its writes instead of growing the daemon's memory. The store has
 /// one writer, in order: these bounds are also all a flood can queue ahead of another
-/// execution's line (512 lines, ~1.5 ms of the writer's time). Measured (B9): 4 × 512
-/// gave the others a p50 of 15 ms during a flood, 2 × 256 gives 9–10 ms, and the
-/// flood's own rate (B3) stays the same.
+/// execution's line. Measured (B9): 4 chunks of 512 lines gave the others a p50 of
+/// 15 ms during a flood, 2 of 256 gives 9–10 ms, and the flood's own rate (B3) stays
+/// the same.
 const WRITES_IN_FLIGHT: usize = 2;
-const LINES_PER_WRITE: usize = 256;
 /// How long output may keep flowing after the process group is gone (a process that
 /// escaped the group with setsid may hold the pipes open).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
@@ -137,8 +138,9 @@ fn describe_spawn_error(program: &str, cwd: &std::path::Path, e: &std::io::Error
     }
 }
 
-/// Where an execution's output goes: numbered from one counter across both streams,
-/// stored as events, with a bounded number of chunks in flight.
+/// Where an execution's output goes: numbered from one counter across both streams (in
+/// the order the chunks are queued, which is the order of their seqs), stored as
+/// events, with a bounded number of chunks in flight.
 #[derive(Clone)]
 struct OutputSink {
     source: Arc<OutputSource>,
@@ -148,19 +150,20 @@ struct OutputSink {
 }
 
 impl OutputSink {
-    /// Queues a chunk's lines as writes of at most `LINES_PER_WRITE` lines, in order;
-    /// waits first while too many writes are in flight (backpressure on the process).
-    async fn persist(&self, lines: Vec<OutputLine>) {
-        let mut lines = lines.into_iter().peekable();
-        while lines.peek().is_some() {
+    /// Queues a read's chunks for the store, in order; waits first while too many are
+    /// in flight (backpressure on the process).
+    async fn persist(&self, stream: OutputStream, chunks: Vec<Chunk>, ts: DateTime<Utc>) {
+        for chunk in chunks {
             let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
-            let mut prepared: Vec<PreparedOutput> =
-                lines.by_ref().take(LINES_PER_WRITE).map(|line| PreparedOutput::new(line, &self.source)).collect();
-            // The lines come back once stored, so that they are freed on this thread, which
-            // allocated them: frees across threads contend on the allocator's locks.
+            // Numbered and queued with no wait in between: both streams' capture tasks run
+            // on this thread, so line numbers follow the order the chunks are stored in.
+            let first_n = self.counter.fetch_add(chunk.lines, Ordering::Relaxed) + 1;
+            let mut prepared = PreparedChunk::new(&self.source, first_n, stream, ts, chunk.text);
+            // The chunk comes back once stored, so that it is freed on this thread, which
+            // allocated it.
             let committed = self.store.record_queued("insert output", move |c, log| {
                 let recorded = log.record_output(c, &mut prepared);
-                // Taken into the transaction: capture may queue the next write while this
+                // Taken into the transaction: capture may queue the next chunk while this
                 // batch commits, so the writer never waits for it.
                 drop(permit);
                 recorded.map(|()| prepared)
@@ -174,12 +177,54 @@ impl OutputSink {
     }
 }
 
-/// Reads one stream to its end, queueing each chunk's lines as one write.
+/// Lines of one stream joined by `\n` (a line never holds one), at most
+/// `MAX_CHUNK_LINES` of them.
+struct Chunk {
+    text: String,
+    lines: u64,
+}
+
+/// Cuts what a read gave into chunks of lines.
+#[derive(Default)]
+struct Chunker {
+    full: Vec<Chunk>,
+    text: String,
+    lines: u64,
+}
+
+impl Chunker {
+    /// One line's bytes, without its `\n` (a `\r` before it is dropped; invalid UTF-8
+    /// is decoded lossily).
+    fn push(&mut self, bytes: &[u8]) {
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        if self.lines > 0 {
+            self.text.push('\n');
+        }
+        self.text.push_str(&String::from_utf8_lossy(bytes));
+        self.lines += 1;
+        if self.lines == MAX_CHUNK_LINES as u64 {
+            self.full.push(Chunk { text: std::mem::take(&mut self.text), lines: self.lines });
+            self.lines = 0;
+        }
+    }
+
+    /// The chunks so far, the last one possibly short.
+    fn take(&mut self) -> Vec<Chunk> {
+        if self.lines > 0 {
+            self.full.push(Chunk { text: std::mem::take(&mut self.text), lines: self.lines });
+            self.lines = 0;
+        }
+        std::mem::take(&mut self.full)
+    }
+}
+
+/// Reads one stream to its end, queueing each read's lines in chunks.
 async fn capture(reader: impl AsyncRead + Unpin, stream: OutputStream, sink: OutputSink) {
     let id = sink.source.execution_id;
-    let counter = sink.counter.clone();
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    // A line that a read ended in the middle of.
     let mut line: Vec<u8> = Vec::new();
+    let mut chunker = Chunker::default();
     loop {
         let chunk = match reader.fill_buf().await {
             Ok(chunk) => chunk,
@@ -191,13 +236,18 @@ async fn capture(reader: impl AsyncRead + Unpin, stream: OutputStream, sink: Out
         if chunk.is_empty() {
             break;
         }
-        let mut lines = Vec::new();
+        let read_at = now();
         let mut rest = chunk;
         while !rest.is_empty() {
             match rest.iter().position(|&b| b == b'\n') {
+                Some(end) if line.is_empty() && end <= MAX_LINE_BYTES => {
+                    chunker.push(&rest[..end]);
+                    rest = &rest[end + 1..];
+                }
                 Some(end) if line.len() + end <= MAX_LINE_BYTES => {
                     line.extend_from_slice(&rest[..end]);
-                    lines.push(finish_line(&mut line, stream, &counter));
+                    chunker.push(&line);
+                    line.clear();
                     rest = &rest[end + 1..];
                 }
                 _ => {
@@ -208,7 +258,7 @@ async fn capture(reader: impl AsyncRead + Unpin, stream: OutputStream, sink: Out
                     if line.len() >= MAX_LINE_BYTES {
                         let cut = char_boundary(&line);
                         let tail = line.split_off(cut);
-                        lines.push(finish_line(&mut line, stream, &counter));
+                        chunker.push(&line);
                         line = tail;
                     }
                 }
@@ -216,22 +266,13 @@ async fn capture(reader: impl AsyncRead + Unpin, stream: OutputStream, sink: Out
         }
         let consumed = chunk.len();
         reader.consume(consumed);
-        sink.persist(lines).await;
+        sink.persist(stream, chunker.take(), read_at).await;
     }
     if !line.is_empty() {
         // A last line without a newline is kept.
-        let last = finish_line(&mut line, stream, &counter);
-        sink.persist(vec![last]).await;
+        chunker.push(&line);
+        sink.persist(stream, chunker.take(), now()).await;
     }
-}
-
-fn finish_line(bytes: &mut Vec<u8>, stream: OutputStream, counter: &AtomicU64) -> OutputLine {
-    if bytes.last() == Some(&b'\r') {
-        bytes.pop();
-    }
-    let text = String::from_utf8_lossy(bytes).into_owned();
-    bytes.clear();
-    OutputLine { n: counter.fetch_add(1, Ordering::Relaxed) + 1, stream, text, ts: now() }
 }
 
 /// Where to split an over-long line so that a UTF-8 character is not cut in two.
