@@ -539,12 +539,14 @@ impl ExecutionMonitor {
             OutputSource { execution_id: id, session_id: execution.session_id, workspace: execution.workspace.clone() };
         let spec = SpawnSpec { source, argv: execution.argv.clone(), cwd: execution.cwd.clone().into(), env };
         let monitor = ctx.address();
-        let spawned = process::spawn(spec, self.store.clone(), move |exit| monitor.do_send(ProcessEnded { id, exit }));
+        let spawned = process::spawn(&self.capture, spec, self.store.clone(), move |exit| {
+            monitor.do_send(ProcessEnded { id, exit })
+        });
         if let Some(mut shown) = self.live.get_mut(&id) {
             shown.changes = changes;
         }
         match spawned {
-            Ok(spawned) => {
+            Ok((spawned, output_gate)) => {
                 let started_at = now();
                 let waited = (started_at - execution.created_at).to_std().unwrap_or_default();
                 crate::metrics::metrics().start_latency.observe(waited.as_secs_f64());
@@ -570,6 +572,8 @@ impl ExecutionMonitor {
                     }
                     Ok(())
                 });
+                // Its start is queued: its output may follow.
+                drop(output_gate);
                 tracing::debug!(execution = %id, pid = spawned.pid, "execution started");
             }
             Err(error) => {

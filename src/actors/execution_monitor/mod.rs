@@ -124,6 +124,8 @@ pub struct ExecutionMonitor {
     accepting: bool,
     /// Shutdown callers waiting until no process is left.
     drained: Vec<oneshot::Sender<()>>,
+    /// Where processes are spawned and their output captured.
+    capture: process::CapturePool,
 }
 
 /// What the ExecutionMonitor starts from: the config's profiles and providers, and what
@@ -190,6 +192,7 @@ impl ExecutionMonitor {
             next_queue_order: seed.high_water.1 + 1,
             accepting: true,
             drained: Vec::new(),
+            capture: process::CapturePool::start(),
         };
         for queued in seed.queued {
             monitor.requeue_recovered(queued.execution, queued.env);

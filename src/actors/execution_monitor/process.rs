@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 
 use crate::domain::{now, ExecutionId, OutputStream};
 use crate::store::{OutputSource, PreparedChunk, Store, MAX_CHUNK_LINES};
@@ -74,10 +74,67 @@ impl ProcessExit {
     }
 }
 
-/// Spawns the process in a new process group with stdin closed, and a task on the
-/// current runtime that captures its output and, when it has ended and its group is
-/// gone, calls `on_exit`. Errors are for the user: "command not found: …".
-pub fn spawn(spec: SpawnSpec, store: Store, on_exit: impl FnOnce(ProcessExit) + 'static) -> Result<Spawned, String> {
+/// The threads that run executions' processes: each spawns its children and captures
+/// their output, so that a flooding execution's line work runs beside the actors'
+/// thread and beside the other executions' capture, not in their way (the operating
+/// system shares the cores among them). A new process goes to the thread with the
+/// fewest running.
+pub struct CapturePool {
+    threads: Vec<(actix_rt::ArbiterHandle, Arc<AtomicUsize>)>,
+}
+
+impl CapturePool {
+    /// Starts one thread per core, at most 4. Call inside the actor system.
+    pub fn start() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
+        let threads = (0..cores).map(|_| (actix_rt::Arbiter::new().handle(), Arc::new(AtomicUsize::new(0)))).collect();
+        CapturePool { threads }
+    }
+
+    fn least_busy(&self) -> &(actix_rt::ArbiterHandle, Arc<AtomicUsize>) {
+        self.threads.iter().min_by_key(|(_, running)| running.load(Ordering::Relaxed)).expect("at least one thread")
+    }
+}
+
+/// Holds an execution's output back: capture begins once this is dropped, after the
+/// monitor has queued the execution's start, so `execution.started` comes before its
+/// first line.
+pub struct OutputGate {
+    _opens_when_dropped: oneshot::Sender<()>,
+}
+
+/// Spawns the process in a new process group with stdin closed, on one of the pool's
+/// threads, with a task there that captures its output (once the gate is dropped) and,
+/// when it has ended and its group is gone, calls `on_exit`. Waits for the spawn itself
+/// (about a millisecond). Errors are for the user: "command not found: …".
+pub fn spawn(
+    pool: &CapturePool,
+    spec: SpawnSpec,
+    store: Store,
+    on_exit: impl FnOnce(ProcessExit) + Send + 'static,
+) -> Result<(Spawned, OutputGate), String> {
+    let (thread, running) = pool.least_busy();
+    let running = running.clone();
+    let (gate, opened) = oneshot::channel();
+    let (answer, spawned) = std::sync::mpsc::sync_channel(1);
+    let sent = thread.spawn_fn(move || {
+        let _ = answer.send(spawn_here(spec, store, opened, running, on_exit));
+    });
+    if !sent {
+        return Err("the daemon is stopping: no thread is left to run the process".into());
+    }
+    let spawned = spawned.recv().map_err(|_| "the thread that runs processes stopped".to_owned())??;
+    Ok((spawned, OutputGate { _opens_when_dropped: gate }))
+}
+
+/// [`spawn`]'s work, on the capture thread.
+fn spawn_here(
+    spec: SpawnSpec,
+    store: Store,
+    gate: oneshot::Receiver<()>,
+    running: Arc<AtomicUsize>,
+    on_exit: impl FnOnce(ProcessExit) + 'static,
+) -> Result<Spawned, String> {
     let Some((program, args)) = spec.argv.split_first() else {
         return Err("the profile's command is empty".into());
     };
@@ -105,9 +162,13 @@ pub fn spawn(spec: SpawnSpec, store: Store, on_exit: impl FnOnce(ProcessExit) + 
         counter: Arc::new(AtomicU64::new(0)),
     };
     let counter = sink.counter.clone();
-    let stdout = child.stdout.take().map(|out| actix_rt::spawn(capture(out, OutputStream::Stdout, sink.clone())));
-    let stderr = child.stderr.take().map(|err| actix_rt::spawn(capture(err, OutputStream::Stderr, sink.clone())));
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    running.fetch_add(1, Ordering::Relaxed);
     actix_rt::spawn(async move {
+        // Dropped or sent, the gate opens the same way.
+        let _ = gate.await;
+        let stdout = stdout.map(|out| actix_rt::spawn(capture(out, OutputStream::Stdout, sink.clone())));
+        let stderr = stderr.map(|err| actix_rt::spawn(capture(err, OutputStream::Stderr, sink)));
         let status = child.wait().await;
         // The leader is gone: take every process left in its group with it.
         signal_group(pid, Signal::SIGKILL);
@@ -122,6 +183,7 @@ pub fn spawn(spec: SpawnSpec, store: Store, on_exit: impl FnOnce(ProcessExit) + 
         if tokio::time::timeout(DRAIN_AFTER_EXIT, drain).await.is_err() {
             tracing::warn!(execution = %id, "output pipes stayed open after the process group ended");
         }
+        running.fetch_sub(1, Ordering::Relaxed);
         on_exit(ProcessExit::from_status(status, counter.load(Ordering::Relaxed)));
     });
     Ok(spawned)
