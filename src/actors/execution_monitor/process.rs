@@ -1,7 +1,8 @@
-//! Child processes of executions: spawn one in its own process group, capture stdout
-//! and stderr line by line into the store (the lines of each pipe read in chunks of up
-//! to 256, one stored row each, so a flood costs few rows and commits), signal its whole
-//! group, and recognise it again after a daemon crash.
+//! Child processes of executions: spawn one in its own process group on one of the
+//! [`CapturePool`]'s threads, capture stdout and stderr line by line into the store there
+//! (the lines of each pipe read in chunks of up to 256, one stored row each, so a flood
+//! costs few rows and commits), signal its whole group, and recognise it again after a
+//! daemon crash. The ExecutionMonitor is the only caller.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
