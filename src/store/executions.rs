@@ -351,7 +351,8 @@ pub fn output(conn: &Connection, id: ExecutionId, after: u64, limit: usize) -> r
     let mut stmt = conn.prepare_cached(
         "SELECT first_n, stream, text, ts FROM output_chunks WHERE execution_id = ?1 AND first_n > ?2 ORDER BY first_n",
     )?;
-    let mut rows = stmt.query(params![id.0, after.saturating_sub(MAX_CHUNK_LINES as u64) as i64])?;
+    let mut rows =
+        stmt.query(params![id.0, after.min(i64::MAX as u64).saturating_sub(MAX_CHUNK_LINES as u64) as i64])?;
     let mut lines = Vec::new();
     while lines.len() < limit {
         let Some(row) = rows.next()? else { break };
