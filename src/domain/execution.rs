@@ -174,6 +174,15 @@ impl OutputStream {
             OutputStream::Stderr => "stderr",
         }
     }
+
+    /// The stream a stored `stream` column names (the schema allows only these two).
+    pub fn from_stored(column: &str) -> OutputStream {
+        if column == "stderr" {
+            OutputStream::Stderr
+        } else {
+            OutputStream::Stdout
+        }
+    }
 }
 
 /// One line of output, numbered from 1 across both streams in the order read.

@@ -132,17 +132,14 @@ pub struct PreparedChunk {
 
 impl PreparedChunk {
     /// `text` is 1 to [`MAX_CHUNK_LINES`] lines joined by `\n` (a line never holds one),
-    /// numbered from `first_n`.
+    /// numbered from `first_n`; the schema refuses a longer chunk.
     pub fn new(source: &OutputSource, first_n: u64, stream: OutputStream, ts: DateTime<Utc>, text: String) -> Self {
-        let events: Vec<Arc<Event>> = (first_n..)
-            .zip(text.split('\n'))
-            .take(MAX_CHUNK_LINES)
+        let events = chunk_lines(first_n, &text)
             .map(|(n, line)| {
                 let json_after_seq = output_json_after_seq(ts, n, stream, line, source);
                 Arc::new(Event::output(0, source.execution_id, source.session_id, json_after_seq))
             })
             .collect();
-        debug_assert_eq!(events.len(), text.split('\n').count(), "a chunk holds at most {MAX_CHUNK_LINES} lines");
         PreparedChunk { execution_id: source.execution_id, first_n, stream, stored_ts: format_ts(&ts), text, events }
     }
 
@@ -151,9 +148,10 @@ impl PreparedChunk {
     }
 }
 
-/// The lines of a stored chunk, numbered: `(n, seq, text)`.
-fn chunk_lines(first_n: u64, first_seq: u64, text: &str) -> impl Iterator<Item = (u64, u64, &str)> {
-    (0..).zip(text.split('\n')).map(move |(i, line)| (first_n + i, first_seq + i, line))
+/// A chunk's lines with their numbers: `(n, text)`. Line `n` has seq
+/// `first_seq + (n - first_n)`.
+pub(super) fn chunk_lines(first_n: u64, text: &str) -> impl Iterator<Item = (u64, &str)> {
+    (first_n..).zip(text.split('\n'))
 }
 
 /// An output event's envelope (as [`Envelope`] serialises it) from the field after
@@ -314,11 +312,13 @@ fn output_events(
         }
         let first_seq = row.get::<_, i64>(0)? as u64;
         let ts = ts_column(row, 1)?;
-        let stream = if row.get_ref(3)?.as_str()? == "stderr" { OutputStream::Stderr } else { OutputStream::Stdout };
+        let stream = OutputStream::from_stored(row.get_ref(3)?.as_str()?);
         let source =
             OutputSource { execution_id: ExecutionId(row.get(5)?), session_id: row.get(6)?, workspace: row.get(7)? };
         let text = row.get_ref(4)?.as_str()?;
-        for (n, seq, line) in chunk_lines(row.get::<_, i64>(2)? as u64, first_seq, text) {
+        let first_n = row.get::<_, i64>(2)? as u64;
+        for (n, line) in chunk_lines(first_n, text) {
+            let seq = first_seq + (n - first_n);
             if seq > after && seq <= up_to {
                 let json_after_seq = output_json_after_seq(ts, n, stream, line, &source);
                 events.push(Arc::new(Event::output(seq, source.execution_id, source.session_id, json_after_seq)));
@@ -363,8 +363,8 @@ mod tests {
     /// middle of one gets exactly its lines, across executions and narrowed to one.
     #[actix::test]
     async fn replays_cut_chunks_at_the_asked_seqs() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(&dir.path().join("w.db")).unwrap();
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = crate::store::Store::open(&dir.path().join("w.db")).expect("a new database opens");
         store
             .write("executions", |c| {
                 c.execute_batch(
@@ -374,7 +374,7 @@ mod tests {
                 )
             })
             .await
-            .unwrap();
+            .expect("two executions are stored");
         // Execution 1: lines 1-3, then execution 2: lines 1-2, then execution 1: lines 4-5.
         let chunk = |id, first_n, text: &str| {
             let source = OutputSource { execution_id: ExecutionId(id), session_id: None, workspace: None };
@@ -390,17 +390,24 @@ mod tests {
                 Ok(first)
             })
             .await
-            .unwrap();
+            .expect("the chunks are stored");
         let texts = |filter: EventFilter, after: u64, limit: usize| {
             let store = store.clone();
             async move {
-                let events = store.read("replay", move |c| replay(c, &filter, after, u64::MAX, limit)).await.unwrap();
+                let events = store
+                    .read("replay", move |c| replay(c, &filter, after, u64::MAX, limit))
+                    .await
+                    .expect("the replay reads");
                 events
                     .iter()
                     .map(|e| {
-                        let envelope: Envelope = serde_json::from_str(e.json()).unwrap();
+                        let envelope: Envelope = serde_json::from_str(e.json()).expect("an event is an envelope");
                         assert_eq!(envelope.seq, e.seq);
-                        format!("{}:{}", e.seq - first, envelope.data["text"].as_str().unwrap())
+                        format!(
+                            "{}:{}",
+                            e.seq - first,
+                            envelope.data["text"].as_str().expect("an output event has text")
+                        )
                     })
                     .collect::<Vec<_>>()
             }
@@ -411,7 +418,7 @@ mod tests {
         assert_eq!(texts(all.clone(), first + 1, 3).await, ["2:c", "3:x", "4:y"]);
         assert_eq!(texts(one.clone(), first, 100).await, ["1:b", "2:c", "5:d", "6:"]);
         assert_eq!(texts(one, first + 5, 100).await, ["6:"]);
-        let last = store.read("last", last_seq).await.unwrap();
+        let last = store.read("last", last_seq).await.expect("the last seq reads");
         assert_eq!(last, first + 6);
     }
 }

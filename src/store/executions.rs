@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, ToSql};
 
 use super::catalog::ts_column;
-use super::events::MAX_CHUNK_LINES;
+use super::events::{chunk_lines, MAX_CHUNK_LINES};
 use crate::domain::{
     format_ts, ChangesSummary, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, OutputLine,
     OutputStream,
@@ -356,7 +356,7 @@ pub fn output(conn: &Connection, id: ExecutionId, after: u64, limit: usize) -> r
     let mut lines = Vec::new();
     while lines.len() < limit {
         let Some(row) = rows.next()? else { break };
-        lines.extend(chunk_lines(row)?.into_iter().filter(|line| line.n > after));
+        lines.extend(stored_chunk(row)?.into_iter().filter(|line| line.n > after));
     }
     lines.truncate(limit);
     Ok(lines)
@@ -371,18 +371,18 @@ pub fn output_tail(conn: &Connection, id: ExecutionId, count: usize) -> rusqlite
     let mut lines = Vec::new();
     while lines.len() < count {
         let Some(row) = rows.next()? else { break };
-        lines.extend(chunk_lines(row)?.into_iter().rev());
+        lines.extend(stored_chunk(row)?.into_iter().rev());
     }
     lines.truncate(count);
     lines.reverse();
     Ok(lines)
 }
 
-/// A stored chunk's lines (see migration 0010).
-fn chunk_lines(row: &Row<'_>) -> rusqlite::Result<Vec<OutputLine>> {
+/// The lines of a stored chunk (`first_n, stream, text, ts`; see migration 0010).
+fn stored_chunk(row: &Row<'_>) -> rusqlite::Result<Vec<OutputLine>> {
     let first_n = row.get::<_, i64>(0)? as u64;
-    let stream = if row.get_ref(1)?.as_str()? == "stderr" { OutputStream::Stderr } else { OutputStream::Stdout };
+    let stream = OutputStream::from_stored(row.get_ref(1)?.as_str()?);
     let ts = ts_column(row, 3)?;
     let text = row.get_ref(2)?.as_str()?;
-    Ok((first_n..).zip(text.split('\n')).map(|(n, text)| OutputLine { n, stream, text: text.to_owned(), ts }).collect())
+    Ok(chunk_lines(first_n, text).map(|(n, text)| OutputLine { n, stream, text: text.to_owned(), ts }).collect())
 }

@@ -266,11 +266,11 @@ mod tests {
     /// of one, read back by page, tail and replay as before.
     #[actix::test]
     async fn output_stored_line_by_line_survives_the_chunking_migration() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temp dir");
         let path = dir.path().join("old.db");
         {
-            let mut conn = Connection::open(&path).unwrap();
-            migrations().to_version(&mut conn, 9).unwrap();
+            let mut conn = Connection::open(&path).expect("a new database opens");
+            migrations().to_version(&mut conn, 9).expect("the schema before chunks");
             conn.execute_batch(
                 "INSERT INTO executions (id, status, profile, provider, cwd, prompt, argv, env, created_at, queue_order)
                  VALUES (1, 'succeeded', 'p', 'p', '/', '', '[]', '{}', '2026-01-01T00:00:00.000Z', 1);
@@ -279,20 +279,21 @@ mod tests {
                      (1, 2, 'stderr', 'two', '2026-01-01T00:00:02.000Z', 7),
                      (1, 3, 'stdout', 'three', '2026-01-01T00:00:03.000Z', 6);",
             )
-            .unwrap();
+            .expect("output stored line by line");
         }
-        let store = Store::open(&path).unwrap();
+        let store = Store::open(&path).expect("the old database migrates");
         let id = crate::domain::ExecutionId(1);
         let texts = |lines: Vec<crate::domain::OutputLine>| lines.into_iter().map(|l| l.text).collect::<Vec<_>>();
-        let page = store.read("page", move |c| executions::output(c, id, 1, 10)).await.unwrap();
+        let page = store.read("page", move |c| executions::output(c, id, 1, 10)).await.expect("a page reads");
         assert_eq!(page[0].stream, crate::domain::OutputStream::Stderr);
         assert_eq!(texts(page), ["two", "three"]);
-        let tail = store.read("tail", move |c| executions::output_tail(c, id, 2)).await.unwrap();
+        let tail = store.read("tail", move |c| executions::output_tail(c, id, 2)).await.expect("the tail reads");
         assert_eq!(texts(tail), ["two", "three"]);
         let filter = crate::domain::EventFilter { topics: vec!["*".into()], ..Default::default() };
-        let replayed = store.read("replay", move |c| events::replay(c, &filter, 0, u64::MAX, 10)).await.unwrap();
+        let replayed =
+            store.read("replay", move |c| events::replay(c, &filter, 0, u64::MAX, 10)).await.expect("the replay reads");
         assert_eq!(replayed.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 6, 7]);
-        assert_eq!(store.read("last", events::last_seq).await.unwrap(), 7);
+        assert_eq!(store.read("last", events::last_seq).await.expect("the last seq reads"), 7);
     }
 
     #[actix::test]

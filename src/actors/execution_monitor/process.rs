@@ -27,7 +27,7 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// pipe). When they are all in flight, capture stops reading the pipe, so a flooding
 /// process blocks on its writes instead of growing the daemon's memory. The store has
 /// one writer, in order: these bounds are also all a flood can queue ahead of another
-/// execution's line. Measured (B9): 4 chunks of 512 lines gave the others a p50 of
+/// execution's line. Measured (B9): 4 writes of 512 lines gave the others a p50 of
 /// 15 ms during a flood, 2 of 256 gives 9–10 ms, and the flood's own rate (B3) stays
 /// the same.
 const WRITES_IN_FLIGHT: usize = 2;
