@@ -3,13 +3,13 @@
 //! failure spoils nothing else), commits once and only then answers them and hands the
 //! batch's events to the event sink, in `seq` order. A burst of output lines therefore
 //! costs a few commits, not one each. Checkpoints (copying the WAL into the database
-//! file, with its fsync) run on a thread of their own; the writer only copies what is
-//! left itself when the WAL must start over (see `RESTART_AFTER_FRAMES`).
+//! file, with its fsync) run on a thread of their own; the writer only copies the little
+//! that is left itself when the WAL must start over (see `RESTART_AFTER_FRAMES`).
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -28,7 +28,7 @@ const MAX_BATCH: usize = 4096;
 /// and a write queued behind a flood's batch waits at most this long for its commit.
 /// Since output is stored in chunks, 2 ms batches persist a flood as fast as 10 ms ones
 /// (B3: 357–366k lines/s against 354k).
-const MAX_BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(2);
+const MAX_BATCH_TIME: Duration = Duration::from_millis(2);
 
 /// What runs after the commit: tells the waiting caller how it went.
 type Completion = Box<dyn FnOnce(Result<(), CommitFailure>) + Send>;
@@ -51,8 +51,9 @@ struct Counters {
     writes: AtomicU64,
     largest_batch: AtomicU64,
     commit_micros_total: AtomicU64,
-    /// The WAL's size in frames at the last checkpoint.
-    wal_frames: AtomicI64,
+    /// Set by the checkpointer when the writer should copy the rest of the WAL and start
+    /// it over (see `RESTART_AFTER_FRAMES`); cleared by the writer when it has.
+    restart_wanted: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -192,38 +193,70 @@ fn in_savepoint<T>(
 }
 
 /// The longest the WAL goes without a checkpoint while commits keep coming.
-const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+const CHECKPOINT_PAUSE: Duration = Duration::from_millis(200);
 
 /// Copies committed pages from the WAL into the database file after commits, at most
-/// every `CHECKPOINT_PAUSE`, without waiting for anyone (PASSIVE), and tells the writer
-/// how large the WAL is. Ends when the writer has stopped.
+/// every `CHECKPOINT_PAUSE`, without waiting for anyone (PASSIVE). Once the WAL is long,
+/// it copies again at once after every commit, until a pass is short, and then leaves the
+/// writer the little that is left (see `RESTART_AFTER_FRAMES`). Ends when the writer has
+/// stopped.
 fn checkpoint_after_commits(conn: Connection, commits: mpsc::Receiver<()>, counters: &Counters) {
+    // A pass that commits arrived during leaves the database file's copied pages unsynced
+    // (SQLite syncs it only when a pass copies everything): the last pass, the writer's,
+    // would then wait for all of them. They are synced here instead, after each pass.
+    let database = conn.path().and_then(|path| std::fs::File::open(path).ok());
     while commits.recv().is_ok() {
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1)) {
-            Ok(frames) => counters.wal_frames.store(frames, Ordering::Relaxed),
-            Err(e) => tracing::warn!(error = %e, "checkpoint failed; the next commit tries again"),
+        let started = Instant::now();
+        let frames = match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1)) {
+            Ok(frames) => frames,
+            Err(e) => {
+                tracing::warn!(error = %e, "checkpoint failed; the next commit tries again");
+                0
+            }
+        };
+        if frames < RESTART_AFTER_FRAMES {
+            std::thread::sleep(CHECKPOINT_PAUSE);
+            continue;
         }
-        std::thread::sleep(CHECKPOINT_PAUSE);
+        if let Some(Err(e)) = database.as_ref().map(std::fs::File::sync_data) {
+            tracing::warn!(error = %e, "syncing the database file failed; the writer's checkpoint syncs it");
+        }
+        if started.elapsed() <= SHORT_PASS || frames >= FORCE_RESTART_AFTER_FRAMES {
+            counters.restart_wanted.store(true, Ordering::Release);
+            // No pass of its own meanwhile: the writer's would find this one running.
+            while counters.restart_wanted.load(Ordering::Acquire) {
+                if commits.recv().is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 
 /// The WAL only starts over when a write begins after everything in it was copied into
 /// the database, which a steady stream of commits never allows: it would grow without
-/// end. Once it holds this many frames (16 MiB of 4 KiB pages), the writer copies the
-/// rest itself between two transactions, while nothing new is written (most was copied
-/// already, so this is a short pause), and its next transaction starts the log over.
+/// end. Once it holds this many frames (16 MiB of 4 KiB pages), the checkpointer copies
+/// after every commit, each pass taking what the commits during the previous one wrote,
+/// so the passes get shorter. After a pass of at most `SHORT_PASS`, the writer copies
+/// what was committed during it itself, between two transactions, and its next
+/// transaction starts the log over. A writer that copied all 16 MiB itself stalled every
+/// write for 20–65 ms, several times per million lines of output (B9).
 const RESTART_AFTER_FRAMES: i64 = 4096;
+/// A pass this short leaves the writer about as little to copy.
+const SHORT_PASS: Duration = Duration::from_millis(3);
+/// When the passes do not get shorter (writes outpace the copying), the writer copies
+/// the rest itself at this size (48 MiB), however long that takes.
+const FORCE_RESTART_AFTER_FRAMES: i64 = 3 * RESTART_AFTER_FRAMES;
 
-fn start_the_log_over(conn: &Connection, counters: &Counters) {
+fn start_the_log_over(conn: &Connection) {
     let copied =
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok(row.get::<_, i64>(1)? == row.get::<_, i64>(2)?));
     match copied {
         Ok(true) => {}
-        // A reader still on an old snapshot: the checkpointer's next round tells again.
+        // A reader still on an old snapshot: the checkpointer's next rounds tell again.
         Ok(false) => tracing::debug!("the WAL could not be copied whole; trying again later"),
         Err(e) => tracing::warn!(error = %e, "checkpoint failed; trying again later"),
     }
-    counters.wal_frames.store(0, Ordering::Relaxed);
 }
 
 fn run(
@@ -236,8 +269,9 @@ fn run(
 ) {
     // Ends when every handle is dropped and the queue is drained.
     while let Ok(first) = queue.recv() {
-        if counters.wal_frames.load(Ordering::Relaxed) >= RESTART_AFTER_FRAMES {
-            start_the_log_over(&conn, counters);
+        if counters.restart_wanted.load(Ordering::Acquire) {
+            start_the_log_over(&conn);
+            counters.restart_wanted.store(false, Ordering::Release);
         }
         let started = Instant::now();
         if let Err(failure) = conn.execute_batch("BEGIN IMMEDIATE").map_err(CommitFailure::from) {
