@@ -195,9 +195,11 @@ impl EventFilter {
     }
 
     pub fn matches(&self, event: &Event) -> bool {
-        self.topic_matches(&event.kind)
-            && self.execution_id.is_none_or(|id| event.execution_id == Some(id))
+        // The ids first: comparing them is cheaper than the topics, and a client following
+        // one execution turns down every line of another one's flood.
+        self.execution_id.is_none_or(|id| event.execution_id == Some(id))
             && self.session_id.is_none_or(|id| event.session_id == Some(id))
+            && self.topic_matches(&event.kind)
     }
 }
 

@@ -134,11 +134,9 @@ impl PreparedChunk {
     /// `text` is 1 to [`MAX_CHUNK_LINES`] lines joined by `\n` (a line never holds one),
     /// numbered from `first_n`; the schema refuses a longer chunk.
     pub fn new(source: &OutputSource, first_n: u64, stream: OutputStream, ts: DateTime<Utc>, text: String) -> Self {
+        let json = OutputJson::new(ts, stream, source);
         let events = chunk_lines(first_n, &text)
-            .map(|(n, line)| {
-                let json_after_seq = output_json_after_seq(ts, n, stream, line, source);
-                Arc::new(Event::output(0, source.execution_id, source.session_id, json_after_seq))
-            })
+            .map(|(n, line)| Arc::new(Event::output(0, source.execution_id, source.session_id, json.line(n, line))))
             .collect();
         PreparedChunk { execution_id: source.execution_id, first_n, stream, stored_ts: format_ts(&ts), text, events }
     }
@@ -154,31 +152,49 @@ pub(super) fn chunk_lines(first_n: u64, text: &str) -> impl Iterator<Item = (u64
     (first_n..).zip(text.split('\n'))
 }
 
-/// An output event's envelope (as [`Envelope`] serialises it) from the field after
-/// `seq` on: `,"ts":…,"type":"execution.output",…,"data":{"n":…,"stream":…,"text":…}}`.
-fn output_json_after_seq(ts: DateTime<Utc>, n: u64, stream: OutputStream, text: &str, source: &OutputSource) -> String {
-    let mut out: Vec<u8> = Vec::with_capacity(text.len() + 160);
-    out.extend_from_slice(b",\"ts\":");
-    let _ = serde_json::to_writer(&mut out, &ts);
-    out.extend_from_slice(b",\"type\":\"execution.output\",\"priority\":\"low\",\"execution_id\":");
-    out.extend_from_slice(source.execution_id.0.to_string().as_bytes());
-    if let Some(session) = source.session_id {
-        out.extend_from_slice(b",\"session_id\":");
-        out.extend_from_slice(session.to_string().as_bytes());
+/// The JSON of a chunk's output events (as [`Envelope`] serialises them) from the field
+/// after `seq` on: `,"ts":…,"type":"execution.output",…,"data":{"n":…,"stream":…,"text":…}}`.
+/// All but `n` and `text` is the chunk's, written once for all its lines.
+struct OutputJson {
+    /// Up to and with `"n":`.
+    head: Vec<u8>,
+    /// From after `n` up to and with `"text":`.
+    middle: String,
+}
+
+impl OutputJson {
+    fn new(ts: DateTime<Utc>, stream: OutputStream, source: &OutputSource) -> Self {
+        use std::io::Write;
+        let mut head: Vec<u8> = Vec::with_capacity(160);
+        head.extend_from_slice(b",\"ts\":");
+        let _ = serde_json::to_writer(&mut head, &ts);
+        let _ = write!(
+            head,
+            ",\"type\":\"execution.output\",\"priority\":\"low\",\"execution_id\":{}",
+            source.execution_id.0
+        );
+        if let Some(session) = source.session_id {
+            let _ = write!(head, ",\"session_id\":{session}");
+        }
+        if let Some(workspace) = &source.workspace {
+            head.extend_from_slice(b",\"workspace\":");
+            let _ = serde_json::to_writer(&mut head, workspace);
+        }
+        head.extend_from_slice(b",\"data\":{\"n\":");
+        OutputJson { head, middle: format!(",\"stream\":\"{}\",\"text\":", stream.as_str()) }
     }
-    if let Some(workspace) = &source.workspace {
-        out.extend_from_slice(b",\"workspace\":");
-        let _ = serde_json::to_writer(&mut out, workspace);
+
+    fn line(&self, n: u64, text: &str) -> String {
+        use std::io::Write;
+        let mut out: Vec<u8> = Vec::with_capacity(self.head.len() + self.middle.len() + text.len() + 24);
+        out.extend_from_slice(&self.head);
+        let _ = write!(out, "{n}");
+        out.extend_from_slice(self.middle.as_bytes());
+        let _ = serde_json::to_writer(&mut out, text);
+        out.extend_from_slice(b"}}");
+        // Only JSON text was written.
+        String::from_utf8(out).unwrap_or_default()
     }
-    out.extend_from_slice(b",\"data\":{\"n\":");
-    out.extend_from_slice(n.to_string().as_bytes());
-    out.extend_from_slice(b",\"stream\":\"");
-    out.extend_from_slice(stream.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"text\":");
-    let _ = serde_json::to_writer(&mut out, text);
-    out.extend_from_slice(b"}}");
-    // Only JSON text was written.
-    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The highest `seq` recorded so far (0 for a new database).
@@ -317,11 +333,11 @@ fn output_events(
             OutputSource { execution_id: ExecutionId(row.get(5)?), session_id: row.get(6)?, workspace: row.get(7)? };
         let text = row.get_ref(4)?.as_str()?;
         let first_n = row.get::<_, i64>(2)? as u64;
+        let json = OutputJson::new(ts, stream, &source);
         for (n, line) in chunk_lines(first_n, text) {
             let seq = first_seq + (n - first_n);
             if seq > after && seq <= up_to {
-                let json_after_seq = output_json_after_seq(ts, n, stream, line, &source);
-                events.push(Arc::new(Event::output(seq, source.execution_id, source.session_id, json_after_seq)));
+                events.push(Arc::new(Event::output(seq, source.execution_id, source.session_id, json.line(n, line))));
             }
         }
     }
