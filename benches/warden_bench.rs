@@ -800,6 +800,9 @@ async fn b8_memory(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
     figures.push(("b8_rss_after_round_1_mb".into(), format!("{first:.1}")));
     figures.push(("b8_rss_after_round_10_mb".into(), format!("{last:.1}")));
     figures.push(("b8_growth_after_round_1_pct".into(), format!("{:.1}", (last - first) / first * 100.0)));
+    // Every round's, to tell a warm-up that levels off from a leak that keeps growing.
+    let each: Vec<String> = rounds.iter().map(|mb| format!("{mb:.1}")).collect();
+    figures.push(("b8_rss_by_round_mb".into(), each.join(" ")));
     Ok(())
 }
 
