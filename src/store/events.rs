@@ -85,13 +85,14 @@ impl EventLog {
             chunk.stored_ts,
             chunk.text
         ])?;
+        let lines = chunk.events.len() as u64;
         for (seq, mut event) in (first_seq..).zip(chunk.events.drain(..)) {
             if let Some(unshared) = Arc::get_mut(&mut event) {
                 unshared.seq = seq;
             }
             self.recorded.push(event);
         }
-        self.next_seq = self.recorded.last().map_or(first_seq, |e| e.seq + 1);
+        self.next_seq = first_seq + lines;
         Ok(())
     }
 
