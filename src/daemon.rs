@@ -13,9 +13,11 @@ use anyhow::Context;
 use crate::actors::execution_monitor::MonitorSettings;
 use crate::actors::supervisor::{Actors, DaemonInfo, Shutdown, Supervisor};
 use crate::config::Config;
+use crate::credentials::AgentTokens;
 use crate::domain::now;
 use crate::home::{Home, PidLock, ServerInfo};
 use crate::http::{self, auth::Access, events::LiveSettings, HttpState};
+use crate::sandbox::Sandboxer;
 use crate::store::Store;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -78,9 +80,13 @@ impl Daemon {
             data_dir: home.dir().to_path_buf(),
             url: url.clone(),
         };
+        let agent_tokens = AgentTokens::default();
+        let sandboxer = Sandboxer::new(home.dir())
+            .with_context(|| format!("resolving the data dir {} for the sandbox", home.dir().display()))?;
         let settings = MonitorSettings {
             url: url.clone(),
-            token: token.clone(),
+            agent_tokens: agent_tokens.clone(),
+            sandboxer,
             kill_grace: config.kill_grace,
             shutdown_grace: config.shutdown_grace,
         };
@@ -89,7 +95,7 @@ impl Daemon {
 
         let state = HttpState {
             actors: actors.clone(),
-            access: Access::new(token.clone(), addr.ip(), addr.port()),
+            access: Access::new(token.clone(), agent_tokens, addr.ip(), addr.port()),
             cors_origins: config.cors_origins.clone(),
             live: LiveSettings { store: store.clone(), heartbeat: config.heartbeat, limits: config.flow_limits },
             in_flight: Default::default(),

@@ -17,6 +17,8 @@
 //! - [`cli`], [`commands`] and [`client`] are the `warden` command and its HTTP client;
 //!   [`dash`] is the terminal dashboard (`warden dash`), and `web/` holds the browser
 //!   dashboard the daemon serves at `/`.
+//! - [`credentials`] and [`sandbox`] are the trust boundary: the owner token and one
+//!   agent token per execution, and the Landlock confinement of agent processes.
 //! - [`config`], [`home`] and [`domain`] are the settings, the data dir and the nouns;
 //!   [`metrics`], [`logfile`] and [`memory`] keep the daemon observable and small.
 
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod credentials;
 pub mod daemon;
 pub mod dash;
 pub mod domain;
@@ -33,4 +36,5 @@ pub mod http;
 pub mod logfile;
 pub mod memory;
 pub mod metrics;
+pub mod sandbox;
 pub mod store;

@@ -14,7 +14,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use crate::domain::{now, Approval, ApprovalId, ApprovalStatus, Decision, NewApproval, NewEvent};
+use crate::domain::{now, Approval, ApprovalId, ApprovalKind, ApprovalStatus, Decision, NewApproval, NewEvent};
 use crate::store::{approvals as rows, Store, StoreError};
 
 /// The longest an approval may wait, and the longest title.
@@ -45,6 +45,8 @@ pub enum ArbiterError {
 #[rtype(result = "Result<Approval, ArbiterError>")]
 pub struct Request {
     pub request: NewApproval,
+    /// Who asks, from the credential (the ExecutionMonitor's gates are `Gate`).
+    pub kind: ApprovalKind,
 }
 
 /// A decision from some client. The first one for a pending approval wins.
@@ -309,7 +311,7 @@ impl Handler<Request> for ApprovalArbiter {
         if self.stopping {
             return Box::pin(fut::ready(Err(ArbiterError::ShuttingDown)));
         }
-        let request = msg.request;
+        let Request { request, kind } = msg;
         let title = request.title.trim().to_owned();
         let timeout = request.timeout_s.map(Duration::from_secs).unwrap_or(self.default_timeout);
         let invalid = if title.is_empty() {
@@ -328,6 +330,7 @@ impl Handler<Request> for ApprovalArbiter {
         let approval = Approval {
             id: self.next_id,
             status: ApprovalStatus::Pending,
+            kind,
             title,
             details: request.details,
             source: request.source.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "api".into()),

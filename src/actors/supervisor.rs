@@ -66,7 +66,26 @@ pub struct Status {
     pub data_dir: String,
     pub url: String,
     pub shutting_down: bool,
+    /// Whether agents can be confined on this kernel.
+    pub sandbox: SandboxStatus,
     pub counts: StatusCounts,
+}
+
+/// The kernel's sandbox support, for `GET /api/v1/status`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SandboxStatus {
+    /// False when the kernel has no Landlock: executions then run unsandboxed and show
+    /// `sandbox: "unavailable"`.
+    pub available: bool,
+    /// The kernel's Landlock ABI version.
+    pub landlock_abi: Option<i32>,
+}
+
+impl SandboxStatus {
+    pub fn current() -> Self {
+        let abi = crate::sandbox::kernel_abi();
+        SandboxStatus { available: abi.is_some(), landlock_abi: abi }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -101,7 +120,10 @@ impl Supervisor {
         info: DaemonInfo,
         settings: MonitorSettings,
     ) -> Result<Actors, StoreError> {
-        recover_interrupted(&store, &settings.token).await?;
+        recover_interrupted(&store).await?;
+        if !SandboxStatus::current().available {
+            tracing::warn!("this kernel has no Landlock: agents will run unsandboxed (sandbox: unavailable)");
+        }
         let (config_profiles, config_providers) = (config.profiles.clone(), config.providers.clone());
         let seed = store
             .read("load state", move |conn| {
@@ -192,10 +214,11 @@ impl Supervisor {
 /// Executions that were running or paused when the daemon last died are `interrupted`.
 /// Whatever of theirs is still alive is killed first: each recorded process group whose
 /// leader is still ours (same pid and start time), and every process that still carries
-/// this daemon's token and names an execution that could have a process, which also
-/// finds a group whose leader is gone and a process spawned just before the crash but
-/// never recorded. Nothing of this daemon's runs yet, so all of those are leftovers.
-async fn recover_interrupted(store: &Store, token: &str) -> Result<(), StoreError> {
+/// the agent token of an execution that could have a process (its hash is stored before
+/// the process spawns), which also finds a group whose leader is gone and a process
+/// spawned just before the crash but never recorded as started. Nothing of this
+/// daemon's runs yet, so all of those are leftovers.
+async fn recover_interrupted(store: &Store) -> Result<(), StoreError> {
     let (unfinished, possibly_spawned) = store
         .read("find unfinished executions", |c| {
             Ok((executions::unfinished_processes(c)?, executions::possibly_spawned(c)?))
@@ -208,8 +231,8 @@ async fn recover_interrupted(store: &Store, token: &str) -> Result<(), StoreErro
             }
         }
     }
-    let ids: std::collections::HashSet<ExecutionId> = possibly_spawned.into_iter().collect();
-    let killed = process::kill_leftovers_by_environment(token, &ids);
+    let hashes: std::collections::HashSet<String> = possibly_spawned.into_iter().collect();
+    let killed = process::kill_leftovers_by_token(&hashes);
     if killed > 0 {
         tracing::warn!(killed, "killed processes left by executions of the last run");
     }
@@ -301,6 +324,7 @@ impl Handler<GetStatus> for Supervisor {
                 data_dir: info.data_dir.display().to_string(),
                 url: info.url,
                 shutting_down,
+                sandbox: SandboxStatus::current(),
                 counts: StatusCounts { catalog, pending_approvals: pending, clients, store },
             })
         })

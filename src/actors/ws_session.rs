@@ -162,7 +162,9 @@ impl WsSession {
                 self.registry.do_send(Attach { id: self.id, filter: self.filter.clone(), queue: self.queue.clone() });
             }
             ClientMessage::Decide { approval_id, decision, reason } => {
-                let decide = Decide { id: approval_id, decision, reason, decided_by: self.id.to_string() };
+                // Only the owner's token opens a WebSocket.
+                let decided_by = format!("owner via ws:{}", self.id);
+                let decide = Decide { id: approval_id, decision, reason, decided_by };
                 let (arbiter, queue) = (self.arbiter.clone(), self.queue.clone());
                 // A task of its own, not an item of this actor's context: actix polls
                 // every context item on each wake-up, and a client may have thousands of

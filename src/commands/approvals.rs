@@ -38,14 +38,8 @@ pub async fn list(remote: &Remote, all: bool, json: bool) -> anyhow::Result<Outc
     Ok(Outcome::Done)
 }
 
-/// Who the CLI says it is when it answers.
-fn cli_name() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "someone".into());
-    format!("cli:{user}")
-}
-
 pub async fn decide(remote: &Remote, id: i64, decision: &str, reason: Option<String>) -> anyhow::Result<Outcome> {
-    let client = remote.client()?.named(cli_name());
+    let client = remote.client()?.named("cli");
     let body = json!({ "decision": decision, "reason": reason });
     match client.post::<Approval>(&format!("/api/v1/approvals/{id}"), &body).await {
         Ok(approval) => {

@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use super::{absolute_path, print_json, print_table, Outcome, Remote};
 use crate::cli::{ProfileCommand, ProviderCommand, WorkspaceCommand};
-use crate::domain::{Profile, Provider, Workspace};
+use crate::domain::{ProfileView, Provider, Workspace};
 use crate::http::pagination::Page;
 
 pub async fn workspace(remote: &Remote, command: WorkspaceCommand) -> anyhow::Result<Outcome> {
@@ -46,7 +46,7 @@ pub async fn profile(remote: &Remote, command: ProfileCommand) -> anyhow::Result
     let client = remote.client()?;
     match command {
         ProfileCommand::Ls { json } => {
-            let profiles: Vec<Profile> = all_pages(&client, "/api/v1/profiles").await?;
+            let profiles: Vec<ProfileView> = all_pages(&client, "/api/v1/profiles").await?;
             if json {
                 print_json(&profiles)?;
             } else {
@@ -55,14 +55,15 @@ pub async fn profile(remote: &Remote, command: ProfileCommand) -> anyhow::Result
                     .map(|p| {
                         vec![
                             p.name.clone(),
-                            p.spec.provider.clone(),
-                            p.spec.approval.as_str().to_owned(),
+                            p.provider.clone(),
+                            p.approval.as_str().to_owned(),
+                            shown_sandbox(p.sandbox.into()).to_owned(),
                             format!("{:?}", p.origin).to_lowercase(),
-                            p.spec.command.join(" "),
+                            p.command.join(" "),
                         ]
                     })
                     .collect();
-                print_table(&["name", "provider", "approval", "origin", "command"], &rows);
+                print_table(&["name", "provider", "approval", "sandbox", "origin", "command"], &rows);
             }
         }
         ProfileCommand::Show { name, json } => {
@@ -75,6 +76,15 @@ pub async fn profile(remote: &Remote, command: ProfileCommand) -> anyhow::Result
         }
     }
     Ok(Outcome::Done)
+}
+
+/// A sandbox as the CLI shows it: `off` is said plainly.
+pub fn shown_sandbox(sandbox: crate::domain::SandboxApplied) -> &'static str {
+    match sandbox {
+        crate::domain::SandboxApplied::Off => "unsandboxed",
+        crate::domain::SandboxApplied::Unavailable => "unsandboxed (no Landlock)",
+        other => other.as_str(),
+    }
 }
 
 pub async fn provider(remote: &Remote, command: ProviderCommand) -> anyhow::Result<Outcome> {

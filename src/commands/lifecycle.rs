@@ -238,6 +238,10 @@ pub async fn status(remote: &Remote, json: bool) -> anyhow::Result<Outcome> {
         );
         println!("  uptime:     {}", human_duration(status["uptime_s"].as_u64().unwrap_or(0)));
         println!("  data dir:   {}", status["data_dir"].as_str().unwrap_or("?"));
+        match status["sandbox"]["landlock_abi"].as_i64() {
+            Some(abi) => println!("  sandbox:    Landlock ABI {abi}: agents are kept out of the data dir"),
+            None => println!("  sandbox:    unavailable (no Landlock in this kernel): agents run unsandboxed"),
+        }
         println!(
             "  workspaces: {}, profiles: {}, providers: {}",
             counts["workspaces"], counts["profiles"], counts["providers"]

@@ -7,6 +7,35 @@ use utoipa::ToSchema;
 /// An approval's id.
 pub type ApprovalId = i64;
 
+/// Who asked for an approval; told by the credential the request came with, never by
+/// the request itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalKind {
+    /// warden itself, before it starts a gated execution: only this approval releases
+    /// that execution.
+    Gate,
+    /// An agent, with its execution's agent token (e.g. `warden hook claude`).
+    Agent,
+    /// The owner, with the owner token (a script, the CLI).
+    #[default]
+    Owner,
+}
+
+impl ApprovalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalKind::Gate => "gate",
+            ApprovalKind::Agent => "agent",
+            ApprovalKind::Owner => "owner",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Gate, Self::Agent, Self::Owner].into_iter().find(|k| k.as_str() == text)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalStatus {
@@ -65,6 +94,10 @@ impl Decision {
 pub struct Approval {
     pub id: ApprovalId,
     pub status: ApprovalStatus,
+    /// Who asked: `gate` (warden, before a gated execution starts), `agent` (with an
+    /// execution's agent token) or `owner`.
+    #[serde(default)]
+    pub kind: ApprovalKind,
     pub title: String,
     /// Any JSON: what is being asked about (argv, a tool's input, …).
     pub details: serde_json::Value,
@@ -77,6 +110,8 @@ pub struct Approval {
     pub expires_at: DateTime<Utc>,
     /// Applied at the deadline.
     pub default: Decision,
+    /// Who answered: `owner` with the client it answered from (`owner via cli`), or
+    /// `deadline` / `warden` for an expired or cancelled one.
     pub decided_by: Option<String>,
     pub decided_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,

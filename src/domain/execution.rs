@@ -157,6 +157,10 @@ pub struct Execution {
     /// not inside a git work tree. `GET …/changes` lists the files.
     #[serde(default)]
     pub changes: Option<super::ChangesSummary>,
+    /// How its processes are confined: its profile's `sandbox` until it starts, then
+    /// what was applied (`unavailable` when the kernel could not confine it).
+    #[serde(default)]
+    pub sandbox: super::SandboxApplied,
 }
 
 /// Which stream an output line came from.

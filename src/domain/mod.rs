@@ -152,6 +152,77 @@ impl ApprovalPolicy {
     }
 }
 
+/// How an execution's processes are confined: a profile's `sandbox`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxMode {
+    /// Everything but warden's data dir (its token, database, logs, snapshots).
+    #[default]
+    ProtectData,
+    /// As `protect-data`, and writes only in the work tree, the temp dirs and the agent's
+    /// own state under `$HOME`.
+    WorkspaceWrite,
+    /// No confinement: the agent can reach everything the user can, warden's token too.
+    Off,
+}
+
+impl SandboxMode {
+    pub fn as_str(self) -> &'static str {
+        SandboxApplied::from(self).as_str()
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::ProtectData, Self::WorkspaceWrite, Self::Off].into_iter().find(|m| m.as_str() == text)
+    }
+}
+
+/// The confinement an execution's processes got: its profile's mode, or `unavailable`
+/// when the kernel has no Landlock (the execution ran unconfined).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxApplied {
+    ProtectData,
+    WorkspaceWrite,
+    /// Unsandboxed on purpose; also what executions from before sandboxes show.
+    #[default]
+    Off,
+    Unavailable,
+}
+
+impl SandboxApplied {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxApplied::ProtectData => "protect-data",
+            SandboxApplied::WorkspaceWrite => "workspace-write",
+            SandboxApplied::Off => "off",
+            SandboxApplied::Unavailable => "unavailable",
+        }
+    }
+
+    /// A stored `sandbox` column; NULL (rows from before sandboxes) is `off`.
+    pub fn from_stored(text: Option<&str>) -> Self {
+        [Self::ProtectData, Self::WorkspaceWrite, Self::Unavailable]
+            .into_iter()
+            .find(|m| Some(m.as_str()) == text)
+            .unwrap_or(Self::Off)
+    }
+
+    /// Whether the execution's processes could reach everything the user can.
+    pub fn is_unconfined(self) -> bool {
+        matches!(self, SandboxApplied::Off | SandboxApplied::Unavailable)
+    }
+}
+
+impl From<SandboxMode> for SandboxApplied {
+    fn from(mode: SandboxMode) -> Self {
+        match mode {
+            SandboxMode::ProtectData => SandboxApplied::ProtectData,
+            SandboxMode::WorkspaceWrite => SandboxApplied::WorkspaceWrite,
+            SandboxMode::Off => SandboxApplied::Off,
+        }
+    }
+}
+
 /// Where a profile or provider was defined; only `api` ones can be changed over the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -181,9 +252,12 @@ pub struct ProfileSpec {
     /// Seconds before a running execution is killed; none means no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,
-    /// Extra environment for the agent process.
+    /// Extra environment for the agent process. Its values are never shown by the API.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// How its executions' processes are confined (default `protect-data`).
+    #[serde(default)]
+    pub sandbox: SandboxMode,
 }
 
 impl fmt::Debug for ProfileSpec {
@@ -195,6 +269,7 @@ impl fmt::Debug for ProfileSpec {
             .field("approval", &self.approval)
             .field("timeout_s", &self.timeout_s)
             .field("env", &format_args!("<{} vars hidden>", self.env.len()))
+            .field("sandbox", &self.sandbox)
             .finish()
     }
 }
@@ -269,8 +344,43 @@ impl Profile {
                 approval: ApprovalPolicy::Never,
                 timeout_s: None,
                 env: BTreeMap::new(),
+                sandbox: SandboxMode::default(),
             },
             origin: Origin::Builtin,
+        }
+    }
+}
+
+/// A profile as the API shows it: its env by names only (values may be secrets).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProfileView {
+    pub name: String,
+    pub provider: String,
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continue_command: Option<Vec<String>>,
+    pub approval: ApprovalPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+    /// The names of the variables the profile sets; their values are never shown.
+    pub env: Vec<String>,
+    pub sandbox: SandboxMode,
+    pub origin: Origin,
+}
+
+impl From<&Profile> for ProfileView {
+    fn from(profile: &Profile) -> Self {
+        let spec = &profile.spec;
+        ProfileView {
+            name: profile.name.clone(),
+            provider: spec.provider.clone(),
+            command: spec.command.clone(),
+            continue_command: spec.continue_command.clone(),
+            approval: spec.approval,
+            timeout_s: spec.timeout_s,
+            env: spec.env.keys().cloned().collect(),
+            sandbox: spec.sandbox,
+            origin: profile.origin,
         }
     }
 }

@@ -5,14 +5,15 @@ use std::time::Duration;
 
 use actix::Addr;
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use super::auth::{forbidden_scope, Caller};
 use super::pagination::{Page, PageQuery};
 use super::problem::{ApiError, Problem};
 use crate::actors::approval_arbiter::{ApprovalArbiter, ArbiterError, Decide, Request, Watch};
-use crate::domain::{Approval, ApprovalStatus, DecisionRequest, NewApproval};
+use crate::domain::{Approval, ApprovalKind, ApprovalStatus, DecisionRequest, NewApproval};
 use crate::store::{approvals as rows, Store};
 
 type Arbiter = web::Data<Addr<ApprovalArbiter>>;
@@ -60,11 +61,29 @@ pub struct WaitQuery {
     pub wait: Option<u64>,
 }
 
-/// Ask a human (agents, hooks, scripts).
+/// Ask a human (agents, hooks, scripts). With an agent token the approval is about the
+/// token's own execution (and its session): those are filled in, and naming any other
+/// is 403 `forbidden_scope`.
 #[utoipa::path(post, path = "/api/v1/approvals", tag = "approvals", request_body = NewApproval,
-    responses((status = 201, body = Approval), (status = 400, body = Problem), (status = 422, body = Problem)))]
-pub async fn create(arbiter: Arbiter, body: web::Json<NewApproval>) -> Result<HttpResponse, ApiError> {
-    let approval = arbiter.send(Request { request: body.into_inner() }).await??;
+    responses((status = 201, body = Approval), (status = 400, body = Problem), (status = 403, body = Problem),
+              (status = 422, body = Problem)))]
+pub async fn create(arbiter: Arbiter, caller: Caller, body: web::Json<NewApproval>) -> Result<HttpResponse, ApiError> {
+    let mut request = body.into_inner();
+    let kind = match &caller {
+        Caller::Owner { .. } => ApprovalKind::Owner,
+        Caller::Agent(grant) => {
+            if request.execution_id.is_some_and(|id| id != grant.execution_id.0) {
+                return Err(forbidden_scope(grant, "asking about another execution"));
+            }
+            if request.session_id.is_some() && request.session_id != grant.session_id {
+                return Err(forbidden_scope(grant, "asking about another session"));
+            }
+            request.execution_id = Some(grant.execution_id.0);
+            request.session_id = grant.session_id;
+            ApprovalKind::Agent
+        }
+    };
+    let approval = arbiter.send(Request { request, kind }).await??;
     Ok(HttpResponse::Created().json(approval))
 }
 
@@ -93,6 +112,7 @@ pub async fn list(store: web::Data<Store>, query: web::Query<ListQuery>) -> Resu
 pub async fn get(
     arbiter: Arbiter,
     store: web::Data<Store>,
+    caller: Caller,
     id: web::Path<i64>,
     query: web::Query<WaitQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -100,6 +120,13 @@ pub async fn get(
     let wait = query.wait.unwrap_or(0);
     if wait > MAX_WAIT_S {
         return Err(ApiError::bad_request(format!("wait must be at most {MAX_WAIT_S} seconds")));
+    }
+    if let Caller::Agent(grant) = &caller {
+        // An agent sees only its own execution's approvals (others are as if missing).
+        let approval = store.read("get approval", move |c| rows::get(c, id)).await?;
+        if approval.and_then(|a| a.execution_id) != Some(grant.execution_id.0) {
+            return Err(ApiError::not_found(format!("no approval {id} of execution {}", grant.execution_id)));
+        }
     }
     if wait > 0 {
         if let Some(settled) = arbiter.send(Watch { id }).await? {
@@ -113,25 +140,20 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(approval))
 }
 
-/// Decide. 200 with the approval when this answer won; 409 `already_decided` (the
-/// body's `approval` is the winner) or `expired`.
+/// Decide (owner token only). 200 with the approval when this answer won; 409
+/// `already_decided` (the body's `approval` is the winner) or `expired`. `decided_by` is
+/// `owner`, or `owner via <X-Warden-Client>` when the client names itself.
 #[utoipa::path(post, path = "/api/v1/approvals/{id}", tag = "approvals", request_body = DecisionRequest,
-    params(("id" = i64, Path), ("X-Warden-Client" = Option<String>, Header, description = "who is answering")),
-    responses((status = 200, body = Approval), (status = 404, body = Problem),
+    params(("id" = i64, Path), ("X-Warden-Client" = Option<String>, Header, description = "the client answering (cli, web, …)")),
+    responses((status = 200, body = Approval), (status = 403, body = Problem), (status = 404, body = Problem),
               (status = 409, description = "already decided or expired", body = Problem), (status = 422, body = Problem)))]
 pub async fn decide(
-    req: HttpRequest,
+    caller: Caller,
     arbiter: Arbiter,
     id: web::Path<i64>,
     body: web::Json<DecisionRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let decided_by = req
-        .headers()
-        .get("x-warden-client")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().chars().take(100).collect::<String>())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "api".into());
+    let decided_by = caller.decided_by()?;
     let DecisionRequest { decision, reason } = body.into_inner();
     let approval = arbiter.send(Decide { id: *id, decision, reason, decided_by }).await??;
     Ok(HttpResponse::Ok().json(approval))

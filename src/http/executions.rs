@@ -6,6 +6,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use super::auth::Caller;
 use super::pagination::{Page, PageQuery};
 use super::problem::{ApiError, Problem};
 use crate::actors::execution_monitor::{Cancel, Enqueue, ExecutionMonitor, ExecutionReader, Pause, Resume, Retry};
@@ -88,7 +89,8 @@ pub async fn list(reader: Reader, query: web::Query<ListQuery>) -> Result<HttpRe
 /// One execution.
 #[utoipa::path(get, path = "/api/v1/executions/{id}", tag = "executions", params(("id" = i64, Path)),
     responses((status = 200, body = Execution), (status = 404, body = Problem)))]
-pub async fn get(reader: Reader, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+pub async fn get(reader: Reader, caller: Caller, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    caller.require_execution(ExecutionId(*id))?;
     Ok(HttpResponse::Ok().json(reader.get(ExecutionId(*id)).await?))
 }
 
@@ -101,9 +103,11 @@ const MAX_LINE_NUMBER: u64 = (1 << 53) - 1;
     responses((status = 200, body = Page<OutputLine>), (status = 400, body = Problem), (status = 404, body = Problem)))]
 pub async fn output(
     reader: Reader,
+    caller: Caller,
     id: web::Path<i64>,
     query: web::Query<OutputQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require_execution(ExecutionId(*id))?;
     if let Some(tail) = query.tail {
         if query.after.is_some() || query.limit.is_some() {
             return Err(ApiError::bad_request("tail cannot be combined with after or limit"));

@@ -3,7 +3,9 @@
 //! body gets that response again (`Idempotent-Replayed: true`) and creates nothing; the
 //! same key with a different request is 409 `idempotency_key_reused`; a key whose first
 //! request is still running is 409 `idempotency_key_in_flight`. Keys live in the
-//! database, so they survive a restart. This middleware wraps `/api/v1`.
+//! database, so they survive a restart. Keys belong to their credential (the owner, or
+//! one execution's agent): one caller never replays or blocks another's. This
+//! middleware wraps `/api/v1`, inside the credential check.
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use dashmap::DashMap;
 use futures_util::StreamExt;
 
@@ -58,6 +60,10 @@ pub async fn idempotency(
     else {
         return Err(ApiError::internal("idempotency settings missing").into());
     };
+    // Keys are the caller's own: an agent can neither replay nor block the owner's.
+    let scope = req.extensions().get::<super::auth::Caller>().map(|caller| caller.scope_key());
+    let Some(scope) = scope else { return Err(ApiError::internal("no credential was checked").into()) };
+    let (sent, key) = (key.clone(), format!("{scope}:{key}"));
     let (http, mut payload) = req.into_parts();
     let body = match read_body(&mut payload).await {
         Ok(body) => body,
@@ -70,7 +76,7 @@ pub async fn idempotency(
         let refused = ApiError::new(
             StatusCode::CONFLICT,
             "idempotency_key_in_flight",
-            format!("a request with Idempotency-Key {key:?} is still being answered; retry it in a moment"),
+            format!("a request with Idempotency-Key {sent:?} is still being answered; retry it in a moment"),
         );
         return Ok(refuse(http, refused));
     }
@@ -93,7 +99,7 @@ pub async fn idempotency(
                 StatusCode::CONFLICT,
                 "idempotency_key_reused",
                 format!(
-                    "Idempotency-Key {key:?} was used for a different request ({} {}) in the last 24 h",
+                    "Idempotency-Key {sent:?} was used for a different request ({} {}) in the last 24 h",
                     stored.method, stored.path
                 ),
             );

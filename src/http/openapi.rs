@@ -17,8 +17,10 @@ use super::{approvals, changes, events, executions, metrics, problem, profiles, 
     info(
         title = "warden",
         description = "Local daemon that runs and supervises AI coding-agent executions. \
-            Every /api route needs the token from the data dir's `token` file, as \
+            Every /api route needs the owner token from the data dir's `token` file, as \
             `Authorization: Bearer <token>` (or `?token=` for EventSource and WebSocket). \
+            An execution's agent token (its WARDEN_TOKEN) may only create and read that \
+            execution's approvals and read the execution and its output. \
             Errors are application/problem+json with a stable `code`."
     ),
     paths(
@@ -65,9 +67,14 @@ impl Modify for CommonProblems {
         for (path, item) in openapi.paths.paths.iter_mut() {
             let guarded = path.starts_with("/api/") || path == "/metrics";
             for (method, operation) in operations(item) {
-                let mut common = vec![("403", "forbidden_host or forbidden_origin: the Host or Origin is not allowed")];
+                let mut common = vec![(
+                    "403",
+                    "forbidden_host or forbidden_origin: the Host or Origin is not allowed; forbidden_scope: an agent \
+                     token may not do this",
+                )];
                 if guarded {
                     common.push(("401", "unauthorized: the token is missing or wrong"));
+                    common.push(("429", "rate_limited: an agent token made too many requests (see Retry-After)"));
                 }
                 if path.contains('{') {
                     common.push(("404", "not_found: nothing by that id or name"));

@@ -112,6 +112,9 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, "1"));
         }
+        if let Some(seconds) = self.extra.as_ref().and_then(|extra| extra.get("retry_after_s")) {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
         response.body(self.body().to_string())
     }
 }

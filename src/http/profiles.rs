@@ -1,5 +1,6 @@
 //! `/api/v1/profiles` and `/api/v1/providers`: thin handlers over the
-//! ExecutionMonitor's catalog messages.
+//! ExecutionMonitor's catalog messages. Profiles are shown as [`ProfileView`]s: their
+//! env by names only.
 
 use actix::Addr;
 use actix_web::{web, HttpResponse};
@@ -10,39 +11,43 @@ use crate::actors::execution_monitor::{
     CreateProfile, DeleteProfile, ExecutionMonitor, GetProfile, GetProvider, ListProfiles, ListProviders, NewProfile,
     SetProviderLimits, UpdateProfile,
 };
-use crate::domain::{Profile, ProfileSpec, Provider, ProviderLimits};
+use crate::domain::{ProfileSpec, ProfileView, Provider, ProviderLimits};
 
 type Monitor = web::Data<Addr<ExecutionMonitor>>;
 
 /// Every profile: built-in, from the config file, and made over the API.
 #[utoipa::path(get, path = "/api/v1/profiles", tag = "profiles", params(NamePageQuery),
-    responses((status = 200, body = Page<Profile>), (status = 400, body = Problem)))]
+    responses((status = 200, body = Page<ProfileView>), (status = 400, body = Problem)))]
 pub async fn list(monitor: Monitor, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
     let profiles = monitor.send(ListProfiles).await?;
-    Ok(HttpResponse::Ok().json(Page::of_sorted(profiles, |p| NameCursor(p.name.clone()), &query)?))
+    Ok(HttpResponse::Ok().json(Page::of_sorted(
+        profiles.iter().map(ProfileView::from).collect(),
+        |p| NameCursor(p.name.clone()),
+        &query,
+    )?))
 }
 
 /// One profile.
 #[utoipa::path(get, path = "/api/v1/profiles/{name}", tag = "profiles",
     params(("name" = String, Path)),
-    responses((status = 200, body = Profile), (status = 404, body = Problem)))]
+    responses((status = 200, body = ProfileView), (status = 404, body = Problem)))]
 pub async fn get(monitor: Monitor, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let profile = monitor.send(GetProfile { name: name.into_inner() }).await??;
-    Ok(HttpResponse::Ok().json(profile))
+    Ok(HttpResponse::Ok().json(ProfileView::from(&profile)))
 }
 
 /// Add a profile (stored; survives restarts).
 #[utoipa::path(post, path = "/api/v1/profiles", tag = "profiles", request_body = NewProfile,
-    responses((status = 201, body = Profile), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 201, body = ProfileView), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create(monitor: Monitor, body: web::Json<NewProfile>) -> Result<HttpResponse, ApiError> {
     let profile = monitor.send(CreateProfile { request: body.into_inner() }).await??;
-    Ok(HttpResponse::Created().json(profile))
+    Ok(HttpResponse::Created().json(ProfileView::from(&profile)))
 }
 
 /// Replace a profile made over the API (config-file and built-in ones are read-only).
 #[utoipa::path(put, path = "/api/v1/profiles/{name}", tag = "profiles", request_body = ProfileSpec,
     params(("name" = String, Path)),
-    responses((status = 200, body = Profile), (status = 404, body = Problem),
+    responses((status = 200, body = ProfileView), (status = 404, body = Problem),
               (status = 409, description = "read-only profile", body = Problem), (status = 422, body = Problem)))]
 pub async fn update(
     monitor: Monitor,
@@ -50,17 +55,17 @@ pub async fn update(
     body: web::Json<ProfileSpec>,
 ) -> Result<HttpResponse, ApiError> {
     let profile = monitor.send(UpdateProfile { name: name.into_inner(), spec: body.into_inner() }).await??;
-    Ok(HttpResponse::Ok().json(profile))
+    Ok(HttpResponse::Ok().json(ProfileView::from(&profile)))
 }
 
 /// Remove a profile made over the API.
 #[utoipa::path(delete, path = "/api/v1/profiles/{name}", tag = "profiles",
     params(("name" = String, Path)),
-    responses((status = 200, description = "the deleted profile", body = Profile), (status = 404, body = Problem),
+    responses((status = 200, description = "the deleted profile", body = ProfileView), (status = 404, body = Problem),
               (status = 409, description = "read-only profile", body = Problem)))]
 pub async fn remove(monitor: Monitor, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let profile = monitor.send(DeleteProfile { name: name.into_inner() }).await??;
-    Ok(HttpResponse::Ok().json(profile))
+    Ok(HttpResponse::Ok().json(ProfileView::from(&profile)))
 }
 
 /// Every provider with its limits and live `running`/`queued` counts.

@@ -3,10 +3,10 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::catalog::ts_column;
-use crate::domain::{format_ts, Approval, ApprovalId, ApprovalStatus, Decision};
+use crate::domain::{format_ts, Approval, ApprovalId, ApprovalKind, ApprovalStatus, Decision};
 
 const COLUMNS: &str = "id, status, title, details, source, execution_id, session_id, created_at, expires_at, \
-     default_decision, decided_by, decided_at, reason";
+     default_decision, decided_by, decided_at, reason, kind";
 
 fn conversion(column: usize, what: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, what.into())
@@ -16,7 +16,9 @@ fn approval_row(row: &Row<'_>) -> rusqlite::Result<Approval> {
     let status: String = row.get(1)?;
     let details: String = row.get(3)?;
     let default: String = row.get(9)?;
+    let kind: String = row.get(13)?;
     Ok(Approval {
+        kind: ApprovalKind::parse(&kind).ok_or_else(|| conversion(13, kind))?,
         id: row.get(0)?,
         status: ApprovalStatus::parse(&status).ok_or_else(|| conversion(1, status))?,
         title: row.get(2)?,
@@ -38,7 +40,7 @@ fn approval_row(row: &Row<'_>) -> rusqlite::Result<Approval> {
 
 pub fn insert(conn: &Connection, approval: &Approval) -> rusqlite::Result<()> {
     conn.prepare_cached(&format!(
-        "INSERT INTO approvals ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        "INSERT INTO approvals ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
     ))?
     .execute(params![
         approval.id,
@@ -54,6 +56,7 @@ pub fn insert(conn: &Connection, approval: &Approval) -> rusqlite::Result<()> {
         approval.decided_by,
         approval.decided_at.as_ref().map(format_ts),
         approval.reason,
+        approval.kind.as_str(),
     ])?;
     Ok(())
 }

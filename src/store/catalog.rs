@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, Row};
 
 use crate::domain::{
-    format_ts, parse_ts, ApprovalPolicy, Origin, Profile, ProfileSpec, ProviderLimits, Workspace, WorkspaceId,
+    format_ts, parse_ts, ApprovalPolicy, Origin, Profile, ProfileSpec, ProviderLimits, SandboxMode, Workspace,
+    WorkspaceId,
 };
 
 fn conversion_error(column: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
@@ -67,10 +68,11 @@ pub fn upsert_profile(conn: &Connection, profile: &Profile, now: DateTime<Utc>) 
     let spec = &profile.spec;
     let continue_command = spec.continue_command.as_ref().map(to_json).transpose()?;
     conn.prepare_cached(
-        "INSERT INTO profiles (name, provider, command, continue_command, approval, timeout_s, env, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+        "INSERT INTO profiles (name, provider, command, continue_command, approval, timeout_s, env, created_at, updated_at,
+             sandbox)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
          ON CONFLICT (name) DO UPDATE SET provider = ?2, command = ?3, continue_command = ?4,
-             approval = ?5, timeout_s = ?6, env = ?7, updated_at = ?8",
+             approval = ?5, timeout_s = ?6, env = ?7, updated_at = ?8, sandbox = ?9",
     )?
     .execute(params![
         profile.name,
@@ -81,6 +83,7 @@ pub fn upsert_profile(conn: &Connection, profile: &Profile, now: DateTime<Utc>) 
         spec.timeout_s.map(|t| t as i64),
         to_json(&spec.env)?,
         format_ts(&now),
+        spec.sandbox.as_str(),
     ])?;
     Ok(())
 }
@@ -91,7 +94,7 @@ pub fn delete_profile(conn: &Connection, name: &str) -> rusqlite::Result<usize> 
 
 pub fn all_profiles(conn: &Connection) -> rusqlite::Result<Vec<Profile>> {
     let mut stmt = conn.prepare(
-        "SELECT name, provider, command, continue_command, approval, timeout_s, env FROM profiles ORDER BY name",
+        "SELECT name, provider, command, continue_command, approval, timeout_s, env, sandbox FROM profiles ORDER BY name",
     )?;
     let rows = stmt.query_map([], |row| {
         let approval: String = row.get(4)?;
@@ -107,6 +110,7 @@ pub fn all_profiles(conn: &Connection) -> rusqlite::Result<Vec<Profile>> {
                 approval: ApprovalPolicy::parse(&approval).unwrap_or_default(),
                 timeout_s: row.get::<_, Option<i64>>(5)?.map(|t| t as u64),
                 env: json_column(row, 6)?,
+                sandbox: SandboxMode::parse(row.get_ref(7)?.as_str()?).unwrap_or_default(),
             },
             origin: Origin::Api,
         })

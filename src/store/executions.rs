@@ -10,11 +10,11 @@ use super::catalog::ts_column;
 use super::events::{chunk_lines, MAX_CHUNK_LINES};
 use crate::domain::{
     format_ts, ChangesSummary, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, OutputLine,
-    OutputStream,
+    OutputStream, SandboxApplied,
 };
 
 const COLUMNS: &str = "id, status, profile, provider, workspace, cwd, prompt, argv, timeout_s, exit_code, error, \
-     created_at, started_at, finished_at, retry_of, session_id, approval_id, changes";
+     created_at, started_at, finished_at, retry_of, session_id, approval_id, changes, sandbox";
 
 fn json_err(e: serde_json::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
@@ -67,6 +67,7 @@ fn execution_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
             })?),
             None => None,
         },
+        sandbox: SandboxApplied::from_stored(row.get_ref(18)?.as_str_or_null()?),
     })
 }
 
@@ -79,8 +80,8 @@ pub fn insert(
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO executions (id, status, profile, provider, workspace, cwd, prompt, argv, env, timeout_s,
-             created_at, retry_of, session_id, approval_id, queue_order)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+             created_at, retry_of, session_id, approval_id, queue_order, sandbox)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         execution.id.0,
@@ -98,6 +99,7 @@ pub fn insert(
         execution.session_id,
         execution.approval_id,
         queue_order,
+        execution.sandbox.as_str(),
     ])?;
     Ok(())
 }
@@ -111,7 +113,8 @@ pub fn mark_started(
     start_ticks: Option<u64>,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "UPDATE executions SET status = 'running', started_at = ?2, pid = ?3, proc_start_ticks = ?4, changes = ?5
+        "UPDATE executions SET status = 'running', started_at = ?2, pid = ?3, proc_start_ticks = ?4, changes = ?5,
+             sandbox = ?6
          WHERE id = ?1",
     )?
     .execute(params![
@@ -120,7 +123,15 @@ pub fn mark_started(
         pid,
         start_ticks.map(|t| t as i64),
         changes_json(&execution.changes)?,
+        execution.sandbox.as_str(),
     ])?;
+    Ok(())
+}
+
+/// Records the hash of the agent token an execution's process is about to get, before
+/// it spawns: after a crash, its processes are found by it.
+pub fn set_agent_token_hash(conn: &Connection, id: ExecutionId, hash: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE executions SET agent_token_hash = ?2 WHERE id = ?1")?.execute(params![id.0, hash])?;
     Ok(())
 }
 
@@ -283,11 +294,14 @@ pub fn unfinished_processes(conn: &Connection) -> rusqlite::Result<Vec<Unfinishe
     rows.collect()
 }
 
-/// Ids of the executions that could have a process: running, paused, or queued (a
-/// daemon can die between spawning a process and recording it).
-pub fn possibly_spawned(conn: &Connection) -> rusqlite::Result<Vec<ExecutionId>> {
-    let mut stmt = conn.prepare("SELECT id FROM executions WHERE status IN ('running', 'paused', 'queued')")?;
-    let rows = stmt.query_map([], |row| Ok(ExecutionId(row.get(0)?)))?;
+/// The agent token hashes of the executions that could have a process: running,
+/// paused, or queued (a daemon can die between spawning a process and recording it).
+pub fn possibly_spawned(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT agent_token_hash FROM executions
+         WHERE status IN ('running', 'paused', 'queued') AND agent_token_hash IS NOT NULL",
+    )?;
+    let rows = stmt.query_map([], |row| row.get(0))?;
     rows.collect()
 }
 
@@ -314,9 +328,9 @@ pub fn queued(conn: &Connection) -> rusqlite::Result<Vec<QueuedExecution>> {
         "SELECT {COLUMNS}, env FROM executions WHERE status IN ('queued', 'pending_approval') ORDER BY queue_order"
     ))?;
     let rows = stmt.query_map([], |row| {
-        let env: String = row.get(18)?;
+        let env: String = row.get(19)?;
         let env = serde_json::from_str(&env)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(18, rusqlite::types::Type::Text, Box::new(e)))?;
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(19, rusqlite::types::Type::Text, Box::new(e)))?;
         Ok(QueuedExecution { execution: execution_row(row)?, env })
     })?;
     rows.collect()

@@ -123,7 +123,7 @@ async fn a_denied_gated_execution_never_spawns_a_process() {
     expect_json(decide(&d, &created["approval_id"], "deny", "reviewer").await, StatusCode::OK).await;
     let done = d.wait_final(&created["id"]).await;
     assert_eq!(done["status"], "denied");
-    assert_eq!(done["error"], "denied by reviewer: reviewer says deny");
+    assert_eq!(done["error"], "denied by owner via reviewer: reviewer says deny");
     assert_eq!(done["started_at"], Value::Null);
     assert!(!marker.exists(), "no process ran");
 
@@ -189,7 +189,7 @@ async fn each_deadline_fires_on_its_own_whatever_order_they_were_requested_in() 
     assert_eq!((expired["decided_by"].as_str(), expired["default"].as_str()), (Some("deadline"), Some("approve")));
     // The one decided before its deadline keeps its answer; the long one still waits.
     let kept = d.get_ok(&format!("/api/v1/approvals/{}", decided["id"])).await;
-    assert_eq!((kept["status"].as_str(), kept["decided_by"].as_str()), (Some("denied"), Some("me")));
+    assert_eq!((kept["status"].as_str(), kept["decided_by"].as_str()), (Some("denied"), Some("owner via me")));
     assert_eq!(d.get_ok(&format!("/api/v1/approvals/{}", later["id"])).await["status"], "pending");
     let late = decide(&d, &sooner["id"], "deny", "latecomer").await;
     assert_eq!(expect_problem(late, StatusCode::CONFLICT, "expired").await["approval"]["decided_by"], "deadline");
@@ -285,7 +285,7 @@ async fn bad_approval_requests_and_decisions_are_problems() {
     let again =
         expect_problem(decide(&d, &approval["id"], "approve", "second").await, StatusCode::CONFLICT, "already_decided")
             .await;
-    assert_eq!(again["approval"]["decided_by"], "first");
+    assert_eq!(again["approval"]["decided_by"], "owner via first");
     let pending = d.get_ok("/api/v1/approvals?status=pending").await;
     assert_eq!(pending["items"], json!([]));
     let all = d.get_ok("/api/v1/approvals").await;
@@ -409,7 +409,7 @@ async fn the_claude_hook_asks_warden_and_relays_the_answer() {
     assert_eq!(
         answer,
         json!({"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "allow",
-               "permissionDecisionReason": "approved in warden by alice: alice says approve"}})
+               "permissionDecisionReason": "approved in warden by owner via alice: alice says approve"}})
     );
 
     let hook = run_hook(
@@ -423,7 +423,10 @@ async fn the_claude_hook_asks_warden_and_relays_the_answer() {
     expect_json(decide(&d, &approval["id"], "deny", "bob").await, StatusCode::OK).await;
     let answer: Value = serde_json::from_slice(&hook.wait_with_output().await.unwrap().stdout).unwrap();
     assert_eq!(answer["hookSpecificOutput"]["permissionDecision"], "deny");
-    assert_eq!(answer["hookSpecificOutput"]["permissionDecisionReason"], "denied in warden by bob: bob says deny");
+    assert_eq!(
+        answer["hookSpecificOutput"]["permissionDecisionReason"],
+        "denied in warden by owner via bob: bob says deny"
+    );
 
     // A tool that is not guarded passes straight through: no output, no approval.
     let passed = run_hook(home, &["--tools", "Bash,Write"], hook_input("Read", json!({"file_path": "/tmp/x"}))).await;
@@ -477,12 +480,16 @@ async fn approvals_are_answered_from_the_cli() {
     assert!(approved.status.success(), "{}", stderr(&approved));
     let stored = d.get_ok(&format!("/api/v1/approvals/{}", one["id"])).await;
     assert_eq!((stored["status"].as_str(), stored["reason"].as_str()), (Some("approved"), Some("looks fine")));
-    assert!(stored["decided_by"].as_str().unwrap().starts_with("cli:"));
+    assert_eq!(stored["decided_by"], "owner via cli");
 
     expect_json(decide(&d, &two["id"], "deny", "dashboard").await, StatusCode::OK).await;
     let lost = warden(home, &["approve", &two["id"].to_string()]).await;
     assert_eq!(lost.status.code(), Some(1));
-    assert!(stderr(&lost).contains("lost") && stderr(&lost).contains("denied by dashboard"), "{}", stderr(&lost));
+    assert!(
+        stderr(&lost).contains("lost") && stderr(&lost).contains("denied by owner via dashboard"),
+        "{}",
+        stderr(&lost)
+    );
 
     let json: Value = serde_json::from_slice(&warden(home, &["approvals", "--all", "--json"]).await.stdout).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 2);

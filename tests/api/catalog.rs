@@ -203,7 +203,8 @@ async fn api_profiles_are_created_changed_deleted_and_survive_a_restart() {
     });
     let created = expect_json(d.post("/api/v1/profiles", &body).await, StatusCode::CREATED).await;
     assert_eq!(created["origin"], "api");
-    assert_eq!(created["env"]["OPENAI_MODEL"], "x");
+    // The env is shown by names only: its values may be secrets.
+    assert_eq!(created["env"], json!(["OPENAI_MODEL"]));
     // Naming a new provider brings it into being with the default limits.
     let openai = d.get_ok("/api/v1/providers/openai").await;
     assert_eq!(openai["max_concurrent"], 4);

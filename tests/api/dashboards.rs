@@ -99,7 +99,7 @@ async fn warden_dash_shows_executions_approves_cancels_and_restores_the_terminal
     tmux.wait_for(&["your answer won"]).await;
     let decided = d.get_ok(&format!("/api/v1/approvals/{}", approval["id"])).await;
     assert_eq!(decided["status"], "approved");
-    assert_eq!(decided["decided_by"], "warden-dash");
+    assert_eq!(decided["decided_by"], "owner via warden-dash");
     let screen = tmux.wait_for(&["Executions ("]).await;
     assert!(!screen.contains("Approvals waiting"), "the pane goes once nothing waits:\n{screen}");
 

@@ -82,8 +82,13 @@ async fn the_process_gets_its_environment_cwd_and_no_stdin() {
     let profile = json!({"name": "envy", "provider": "local", "command": ["sh", "-c", "{prompt}"],
                          "env": {"FROM_PROFILE": "p", "OVERRIDDEN": "profile"}});
     expect_json(d.post("/api/v1/profiles", &profile).await, StatusCode::CREATED).await;
-    let script = "pwd; echo $WARDEN_EXECUTION_ID; echo $WARDEN_URL; echo ${#WARDEN_TOKEN}; \
-                  echo $FROM_PROFILE $FROM_REQUEST $OVERRIDDEN; cat; echo stdin-closed";
+    // The agent's token is its own, never the owner's.
+    let script = format!(
+        "pwd; echo $WARDEN_EXECUTION_ID; echo $WARDEN_URL; echo ${{#WARDEN_TOKEN}}; \
+         [ \"$WARDEN_TOKEN\" = {} ] && echo owner-token; echo $FROM_PROFILE $FROM_REQUEST $OVERRIDDEN; cat; \
+         echo stdin-closed",
+        d.token
+    );
     let created = d
         .exec_with(json!({"prompt": script, "profile": "envy", "workspace": "proj",
                           "env": {"FROM_REQUEST": "r", "OVERRIDDEN": "request"}}))
@@ -95,7 +100,7 @@ async fn the_process_gets_its_environment_cwd_and_no_stdin() {
         std::fs::canonicalize(dir.path()).unwrap().display().to_string(),
         created["id"].to_string(),
         d.base_url.clone(),
-        "64".into(),
+        "67".into(),
         "p r request".into(),
         "stdin-closed".into(),
     ]

@@ -482,7 +482,9 @@ async fn an_agent_that_floods_hundreds_of_megabytes_leaves_the_daemon_small() {
 async fn an_agent_that_forks_hundreds_of_children_is_reaped_whole() {
     let dir = tempfile::tempdir().unwrap();
     let d = ServeProcess::start(&dir.path().join("home")).await;
-    let leader = dir.path().join("leader");
+    // Agents cannot create files beside the data dir (the sandbox), only in a directory there.
+    std::fs::create_dir_all(dir.path().join("work")).unwrap();
+    let leader = dir.path().join("work/leader");
 
     // The leader leaves 300 children behind when it exits.
     let script = format!("echo $$ > {}; for i in $(seq 1 300); do sleep 600 & done; echo forked", leader.display());

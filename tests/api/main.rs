@@ -22,4 +22,5 @@ mod openapi;
 mod queueing;
 mod sessions;
 mod supervision;
+mod trust;
 mod web;

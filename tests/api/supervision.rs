@@ -158,7 +158,9 @@ async fn new_work_is_refused_while_shutting_down() {
 fn after_kill_9_running_work_is_interrupted_and_the_queue_resumes_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let pidfile = dir.path().join("leader");
+    // Agents cannot create files beside the data dir (the sandbox), only in a directory there.
+    let pidfile = dir.path().join("work/leader");
+    std::fs::create_dir_all(dir.path().join("work")).unwrap();
     let config = "[providers.local]\nmax_concurrent = 1\n";
     std::fs::create_dir_all(&home).unwrap();
     std::fs::write(home.join("config.toml"), config).unwrap();

@@ -150,7 +150,7 @@ try {
   await page.waitForSelector("#approvals[hidden]", { ...WAIT, state: "attached" });
   const approval = await api("GET", `/approvals/${gated.approval_id}`);
   assert.equal(approval.status, "approved");
-  assert.equal(approval.decided_by, "web");
+  assert.equal(approval.decided_by, "owner via web");
 
   // Cancel from the page.
   const long = await api("POST", "/executions", { prompt: "sleep 60", cwd: scratch });

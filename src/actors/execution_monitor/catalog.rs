@@ -80,6 +80,8 @@ pub struct NewProfile {
     pub timeout_s: Option<u64>,
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub sandbox: crate::domain::SandboxMode,
 }
 
 impl std::fmt::Debug for NewProfile {
@@ -99,6 +101,7 @@ impl NewProfile {
                 approval: self.approval,
                 timeout_s: self.timeout_s,
                 env: self.env,
+                sandbox: self.sandbox,
             },
             origin: Origin::Api,
         }

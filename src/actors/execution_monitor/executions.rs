@@ -16,9 +16,11 @@ use super::{ExecutionMonitor, MonitorError, ProviderState};
 use crate::actors::approval_arbiter::{CancelForExecution, Request};
 use crate::actors::change_tracker::{ChangesRecorded, SnapshotEnd, SnapshotStart};
 use crate::domain::{
-    canonical_dir, fill_template, now, validate_env, ApprovalPolicy, ChangesSummary, Execution, ExecutionId,
-    ExecutionStatus, NewEvent, NewExecution, ProviderLimits, SessionTurn, TemplateValues, WorkspaceKey,
+    canonical_dir, fill_template, now, validate_env, ApprovalKind, ApprovalPolicy, ChangesSummary, Execution,
+    ExecutionId, ExecutionStatus, NewEvent, NewExecution, ProviderLimits, SandboxMode, SessionTurn, TemplateValues,
+    WorkspaceKey,
 };
+use crate::sandbox::Confinement;
 use crate::store::executions as rows;
 use crate::store::OutputSource;
 
@@ -326,7 +328,7 @@ impl ExecutionMonitor {
                 .await?;
             let Some(request) = request else { return Ok(None) };
             let approval = arbiter
-                .send(Request { request })
+                .send(Request { request, kind: ApprovalKind::Gate })
                 .await
                 .map_err(|e| MonitorError::Invalid(format!("the approval arbiter did not answer: {e}")))?
                 .map_err(|e| MonitorError::Invalid(format!("asking for approval failed: {e}")))?;
@@ -380,6 +382,7 @@ impl ExecutionMonitor {
             }
             (None, Some(cwd)) => {
                 let dir = canonical_dir(cwd).map_err(|e| MonitorError::Invalid(format!("cwd: {e}")))?;
+                self.refuse_data_dir(&dir)?;
                 (None, dir.to_string_lossy().into_owned())
             }
             _ => return Err(MonitorError::Invalid("give exactly one of workspace and cwd".into())),
@@ -445,8 +448,20 @@ impl ExecutionMonitor {
             approval_id: None,
             waiting_approval_id: None,
             changes: None,
+            sandbox: profile.spec.sandbox.into(),
         };
         Ok((execution, request.env))
+    }
+
+    /// Agents never run in warden's data dir: the sandbox hides it from them.
+    pub(super) fn refuse_data_dir(&self, dir: &std::path::Path) -> Result<(), MonitorError> {
+        if dir.starts_with(self.settings.sandboxer.protected()) {
+            return Err(MonitorError::Invalid(format!(
+                "{} is inside warden's data dir, where no agent may run",
+                dir.display()
+            )));
+        }
+        Ok(())
     }
 
     /// An execution left queued by the last run joins its queue again, in order.
@@ -530,14 +545,31 @@ impl ExecutionMonitor {
             }
             return;
         }
-        let mut env = self.profiles.get(&execution.profile).map(|p| p.spec.env.clone()).unwrap_or_default();
+        let profile = self.profiles.get(&execution.profile);
+        let mut env = profile.map(|p| p.spec.env.clone()).unwrap_or_default();
+        let sandbox = profile.map(|p| p.spec.sandbox).unwrap_or_default();
         env.extend(request_env);
+        // The agent acts with a token of its own, never the owner's; its hash is stored
+        // before the process exists, so that a crash cannot leave it unrecognised.
+        let issued = self.settings.agent_tokens.issue(id, execution.session_id);
         env.insert("WARDEN_EXECUTION_ID".into(), id.to_string());
         env.insert("WARDEN_URL".into(), self.settings.url.clone());
-        env.insert("WARDEN_TOKEN".into(), self.settings.token.clone());
+        env.insert("WARDEN_TOKEN".into(), issued.token);
+        if let Some(session) = execution.session_id {
+            env.insert("WARDEN_SESSION_ID".into(), session.to_string());
+        }
+        let hash = issued.hash;
+        self.store.record_detached("record agent token", move |c, _| rows::set_agent_token_hash(c, id, &hash));
+        let confinement = (sandbox != SandboxMode::Off).then(|| Confinement {
+            sandboxer: self.settings.sandboxer.clone(),
+            mode: sandbox,
+            cwd: execution.cwd.clone().into(),
+            tmpdir: env.get("TMPDIR").map(Into::into).or_else(|| std::env::var_os("TMPDIR").map(Into::into)),
+        });
         let source =
             OutputSource { execution_id: id, session_id: execution.session_id, workspace: execution.workspace.clone() };
-        let spec = SpawnSpec { source, argv: execution.argv.clone(), cwd: execution.cwd.clone().into(), env };
+        let spec =
+            SpawnSpec { source, argv: execution.argv.clone(), cwd: execution.cwd.clone().into(), env, confinement };
         let monitor = ctx.address();
         let spawned = process::spawn(&self.capture, spec, self.store.clone(), move |exit| {
             monitor.do_send(ProcessEnded { id, exit })
@@ -553,6 +585,7 @@ impl ExecutionMonitor {
                 if let Some(mut shown) = self.live.get_mut(&id) {
                     shown.status = ExecutionStatus::Running;
                     shown.started_at = Some(started_at);
+                    shown.sandbox = spawned.sandbox;
                 }
                 if let Some(tracked) = self.tracked.get_mut(&id) {
                     tracked.process = Some(RunningProcess {
@@ -656,6 +689,8 @@ impl ExecutionMonitor {
         held_slot: bool,
     ) -> Option<Execution> {
         self.tracked.remove(&id);
+        // Whatever its processes left behind can no longer act for it.
+        self.settings.agent_tokens.revoke(id);
         let mut finished = self.live.get_mut(&id).map(|mut shown| {
             shown.queue_position = None;
             shown.clone()

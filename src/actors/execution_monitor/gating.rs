@@ -8,7 +8,7 @@ use actix::prelude::*;
 use super::executions::execution_event;
 use super::ExecutionMonitor;
 use crate::actors::approval_arbiter::{ApprovalOpened, ApprovalSettled};
-use crate::domain::{ApprovalStatus, Decision, Execution, ExecutionId, ExecutionStatus, NewApproval};
+use crate::domain::{ApprovalKind, ApprovalStatus, Decision, Execution, ExecutionId, ExecutionStatus, NewApproval};
 use crate::store::executions as rows;
 
 /// The approval a gated execution asks for: titled after its profile and prompt.
@@ -57,14 +57,20 @@ impl Handler<ApprovalSettled> for ExecutionMonitor {
     type Result = ();
 
     /// A gated execution is approved (it joins the back of its queue) or denied (final);
-    /// a running one stops waiting.
+    /// a running one stops waiting. Only the execution's own gate approval releases it:
+    /// any other approval that names it (an agent's, the owner's) never does.
     fn handle(&mut self, msg: ApprovalSettled, ctx: &mut Self::Context) {
         let approval = msg.approval;
         let Some(id) = approval.execution_id.map(ExecutionId) else { return };
-        let Some(status) = self.live.get(&id).filter(|_| self.tracked.contains_key(&id)).map(|e| e.status) else {
+        let Some((status, gate)) =
+            self.live.get(&id).filter(|_| self.tracked.contains_key(&id)).map(|e| (e.status, e.approval_id))
+        else {
             return;
         };
-        if status != ExecutionStatus::PendingApproval {
+        // Its gate's id is recorded once the gate is stored; until then only a gate
+        // approval naming it can be the one.
+        let own_gate = approval.kind == ApprovalKind::Gate && gate.is_none_or(|gate| gate == approval.id);
+        if status != ExecutionStatus::PendingApproval || !own_gate {
             if let Some(mut shown) = self.live.get_mut(&id) {
                 if shown.waiting_approval_id == Some(approval.id) {
                     shown.waiting_approval_id = None;

@@ -21,7 +21,9 @@ use tokio::sync::oneshot;
 
 use super::approval_arbiter::ApprovalArbiter;
 use super::change_tracker::ChangeTracker;
+use crate::credentials::AgentTokens;
 use crate::domain::{Execution, ExecutionId, ExecutionStatus, Origin, Profile, ProviderLimits, Workspace, WorkspaceId};
+use crate::sandbox::Sandboxer;
 use crate::store::executions::QueuedExecution;
 use crate::store::{Store, StoreError};
 use queue::ProviderQueue;
@@ -68,8 +70,11 @@ pub enum MonitorError {
 pub struct MonitorSettings {
     /// Given to every agent process as `WARDEN_URL`.
     pub url: String,
-    /// Given to every agent process as `WARDEN_TOKEN`, so agents can call back.
-    pub token: String,
+    /// Where each execution's agent token is issued (given to its processes as
+    /// `WARDEN_TOKEN`) and revoked; the HTTP guard reads the same.
+    pub agent_tokens: AgentTokens,
+    /// Confines agents away from the data dir.
+    pub sandboxer: Sandboxer,
     /// How long a cancelled or timed-out process group gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
     /// How long running executions get at shutdown between SIGTERM and SIGKILL.
@@ -78,7 +83,11 @@ pub struct MonitorSettings {
 
 impl std::fmt::Debug for MonitorSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MonitorSettings").field("url", &self.url).field("token", &"<hidden>").finish_non_exhaustive()
+        f.debug_struct("MonitorSettings")
+            .field("url", &self.url)
+            .field("agent_tokens", &self.agent_tokens.len())
+            .field("protected", &self.sandboxer.protected())
+            .finish_non_exhaustive()
     }
 }
 

@@ -17,7 +17,9 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::domain::{now, ExecutionId, OutputStream};
+use crate::credentials::token_hash;
+use crate::domain::{now, OutputStream, SandboxApplied};
+use crate::sandbox::{Confinement, Sandboxer};
 use crate::store::{OutputSource, PreparedChunk, Store, MAX_CHUNK_LINES};
 
 /// Lines longer than this are split, so one line can never hold the whole output.
@@ -42,6 +44,8 @@ pub struct SpawnSpec {
     pub argv: Vec<String>,
     pub cwd: PathBuf,
     pub env: BTreeMap<String, String>,
+    /// How to confine it; `None` runs it unsandboxed (`sandbox = "off"`).
+    pub confinement: Option<Confinement>,
 }
 
 /// A started process group.
@@ -52,6 +56,8 @@ pub struct Spawned {
     /// The leader's start time in clock ticks since boot, to tell it from a later
     /// process that reuses the pid.
     pub start_ticks: Option<u64>,
+    /// The confinement it got.
+    pub sandbox: SandboxApplied,
 }
 
 /// How a process group ended, once all of its output is queued for the store.
@@ -150,10 +156,15 @@ fn spawn_here(
         .process_group(0)
         .kill_on_drop(false);
     // No `pre_exec`: without one, the standard library uses posix_spawn instead of fork
-    // (the daemon's SIGXFSZ handler is reset to the default by exec by itself).
-    let mut child = command.spawn().map_err(|e| describe_spawn_error(program, &spec.cwd, &e))?;
+    // (the daemon's SIGXFSZ handler is reset to the default by exec by itself). A
+    // sandbox is the spawning thread's, not code between fork and exec.
+    let (mut child, sandbox) = match &spec.confinement {
+        Some(confinement) => Sandboxer::spawn(confinement, &mut command),
+        None => command.spawn().map(|child| (child, SandboxApplied::Off)),
+    }
+    .map_err(|e| describe_spawn_error(program, &spec.cwd, &e))?;
     let pid = child.id().map(|p| p as i32).ok_or("the process ended before it could be tracked")?;
-    let spawned = Spawned { pid, start_ticks: start_ticks(pid) };
+    let spawned = Spawned { pid, start_ticks: start_ticks(pid), sandbox };
 
     let id = spec.source.execution_id;
     let sink = OutputSink {
@@ -373,16 +384,15 @@ pub fn kill_leftover_group(pid: i32, recorded_ticks: Option<u64>) -> bool {
     }
 }
 
-/// Kills every process (and its process group) whose environment carries `token` as
-/// `WARDEN_TOKEN` and one of `executions` as `WARDEN_EXECUTION_ID`: what executions of a
-/// crashed daemon left behind. Returns how many processes were found.
-pub fn kill_leftovers_by_environment(token: &str, executions: &HashSet<ExecutionId>) -> usize {
-    if executions.is_empty() {
+/// Kills every process (and its process group) whose environment's `WARDEN_TOKEN` is an
+/// agent token with one of `hashes`: what executions of a crashed daemon left behind.
+/// Returns how many processes were found.
+pub fn kill_leftovers_by_token(hashes: &HashSet<String>) -> usize {
+    if hashes.is_empty() {
         return 0;
     }
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
     let me = std::process::id() as i32;
-    let wanted_token = format!("WARDEN_TOKEN={token}");
     let mut found = 0;
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
@@ -391,16 +401,14 @@ pub fn kill_leftovers_by_environment(token: &str, executions: &HashSet<Execution
         }
         // Processes of other users cannot be read, and are not ours.
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
-        let mut ours = false;
-        let mut execution = None;
-        for var in environ.split(|&b| b == 0) {
-            if var == wanted_token.as_bytes() {
-                ours = true;
-            } else if let Some(id) = var.strip_prefix(b"WARDEN_EXECUTION_ID=") {
-                execution = std::str::from_utf8(id).ok().and_then(|id| id.parse().ok()).map(ExecutionId);
-            }
+        let ours = environ
+            .split(|&b| b == 0)
+            .filter_map(|var| var.strip_prefix(b"WARDEN_TOKEN="))
+            .filter_map(|token| std::str::from_utf8(token).ok())
+            .any(|token| hashes.contains(&token_hash(token)));
+        if !ours {
+            continue;
         }
-        let Some(execution) = execution.filter(|id| ours && executions.contains(id)) else { continue };
         found += 1;
         let target = Pid::from_raw(pid);
         match nix::unistd::getpgid(Some(target)) {
@@ -411,7 +419,7 @@ pub fn kill_leftovers_by_environment(token: &str, executions: &HashSet<Execution
             _ => {}
         }
         let _ = nix::sys::signal::kill(target, Signal::SIGKILL);
-        tracing::debug!(pid, %execution, "killed a leftover process");
+        tracing::debug!(pid, "killed a leftover process");
     }
     found
 }
