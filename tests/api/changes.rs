@@ -435,3 +435,49 @@ async fn an_execution_interrupted_by_a_stop_gets_its_end_snapshot_at_the_next_st
     let report = d.changed_files(&id).await;
     assert_eq!(report["changes"]["files"][0]["path"], "made.txt");
 }
+
+#[actix_web::test]
+async fn warden_never_runs_a_program_the_repository_configures() {
+    let d = spawn_for_executions().await;
+    let repo = Repo::new(&[("a.txt", "one\n"), (".gitattributes", "* filter=evil diff=evil\n")]);
+    let marks = tempfile::tempdir().unwrap();
+    let hook = marks.path().join("hook.sh");
+    let ran = marks.path().join("ran");
+    // Each configured program leaves a mark and passes its input through.
+    std::fs::write(&hook, format!("#!/bin/sh\necho \"$0 $*\" >> {}\ncat\n", ran.display())).unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&hook).status().unwrap();
+    let hook = hook.display().to_string();
+    for (key, value) in [
+        ("core.fsmonitor", hook.as_str()),
+        ("filter.evil.clean", hook.as_str()),
+        ("filter.evil.smudge", hook.as_str()),
+        ("diff.evil.textconv", hook.as_str()),
+        ("diff.external", hook.as_str()),
+        ("core.pager", hook.as_str()),
+    ] {
+        repo.git(&["config", key, value]);
+    }
+    repo.write("a.txt", "one\n"); // untouched by the config change itself
+
+    let execution = d.exec_in(&repo.path(), "echo two >> a.txt && echo new > b.txt").await;
+    let id = &execution["id"];
+    let done = d.wait_changes_recorded(id).await;
+    assert!(done["changes"]["end_tree"].is_string(), "{done}");
+    let files = d.changed_files(id).await;
+    assert_eq!(files["changes"]["totals"]["files"], 2, "{files}");
+    let diff = d.diff(id, "").await.text().await.unwrap();
+    assert!(diff.contains("+two"), "{diff}");
+    assert!(!ran.exists(), "warden ran a program of the repository: {}", std::fs::read_to_string(&ran).unwrap());
+
+    // The same work done by a plain git (a temporary index, as warden's snapshot does)
+    // runs them: the configuration is a real attack.
+    let index = marks.path().join("index");
+    let status = std::process::Command::new("git")
+        .args(["add", "-A"])
+        .current_dir(repo.path())
+        .env("GIT_INDEX_FILE", &index)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(ran.exists(), "a plain git should have run the repository's programs");
+}

@@ -7,6 +7,14 @@
 //! directory, with the repository's objects as an alternate. The user's index, refs,
 //! stash and object store stay byte-for-byte the same. Every git is a child process
 //! (killed if its future is dropped) with the inherited `GIT_*` environment removed.
+//!
+//! The repository is written by agents, so nothing it configures may run: git reads no
+//! system or global config, settings that start programs (fsmonitor, hooks, pagers, gc)
+//! are forced off, and snapshots and diffs run with a git dir of warden's own (a
+//! "shadow": HEAD, config, a copy of `info/exclude`) over the user's work tree, so the
+//! repository's own config (filter drivers, textconv, an fsmonitor) is never read
+//! there. Each git runs in a process group of its own, killed whole when its future is
+//! dropped (a timeout).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -35,18 +43,37 @@ impl GitError {
 pub struct Repo {
     /// The top of the work tree.
     pub root: PathBuf,
-    /// Where its objects live (`<common dir>/objects`; shared between worktrees).
+    /// The common git dir (shared between worktrees): its `info/exclude` is honoured.
+    common: PathBuf,
+    /// Where its objects live (`<common dir>/objects`).
     objects: PathBuf,
     /// The user's index, copied to seed a snapshot's temporary index.
     index: PathBuf,
+    /// `sha1` or `sha256`.
+    object_format: String,
 }
 
-/// warden's side of git: its object directory and the temporary indexes.
+/// warden's side of git: its object directory, the temporary indexes and the shadow
+/// git dirs.
 #[derive(Debug, Clone)]
 pub struct Git {
     objects: PathBuf,
     scratch: PathBuf,
+    shadows: PathBuf,
+    /// The user's own `core.excludesFile`, read once (global config is not read after).
+    excludes_file: Option<PathBuf>,
 }
+
+/// Settings forced on every git warden runs, whatever a config file says: none of them
+/// may start a program or touch the network.
+const NEUTRAL: &[(&str, &str)] = &[
+    ("core.fsmonitor", "false"),
+    ("core.hooksPath", "/dev/null"),
+    ("core.pager", "cat"),
+    ("gc.auto", "0"),
+    ("maintenance.auto", "false"),
+    ("protocol.allow", "never"),
+];
 
 /// Whether `dir` or a parent holds a `.git`: a cheap check, so that directories
 /// outside any repository cost no git process.
@@ -55,9 +82,19 @@ pub fn may_be_in_work_tree(dir: &Path) -> bool {
 }
 
 impl Git {
-    /// Uses `<dir>/objects` and `<dir>/index`, created by the first snapshot.
+    /// Uses `<dir>/objects`, `<dir>/index` and `<dir>/shadow`, created by the first
+    /// snapshot. Reads the user's global `core.excludesFile` once (a blocking git call).
     pub fn new(dir: &Path) -> Git {
-        Git { objects: dir.join("objects"), scratch: dir.join("index") }
+        let excludes_file = std::process::Command::new("git")
+            .args(["config", "--global", "--path", "--get", "core.excludesFile"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+            .filter(|path| path.is_absolute());
+        Git { objects: dir.join("objects"), scratch: dir.join("index"), shadows: dir.join("shadow"), excludes_file }
     }
 
     /// The work tree `dir` is in, or `None` when it is in none (or inside a `.git`).
@@ -66,8 +103,16 @@ impl Git {
             return Ok(None);
         }
         let mut cmd = command(dir);
-        cmd.args(["rev-parse", "--path-format=absolute", "--show-toplevel", "--git-common-dir", "--git-path", "index"]);
-        let output = cmd.output().await.map_err(|e| not_runnable("rev-parse", e))?;
+        cmd.args([
+            "rev-parse",
+            "--path-format=absolute",
+            "--show-toplevel",
+            "--git-common-dir",
+            "--git-path",
+            "index",
+            "--show-object-format",
+        ]);
+        let output = output(cmd).await.map_err(|e| not_runnable("rev-parse", e))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             if stderr.contains("not a git repository") || stderr.contains("must be run in a work tree") {
@@ -77,9 +122,15 @@ impl Git {
         }
         let text = String::from_utf8_lossy(&output.stdout);
         let mut lines = text.lines();
-        match (lines.next(), lines.next(), lines.next()) {
-            (Some(root), Some(common), Some(index)) => {
-                Ok(Some(Repo { root: root.into(), objects: Path::new(common).join("objects"), index: index.into() }))
+        match (lines.next(), lines.next(), lines.next(), lines.next()) {
+            (Some(root), Some(common), Some(index), Some(format)) if matches!(format, "sha1" | "sha256") => {
+                Ok(Some(Repo {
+                    root: root.into(),
+                    common: common.into(),
+                    objects: Path::new(common).join("objects"),
+                    index: index.into(),
+                    object_format: format.to_owned(),
+                }))
             }
             _ => Err(GitError::new("rev-parse", format!("unexpected output {text:?}"))),
         }
@@ -89,7 +140,7 @@ impl Git {
     pub async fn head(&self, repo: &Repo) -> Result<Option<String>, GitError> {
         let mut cmd = command(&repo.root);
         cmd.args(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"]);
-        let output = cmd.output().await.map_err(|e| not_runnable("rev-parse HEAD", e))?;
+        let output = output(cmd).await.map_err(|e| not_runnable("rev-parse HEAD", e))?;
         Ok(output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned()))
     }
 
@@ -101,6 +152,7 @@ impl Git {
                 .await
                 .map_err(|e| GitError::new("snapshot", format!("{}: {e}", dir.display())))?;
         }
+        self.prepare_shadow(repo).await?;
         // A name of its own, so no two snapshots ever share a temporary index.
         let unique = hex::encode(rand::random::<[u8; 6]>());
         let index = self.scratch.join(format!("{label}-{unique}.index"));
@@ -163,6 +215,7 @@ impl Git {
             .args(["--src-prefix=a/", "--dst-prefix=b/", from, to, "--"])
             .args(paths.iter().map(|p| format!(":(literal){p}")));
         let mut child = cmd.spawn().map_err(|e| not_runnable("diff-tree -p", e))?;
+        let mut group = GroupKill(child.id().map(|pid| pid as i32));
         let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(GitError::new("diff-tree -p", "no output pipes"));
         };
@@ -179,6 +232,7 @@ impl Git {
         let (read, _) = tokio::join!(read_out, stderr.read_to_end(&mut errors));
         read.map_err(|e| GitError::new("diff-tree -p", e.to_string()))?;
         let status = child.wait().await.map_err(|e| GitError::new("diff-tree -p", e.to_string()))?;
+        group.0 = None;
         if text.len() > max_bytes {
             let cut = text[..max_bytes].iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0);
             text.truncate(cut);
@@ -190,17 +244,63 @@ impl Git {
         Ok((String::from_utf8_lossy(&text).into_owned(), false))
     }
 
-    /// A git in the work tree that writes objects to warden's own directory and reads
-    /// the repository's through it.
+    /// A git over the user's work tree with warden's shadow git dir, which writes objects
+    /// to warden's own directory and reads the repository's through it.
     fn in_repo(&self, repo: &Repo) -> Command {
         let mut cmd = command(&repo.root);
-        cmd.env("GIT_OBJECT_DIRECTORY", &self.objects).env("GIT_ALTERNATE_OBJECT_DIRECTORIES", &repo.objects);
+        cmd.env("GIT_DIR", self.shadow(repo))
+            .env("GIT_WORK_TREE", &repo.root)
+            .env("GIT_OBJECT_DIRECTORY", &self.objects)
+            .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", &repo.objects);
+        if let Some(file) = &self.excludes_file {
+            cmd.arg("-c").arg(format!("core.excludesFile={}", file.display()));
+        }
         cmd
+    }
+
+    /// The shadow git dir of a work tree.
+    fn shadow(&self, repo: &Repo) -> PathBuf {
+        let digest = crate::credentials::token_hash(&repo.root.to_string_lossy());
+        self.shadows.join(&digest[..16])
+    }
+
+    /// Makes (or refreshes) the shadow git dir: a HEAD, warden's own config (only the
+    /// object format is the repository's) and the repository's `info/exclude`, whose
+    /// patterns a snapshot honours. Files change by rename, so a git reading them never
+    /// sees half of one.
+    async fn prepare_shadow(&self, repo: &Repo) -> Result<(), GitError> {
+        let shadow = self.shadow(repo);
+        let failed = |what: &Path, e: std::io::Error| GitError::new("snapshot", format!("{}: {e}", what.display()));
+        for dir in [shadow.join("refs"), shadow.join("info")] {
+            tokio::fs::create_dir_all(&dir).await.map_err(|e| failed(&dir, e))?;
+        }
+        let (version, extension) = match repo.object_format.as_str() {
+            "sha256" => ("1", "[extensions]\n\tobjectformat = sha256\n"),
+            _ => ("0", ""),
+        };
+        let config = format!("[core]\n\trepositoryformatversion = {version}\n\tbare = false\n{extension}");
+        let exclude = tokio::fs::read(repo.common.join("info/exclude")).await.unwrap_or_default();
+        for (name, content) in [
+            ("HEAD", b"ref: refs/heads/warden-snapshot\n".to_vec()),
+            ("config", config.into_bytes()),
+            ("info/exclude", exclude),
+        ] {
+            let path = shadow.join(name);
+            if tokio::fs::read(&path).await.ok().as_deref() == Some(content.as_slice()) {
+                continue;
+            }
+            let unique = hex::encode(rand::random::<[u8; 6]>());
+            let tmp = shadow.join(format!("{name}.{unique}.tmp").replace('/', "-"));
+            tokio::fs::write(&tmp, &content).await.map_err(|e| failed(&tmp, e))?;
+            tokio::fs::rename(&tmp, &path).await.map_err(|e| failed(&path, e))?;
+        }
+        Ok(())
     }
 }
 
-/// A git in `dir` with none of the caller's `GIT_*` variables, no prompts and no
-/// optional locks (so it never refreshes the user's index).
+/// A git in `dir` with none of the caller's `GIT_*` variables, no system or global
+/// config, the [`NEUTRAL`] settings, no prompts and no optional locks (so it never
+/// refreshes the user's index), in a process group of its own.
 fn command(dir: &Path) -> Command {
     let mut cmd = Command::new("git");
     for (name, _) in std::env::vars_os() {
@@ -208,19 +308,47 @@ fn command(dir: &Path) -> Command {
             cmd.env_remove(name);
         }
     }
+    for (i, (key, value)) in NEUTRAL.iter().enumerate() {
+        cmd.env(format!("GIT_CONFIG_KEY_{i}"), key).env(format!("GIT_CONFIG_VALUE_{i}"), value);
+    }
     cmd.current_dir(dir)
+        .env("GIT_CONFIG_COUNT", NEUTRAL.len().to_string())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_OPTIONAL_LOCKS", "0")
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     cmd
 }
 
-async fn run(mut cmd: Command, op: &'static str) -> Result<Vec<u8>, GitError> {
-    let output = cmd.output().await.map_err(|e| not_runnable(op, e))?;
+/// Kills a git's whole process group unless disarmed (when the git has ended): a
+/// dropped future (a timeout) leaves nothing of it running.
+struct GroupKill(Option<i32>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            crate::actors::execution_monitor::process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Runs a git to its end and collects what it wrote.
+async fn output(mut cmd: Command) -> std::io::Result<std::process::Output> {
+    let child = cmd.spawn()?;
+    let mut group = GroupKill(child.id().map(|pid| pid as i32));
+    let output = child.wait_with_output().await;
+    group.0 = None;
+    output
+}
+
+async fn run(cmd: Command, op: &'static str) -> Result<Vec<u8>, GitError> {
+    let output = output(cmd).await.map_err(|e| not_runnable(op, e))?;
     if !output.status.success() {
         return Err(GitError::new(op, String::from_utf8_lossy(&output.stderr).trim()));
     }
