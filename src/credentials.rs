@@ -5,6 +5,7 @@
 //! spawn, revoke at the end) and read by the HTTP guard (`http/auth.rs`), which also
 //! rate-limits each agent token so a looping agent cannot starve the owner.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,8 @@ use crate::domain::ExecutionId;
 /// Requests per second an agent token may make on average, and in a burst.
 pub const AGENT_RATE_PER_S: f64 = 20.0;
 pub const AGENT_BURST: f64 = 60.0;
+/// Long polls one agent token may hold open at once.
+pub const AGENT_WAITS: usize = 8;
 
 /// The hex SHA-256 of a token: how agent tokens are found and stored.
 pub fn token_hash(token: &str) -> String {
@@ -29,9 +32,26 @@ pub struct AgentGrant {
     pub execution_id: ExecutionId,
     pub session_id: Option<i64>,
     limiter: Arc<Mutex<Bucket>>,
+    waits: Arc<AtomicUsize>,
+}
+
+/// One of an agent token's long polls; its place is given back when dropped.
+pub struct WaitSlot(Arc<AtomicUsize>);
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl AgentGrant {
+    /// A place for one more long poll, unless the token holds `AGENT_WAITS` already.
+    pub fn hold_wait(&self) -> Option<WaitSlot> {
+        let taken = self.waits.fetch_add(1, Ordering::Relaxed);
+        let slot = WaitSlot(self.waits.clone());
+        (taken < AGENT_WAITS).then_some(slot)
+    }
+
     /// Takes one request from the token's bucket, or says how long until one is free.
     pub fn take_request(&self) -> Result<(), Duration> {
         let mut bucket = self.limiter.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -88,7 +108,12 @@ impl AgentTokens {
         let token = format!("wa_{}", hex::encode(rand::random::<[u8; 32]>()));
         let hash = token_hash(&token);
         let bucket = Bucket { tokens: AGENT_BURST, at: Instant::now() };
-        let grant = AgentGrant { execution_id, session_id, limiter: Arc::new(Mutex::new(bucket)) };
+        let grant = AgentGrant {
+            execution_id,
+            session_id,
+            limiter: Arc::new(Mutex::new(bucket)),
+            waits: Arc::new(AtomicUsize::new(0)),
+        };
         self.by_hash.insert(hash.clone(), grant);
         self.by_execution.insert(execution_id, hash.clone());
         IssuedToken { token, hash }

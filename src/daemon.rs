@@ -102,7 +102,10 @@ impl Daemon {
         };
         let user_timeout = config.heartbeat.client_timeout;
         let server = HttpServer::new(move || http::app(&state))
-            .on_connect(move |connection, _| tune_socket(connection, user_timeout))
+            .on_connect(move |connection, data| {
+                tune_socket(connection, user_timeout);
+                http::hangup::ConnectionFd::remember(connection, data);
+            })
             // Events are small frames written one after another: without this, Nagle's
             // algorithm holds each behind the client's delayed ACK of the one before.
             .tcp_nodelay(true)

@@ -65,11 +65,42 @@ impl Home {
         self.dir.join("config.toml")
     }
 
-    /// Creates the data dir (mode 0700) if it is missing, and tightens its mode if not.
+    /// Creates the data dir (mode 0700) if it is missing. An existing one keeps its mode
+    /// (`--home` may name a directory of the user's), but one that another user owns or
+    /// that others may write to is refused: whoever can write there could plant a
+    /// `config.toml` or swap the database.
     pub fn ensure(&self) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating data dir {}", self.dir.display()))?;
-        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("setting mode 0700 on {}", self.dir.display()))
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        if !self.dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .with_context(|| format!("creating data dir {}", self.dir.display()))?;
+        }
+        let meta = std::fs::metadata(&self.dir).with_context(|| format!("reading data dir {}", self.dir.display()))?;
+        if !meta.is_dir() {
+            bail!("the data dir {} is not a directory", self.dir.display());
+        }
+        // SAFETY: geteuid cannot fail and touches no memory.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            bail!(
+                "the data dir {} belongs to user {}, not to you (user {me}): use a data dir of your own",
+                self.dir.display(),
+                meta.uid()
+            );
+        }
+        let mode = meta.mode() & 0o777;
+        if mode & 0o022 != 0 {
+            bail!(
+                "the data dir {} may be written by others (mode {mode:03o}), who could then plant a config or \
+                 replace the database: run `chmod go-w {}` or choose another --home",
+                self.dir.display(),
+                self.dir.display()
+            );
+        }
+        Ok(())
     }
 
     /// The API token: read from `token`, or made on first start (256 random bits, hex,
@@ -228,6 +259,25 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let dir_mode = std::fs::metadata(home.dir()).unwrap().permissions().mode();
         assert_eq!(dir_mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn an_existing_data_dir_keeps_its_mode_and_one_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let shared = dir.path().join("mine");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o750)).unwrap();
+        Home::new(shared.clone()).ensure().expect("a directory only its owner writes is fine");
+        assert_eq!(mode(&shared), 0o750, "an existing data dir keeps its mode");
+
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let refused = Home::new(open.clone()).ensure().unwrap_err().to_string();
+        assert!(refused.contains("may be written by others") && refused.contains("chmod go-w"), "{refused}");
+        assert_eq!(mode(&open), 0o777, "nothing is changed when it is refused");
+        assert!(!open.join("token").exists());
     }
 
     #[test]

@@ -437,6 +437,8 @@ impl Handler<Watch> for ApprovalArbiter {
 
     fn handle(&mut self, msg: Watch, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.pending.get_mut(&msg.id).map(|pending| {
+            // Long polls whose clients left are forgotten here, so they cannot pile up.
+            pending.watchers.retain(|watcher| !watcher.is_closed());
             let (watcher, fired) = oneshot::channel();
             pending.watchers.push(watcher);
             fired

@@ -5,14 +5,16 @@ use std::time::Duration;
 
 use actix::Addr;
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::auth::{forbidden_scope, Caller};
+use super::hangup::hung_up;
 use super::pagination::{Page, PageQuery};
 use super::problem::{ApiError, Problem};
 use crate::actors::approval_arbiter::{ApprovalArbiter, ArbiterError, Decide, Request, Watch};
+use crate::credentials::AGENT_WAITS;
 use crate::domain::{Approval, ApprovalKind, ApprovalStatus, DecisionRequest, NewApproval};
 use crate::store::{approvals as rows, Store};
 
@@ -110,6 +112,7 @@ pub async fn list(store: web::Data<Store>, query: web::Query<ListQuery>) -> Resu
 #[utoipa::path(get, path = "/api/v1/approvals/{id}", tag = "approvals", params(("id" = i64, Path), WaitQuery),
     responses((status = 200, body = Approval), (status = 400, body = Problem), (status = 404, body = Problem)))]
 pub async fn get(
+    req: HttpRequest,
     arbiter: Arbiter,
     store: web::Data<Store>,
     caller: Caller,
@@ -129,9 +132,26 @@ pub async fn get(
         }
     }
     if wait > 0 {
+        let _slot = match &caller {
+            Caller::Agent(grant) => Some(grant.hold_wait().ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("an agent token may hold {AGENT_WAITS} long polls at once; retry after one answers"),
+                )
+                .with_extra("retry_after_s", 1.into())
+            })?),
+            Caller::Owner { .. } => None,
+        };
         if let Some(settled) = arbiter.send(Watch { id }).await? {
-            if let Ok(Ok(approval)) = tokio::time::timeout(Duration::from_secs(wait), settled).await {
-                return Ok(HttpResponse::Ok().json(approval));
+            tokio::select! {
+                answer = tokio::time::timeout(Duration::from_secs(wait), settled) => {
+                    if let Ok(Ok(approval)) = answer {
+                        return Ok(HttpResponse::Ok().json(approval));
+                    }
+                }
+                // Nobody is left to answer: the connection and the watch go at once.
+                () = hung_up(&req) => return Ok(HttpResponse::NoContent().finish()),
             }
         }
     }

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
 use super::auth::WS_PROTOCOL;
+use super::hangup::hung_up;
 use super::problem::{ApiError, Problem};
 use crate::actors::approval_arbiter::ApprovalArbiter;
 use crate::actors::execution_monitor::ExecutionReader;
@@ -168,7 +169,7 @@ pub async fn sse(
 ) -> Result<HttpResponse, ApiError> {
     let filter = query.filter()?;
     let since = resume_point(&req, query.since)?;
-    open_stream(&registry, &live, filter, since, None, |_| async {}).await
+    open_stream(&req, &registry, &live, filter, since, None, |_| async {}).await
 }
 
 /// One execution as SSE: its stored events (output and status) from `since` (or the
@@ -191,7 +192,7 @@ pub async fn execution_stream(
     let since = resume_point(&req, query.since)?.unwrap_or(0);
     let filter = EventFilter { topics: vec!["execution.*".into()], execution_id: Some(id), session_id: None };
     let (store, reader) = (live.store.clone(), reader.get_ref().clone());
-    open_stream(&registry, &live, filter, Some(since), Some(id), move |queue| async move {
+    open_stream(&req, &registry, &live, filter, Some(since), Some(id), move |queue| async move {
         // Resumed after its end: nothing more will come, so end now.
         let finished = store.read("find the finish", move |c| log::finished_seq(c, id)).await.ok().flatten();
         if finished.is_some_and(|seq| seq <= since) {
@@ -204,8 +205,10 @@ pub async fn execution_stream(
 }
 
 /// Takes a client slot and answers with an SSE stream of `filter`: the log after
-/// `since`, then live events. `after_replay` runs once the stream has gone live.
+/// `since`, then live events. `after_replay` runs once the stream has gone live. The
+/// stream (and its slot) ends as soon as the client hangs up.
 async fn open_stream<F, Fut>(
+    req: &HttpRequest,
     registry: &Registry,
     live: &LiveSettings,
     filter: EventFilter,
@@ -219,7 +222,9 @@ where
 {
     let reservation = reserve(registry).await?;
     let (queue, outbound) = ClientQueue::new(Transport::Sse, live.limits);
-    let body = SseBody::new(outbound, queue.clone(), live.heartbeat.sse_keepalive, end_after, registry, reservation.id);
+    let mut body =
+        SseBody::new(outbound, queue.clone(), live.heartbeat.sse_keepalive, end_after, registry, reservation.id);
+    body.hung_up = Some(Box::pin(hung_up(req)));
     let (registry, store) = (registry.get_ref().clone(), live.store.clone());
     actix::spawn(async move {
         match session_registry::subscribe(&registry, &store, reservation.id, &queue, filter, since).await {
@@ -287,6 +292,8 @@ struct SseBody {
     keepalive: tokio::time::Interval,
     /// End after this execution's `execution.finished`.
     end_after: Option<ExecutionId>,
+    /// Resolves when the client has hung up: the stream ends then, not at its next write.
+    hung_up: Option<Pin<Box<dyn std::future::Future<Output = ()>>>>,
     done: bool,
     _guard: ClientGuard,
 }
@@ -302,7 +309,7 @@ impl SseBody {
     ) -> Self {
         let keepalive = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
         let guard = ClientGuard { id, registry: registry.get_ref().clone(), queue: queue.clone() };
-        SseBody { outbound, queue, keepalive, end_after, done: false, _guard: guard }
+        SseBody { outbound, queue, keepalive, end_after, hung_up: None, done: false, _guard: guard }
     }
 
     /// The bytes for one queued item; marks the stream done when it ends it.
@@ -333,6 +340,10 @@ impl Stream for SseBody {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.done {
             return Poll::Ready(None);
+        }
+        if self.hung_up.as_mut().is_some_and(|gone| gone.as_mut().poll(cx).is_ready()) {
+            self.done = true;
+            return Poll::Ready(Some(Err(actix_web::error::ErrorGone("the client hung up"))));
         }
         match self.outbound.poll_recv(cx) {
             Poll::Ready(Some(item)) => match self.frame(item) {

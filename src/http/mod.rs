@@ -9,6 +9,7 @@ pub mod changes;
 pub mod dashboard;
 pub mod events;
 pub mod executions;
+pub mod hangup;
 pub mod idempotency;
 pub mod metrics;
 pub mod openapi;

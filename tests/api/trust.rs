@@ -373,3 +373,96 @@ async fn claude_hook_inside_an_execution_asks_with_the_agent_token() {
     assert_eq!(answer["hookSpecificOutput"]["permissionDecision"], "allow", "{answer}");
     assert!(answer["hookSpecificOutput"]["permissionDecisionReason"].as_str().unwrap().contains("owner via cli"));
 }
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|dir| dir.count()).unwrap_or(0)
+}
+
+#[actix_web::test]
+async fn hung_up_long_polls_and_event_streams_are_released_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = ServeProcess::start(&dir.path().join("home")).await;
+    let asked =
+        expect_json(d.post("/api/v1/approvals", &json!({"title": "wait for me"})).await, StatusCode::CREATED).await;
+    let idle = open_fds(d.pid);
+    let address = d.base_url.trim_start_matches("http://").to_owned();
+    let request = format!(
+        "GET /api/v1/approvals/{}?wait=300 HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\r\n",
+        asked["id"], d.token
+    );
+
+    // 2,000 long polls whose clients hang up before any answer.
+    for _ in 0..20 {
+        let mut sockets = Vec::new();
+        for _ in 0..100 {
+            let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+            socket.write_all(request.as_bytes()).await.unwrap();
+            sockets.push(socket);
+        }
+        drop(sockets);
+        assert_eq!(d.get("/health").await.status(), StatusCode::OK);
+    }
+    wait_until("the daemon to let go of the hung-up long polls", Duration::from_secs(10), || async {
+        (open_fds(d.pid) <= idle + 5).then_some(())
+    })
+    .await;
+    assert_eq!(d.get("/health").await.status(), StatusCode::OK);
+
+    // An event stream whose client leaves frees its slot long before a keep-alive.
+    let stream = d.get("/api/v1/events").await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    let connected = |status: Value| status["counts"]["clients"]["connected"].as_u64().unwrap();
+    assert_eq!(connected(d.get_ok("/api/v1/status").await), 1);
+    drop(stream);
+    wait_until("the stream's slot to be free", Duration::from_secs(3), || async {
+        (connected(d.get_ok("/api/v1/status").await) == 0).then_some(())
+    })
+    .await;
+    // The approval's watchers went with their clients: deciding it answers at once.
+    let decided = expect_json(
+        d.post(&format!("/api/v1/approvals/{}", asked["id"]), &json!({"decision": "deny"})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(decided["status"], "denied");
+}
+
+#[actix_web::test]
+async fn an_agent_token_holds_a_bounded_number_of_long_polls() {
+    let d = spawn_for_executions().await;
+    let work = tempfile::tempdir().unwrap();
+    // Nine long polls on its own approval at once: the ninth is refused.
+    let script = "python3 -c \"
+import os, json, threading, http.client, urllib.parse
+u = urllib.parse.urlparse(os.environ['WARDEN_URL']); auth = {'Authorization': 'Bearer ' + os.environ['WARDEN_TOKEN'], 'Content-Type': 'application/json'}
+c = http.client.HTTPConnection(u.hostname, u.port); c.request('POST', '/api/v1/approvals', json.dumps({'title': 'poll me'}), auth)
+a = json.loads(c.getresponse().read())
+statuses = []
+def poll():
+    c = http.client.HTTPConnection(u.hostname, u.port); c.request('GET', '/api/v1/approvals/%d?wait=3' % a['id'], headers=auth)
+    statuses.append(c.getresponse().status)
+threads = [threading.Thread(target=poll) for _ in range(9)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print(sorted(statuses))
+\"";
+    let agent = d.exec_with(json!({"prompt": script, "cwd": work.path()})).await;
+    assert_eq!(d.wait_final(&agent["id"]).await["status"], "succeeded", "{}", d.output_text(&agent["id"]).await);
+    assert_eq!(d.output_text(&agent["id"]).await, "[200, 200, 200, 200, 200, 200, 200, 200, 429]");
+}
+
+#[actix_web::test]
+async fn a_data_dir_others_can_write_is_refused_and_left_as_it_was() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("shared");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let refused = ServeProcess::run_to_end(&home).await;
+    assert_eq!(refused.status.code(), Some(1));
+    // Its stderr goes to a log beside the home.
+    let said = std::fs::read_to_string(home.with_extension("log")).unwrap();
+    assert!(said.contains("may be written by others"), "{said}");
+    assert_eq!(std::fs::metadata(&home).unwrap().permissions().mode() & 0o777, 0o777);
+    assert!(std::fs::read_dir(&home).unwrap().next().is_none(), "nothing was written there");
+}
