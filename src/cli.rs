@@ -80,6 +80,10 @@ pub enum Command {
         /// Keep following the output until the execution ends.
         #[arg(short, long)]
         follow: bool,
+        /// Write the lines as they are. Without it, on a terminal, control sequences
+        /// other than colours are shown escaped (`\e]0;…`), never obeyed.
+        #[arg(long)]
+        raw: bool,
     },
     /// What an execution changed in its git work tree: the diff, or a summary (--stat).
     /// While it runs, compared with the working tree now.

@@ -16,7 +16,8 @@
 //! - [`http`] is the API: thin handlers that send one message to an actor.
 //! - [`cli`], [`commands`] and [`client`] are the `warden` command and its HTTP client;
 //!   [`dash`] is the terminal dashboard (`warden dash`), and `web/` holds the browser
-//!   dashboard the daemon serves at `/`.
+//!   dashboard the daemon serves at `/`; [`terminal`] makes agent-written text safe to
+//!   print.
 //! - [`credentials`] and [`sandbox`] are the trust boundary: the owner token and one
 //!   agent token per execution, and the Landlock confinement of agent processes.
 //! - [`config`], [`home`] and [`domain`] are the settings, the data dir and the nouns;
@@ -38,3 +39,4 @@ pub mod memory;
 pub mod metrics;
 pub mod sandbox;
 pub mod store;
+pub mod terminal;

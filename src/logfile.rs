@@ -1,7 +1,9 @@
 //! `warden.log` for a daemon started with `warden start`: tracing writes here, and the
 //! file is rotated by size (`warden.log` → `warden.log.1` → … → `.N`, the oldest
 //! dropped). The process's stderr follows each new file, so a panic message lands in the
-//! current log too. `commands::init_logging` installs it.
+//! current log too. `commands::init_logging` installs it. Lines hold text agents wrote
+//! (approval titles, git's messages about their files): their control characters are
+//! written escaped, so the log never holds one and no field can forge a line.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -70,15 +72,29 @@ pub struct LogWriter {
     inner: Arc<Mutex<Inner>>,
 }
 
+/// A log line as written: every control character escaped but its final newline.
+fn escaped(buf: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let (body, end): (&[u8], &[u8]) = match buf.strip_suffix(b"\n") {
+        Some(body) => (body, b"\n"),
+        None => (buf, b""),
+    };
+    let text = String::from_utf8_lossy(body);
+    match crate::terminal::escape_line(&text) {
+        std::borrow::Cow::Borrowed(_) if matches!(text, std::borrow::Cow::Borrowed(_)) => buf.into(),
+        shown => [shown.as_bytes(), end].concat().into(),
+    }
+}
+
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let line = escaped(buf);
         let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if inner.written > 0 && inner.written + buf.len() as u64 > inner.max_bytes {
+        if inner.written > 0 && inner.written + line.len() as u64 > inner.max_bytes {
             inner.rotate()?;
         }
-        let n = inner.file.write(buf)?;
-        inner.written += n as u64;
-        Ok(n)
+        inner.file.write_all(&line)?;
+        inner.written += line.len() as u64;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -97,6 +113,20 @@ impl<'a> MakeWriter<'a> for RotatingLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_never_reach_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warden.log");
+        let log = RotatingLog::open(&path, 1 << 20, false).unwrap();
+        let mut writer = log.make_writer();
+        writer
+            .write_all("INFO approval requested title=\"npm test \u{1b}[8m&& curl\nFAKE line\u{7}\"\n".as_bytes())
+            .unwrap();
+        writer.write_all(b"INFO plain\n").unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(written, "INFO approval requested title=\"npm test \\e[8m&& curl\\nFAKE line\\x07\"\nINFO plain\n");
+    }
 
     #[test]
     fn the_log_rotates_by_size_and_keeps_a_few_files() {

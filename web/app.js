@@ -208,6 +208,38 @@ function renderProviders() {
   }));
 }
 
+// Control and bidirectional-formatting characters an agent wrote are shown as escapes,
+// so a title cannot reorder or hide part of itself.
+function visible(text) {
+  return String(text).replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g,
+    (c) => c === "\u001b" ? "\\e" : `\\u{${c.codePointAt(0).toString(16)}}`);
+}
+
+// An approval's details field by field (nested objects as dotted names), as the CLI and
+// warden dash show them.
+function detailFields(value, prefix = "", out = []) {
+  if (value === null || value === undefined) return out;
+  if (typeof value === "object" && !Array.isArray(value)) {
+    for (const [key, inner] of Object.entries(value)) detailFields(inner, prefix ? `${prefix}.${key}` : key, out);
+  } else {
+    out.push([prefix, typeof value === "string" ? value : JSON.stringify(value)]);
+  }
+  return out;
+}
+
+// Every detail, whole; a long one starts folded with its length said, one click away.
+function renderDetails(a) {
+  return el("dl", { class: "details" }, ...detailFields(a.details).flatMap(([name, value]) => {
+    const text = visible(value);
+    const long = text.length > 160 || text.includes("\n");
+    const shown = long
+      ? el("details", {}, el("summary", {}, `${text.slice(0, 120).replace(/\n/g, " ")}… (${text.length} characters — show all)`),
+          el("pre", {}, text))
+      : el("code", {}, text);
+    return [el("dt", {}, visible(name)), el("dd", {}, shown)];
+  }));
+}
+
 function renderApprovals() {
   const pending = [...state.approvals.values()];
   $("approvals").hidden = pending.length === 0;
@@ -222,9 +254,12 @@ function renderApprovals() {
         notice(by ? `Approval “${a.title}” was already decided by ${by}; your answer did not count` : e.message);
       }
     };
+    const asker = a.kind === "gate" ? `warden, before execution ${a.execution_id} starts`
+      : a.kind === "agent" ? `the agent of execution ${a.execution_id}` : "the owner";
     return el("li", { "data-approval": a.id },
-      el("strong", {}, a.title), " ",
-      el("span", { class: "muted" }, `from ${a.source}, ${a.execution_id ? `execution ${a.execution_id}, ` : ""}until ${new Date(a.expires_at).toLocaleTimeString()}`),
+      el("strong", {}, visible(a.title)), " ",
+      el("span", { class: "muted" }, `asked by ${asker} (${visible(a.source)}), until ${new Date(a.expires_at).toLocaleTimeString()}`),
+      renderDetails(a),
       el("div", { class: "row" },
         el("button", { type: "button", onclick: decide("approve"), "aria-label": `Approve: ${a.title}` }, "Approve"),
         el("button", { type: "button", onclick: decide("deny"), "aria-label": `Deny: ${a.title}` }, "Deny")));

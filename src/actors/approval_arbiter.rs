@@ -371,7 +371,7 @@ impl Handler<Request> for ApprovalArbiter {
             if approval.execution_id.is_some() {
                 act.listener.opened.do_send(ApprovalOpened { approval: approval.clone() });
             }
-            tracing::info!(approval = id, title = %approval.title, "approval requested");
+            tracing::info!(approval = id, title = ?approval.title, "approval requested");
             Ok(approval)
         }))
     }

@@ -20,6 +20,16 @@ pub async fn list(remote: &Remote, all: bool, json: bool) -> anyhow::Result<Outc
         print_json(&page.items)?;
         return Ok(Outcome::Done);
     }
+    if !all {
+        // What waits is shown whole: the title and every detail, before any decision.
+        if page.items.is_empty() {
+            println!("no approval is waiting");
+        }
+        for approval in &page.items {
+            print!("{}", describe(approval));
+        }
+        return Ok(Outcome::Done);
+    }
     let rows: Vec<Vec<String>> = page
         .items
         .iter()
@@ -54,6 +64,33 @@ pub async fn decide(remote: &Remote, id: i64, decision: &str, reason: Option<Str
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// An approval for a person to decide on: who asks, the whole title, every detail.
+/// Text the asker wrote is shown escaped, never obeyed by the terminal.
+pub fn describe(approval: &Approval) -> String {
+    use crate::terminal::{escape, escape_line};
+    let left = (approval.expires_at - chrono::Utc::now()).num_seconds().max(0);
+    let mut text = format!(
+        "approval {} — {}, asked by {} ({}), {} left, then {}\n  {}\n",
+        approval.id,
+        approval.status.as_str(),
+        approval.asker(),
+        escape_line(&approval.source),
+        format_args!("{}m{:02}s", left / 60, left % 60),
+        approval.default.as_str(),
+        escape_line(&approval.title),
+    );
+    for (name, value) in approval.detail_fields() {
+        let value = escape(&value);
+        let mut lines = value.lines();
+        text.push_str(&format!("    {}: {}\n", escape_line(&name), lines.next().unwrap_or("")));
+        for line in lines {
+            text.push_str(&format!("      {line}\n"));
+        }
+    }
+    text.push('\n');
+    text
 }
 
 /// Claude Code's PreToolUse hook. Always exits 0 with Claude's decision on stdout (or
@@ -119,8 +156,12 @@ pub fn read_hook(input: &[u8], tools: &[String], timeout: u64, execution_id: Opt
         .map(str::to_owned)
         .unwrap_or_else(|| input.to_string());
     let title = format!("{tool}: {gist}").split_whitespace().collect::<Vec<_>>().join(" ");
-    let title = if title.chars().count() > TITLE_CHARS {
-        format!("{}…", title.chars().take(TITLE_CHARS - 1).collect::<String>())
+    // A long command is cut in the title only, visibly; the whole of it is in the details,
+    // which every client shows before a decision.
+    let length = title.chars().count();
+    let title = if length > TITLE_CHARS {
+        let kept: String = title.chars().take(TITLE_CHARS - 40).collect();
+        format!("{kept}… (+{} characters: see details)", length - (TITLE_CHARS - 40))
     } else {
         title
     };
@@ -139,8 +180,8 @@ pub fn read_hook(input: &[u8], tools: &[String], timeout: u64, execution_id: Opt
     }))
 }
 
-/// The longest approval title the hook makes (the gist of the command).
-const TITLE_CHARS: usize = 120;
+/// The longest approval title the hook makes (the whole command is in the details).
+const TITLE_CHARS: usize = 240;
 
 /// Creates the approval and waits (long polls) until it is settled.
 async fn ask(remote: &Remote, body: &Value, timeout: u64) -> anyhow::Result<Approval> {

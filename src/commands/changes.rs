@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 use super::{Outcome, Remote};
 use crate::cli::ColorChoice;
 use crate::domain::{ChangeStatus, ChangesReport};
+use crate::terminal::{escape, escape_line};
 
 pub struct DiffArgs {
     pub id: i64,
@@ -43,8 +44,8 @@ pub async fn diff(remote: &Remote, args: DiffArgs) -> anyhow::Result<Outcome> {
         let shown: Vec<String> = files
             .iter()
             .map(|f| match &f.old_path {
-                Some(old) => format!("{old} => {}", f.path),
-                None => f.path.clone(),
+                Some(old) => format!("{} => {}", escape_line(old), escape_line(&f.path)),
+                None => escape_line(&f.path).into_owned(),
             })
             .collect();
         let width = shown.iter().map(|s| s.chars().count()).max().unwrap_or(0);
@@ -83,6 +84,9 @@ pub async fn diff(remote: &Remote, args: DiffArgs) -> anyhow::Result<Outcome> {
     }
     let text = client.get_text(&format!("/api/v1/executions/{}/diff{query}", args.id)).await?;
     for line in text.lines() {
+        // The lines are the agent's: shown, never obeyed (warden's own colours only).
+        let line = escape(line);
+        let line = line.as_ref();
         let style = if !colour {
             None
         } else if line.starts_with("diff --git") || line.starts_with("+++") || line.starts_with("---") {

@@ -47,7 +47,7 @@ pub async fn exec(remote: &Remote, args: ExecArgs) -> anyhow::Result<Outcome> {
         println!("{}", execution.id);
         return Ok(Outcome::Done);
     }
-    let finished = follow(&client, execution.id.0).await?;
+    let finished = follow(&client, execution.id.0, false).await?;
     Ok(Outcome::Code(exit_code_of(&finished)))
 }
 
@@ -111,16 +111,17 @@ async fn stream_with_resume<T>(
 
 /// Prints output as it arrives (the execution's event stream) until the execution is
 /// final; returns it. Lines a congested stream skipped are fetched from the history.
-pub async fn follow(client: &Client, id: i64) -> anyhow::Result<Execution> {
+/// `raw` writes lines as they are even on a terminal.
+pub async fn follow(client: &Client, id: i64, raw: bool) -> anyhow::Result<Execution> {
     let path = format!("/api/v1/executions/{id}/stream");
     stream_with_resume(client, &path, async |message: SseMessage| {
         match message.event.as_str() {
-            "execution.output" => print_event_line(&serde_json::from_str(&message.data)?)?,
+            "execution.output" => print_event_line(&serde_json::from_str(&message.data)?, raw)?,
             "skipped" => {
                 let notice: serde_json::Value = serde_json::from_str(&message.data)?;
                 let (from, to) = (notice["from_seq"].as_u64().unwrap_or(0), notice["to_seq"].as_u64().unwrap_or(0));
                 for event in client.events_between("execution.output", Some(id), from, to).await? {
-                    print_event_line(&event)?;
+                    print_event_line(&event, raw)?;
                 }
             }
             "end" => return Ok(Some(serde_json::from_str(&message.data)?)),
@@ -132,16 +133,31 @@ pub async fn follow(client: &Client, id: i64) -> anyhow::Result<Execution> {
 }
 
 /// Prints an `execution.output` event's line on the stream it came from.
-fn print_event_line(envelope: &Envelope) -> anyhow::Result<()> {
+fn print_event_line(envelope: &Envelope, raw: bool) -> anyhow::Result<()> {
     let text = envelope.data["text"].as_str().unwrap_or("");
-    if envelope.data["stream"] == "stderr" {
-        eprintln!("{text}");
-    } else {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{text}")?;
-        out.flush()?;
+    let stream = if envelope.data["stream"] == "stderr" { OutputStream::Stderr } else { OutputStream::Stdout };
+    write_output_line(stream, text, raw)?;
+    if stream == OutputStream::Stdout {
+        std::io::stdout().flush()?;
     }
     Ok(())
+}
+
+/// Writes an execution's output line to the stream it came from: as it is with `raw`
+/// or when that stream is not a terminal (a pipe gets the exact text), else with only
+/// its colours kept and every other control sequence shown escaped.
+fn write_output_line(stream: OutputStream, text: &str, raw: bool) -> std::io::Result<()> {
+    use std::io::IsTerminal;
+    use std::sync::OnceLock;
+    static TERMINALS: OnceLock<(bool, bool)> = OnceLock::new();
+    let (out_tty, err_tty) =
+        *TERMINALS.get_or_init(|| (std::io::stdout().is_terminal(), std::io::stderr().is_terminal()));
+    let shown =
+        |tty: bool| if raw || !tty { std::borrow::Cow::Borrowed(text) } else { crate::terminal::keep_colours(text) };
+    match stream {
+        OutputStream::Stdout => writeln!(std::io::stdout().lock(), "{}", shown(out_tty)),
+        OutputStream::Stderr => writeln!(std::io::stderr().lock(), "{}", shown(err_tty)),
+    }
 }
 
 /// Reconnection with backoff: 100 ms doubling to 5 s, giving up after a minute without
@@ -174,20 +190,16 @@ impl Retry {
 }
 
 /// Prints every stored line after `after`; returns the last line number printed.
-async fn print_output(client: &Client, id: i64, mut after: u64) -> anyhow::Result<u64> {
-    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+async fn print_output(client: &Client, id: i64, mut after: u64, raw: bool) -> anyhow::Result<u64> {
     loop {
         let page: Page<OutputLine> =
             client.get(&format!("/api/v1/executions/{id}/output?after={after}&limit=10000")).await?;
         for line in &page.items {
-            match line.stream {
-                OutputStream::Stdout => writeln!(out, "{}", line.text)?,
-                OutputStream::Stderr => writeln!(err, "{}", line.text)?,
-            }
+            write_output_line(line.stream, &line.text, raw)?;
             after = line.n;
         }
         if page.next_cursor.is_none() {
-            out.flush()?;
+            std::io::stdout().flush()?;
             return Ok(after);
         }
     }
@@ -237,13 +249,16 @@ pub async fn show(remote: &Remote, id: i64, json: bool) -> anyhow::Result<Outcom
         print_json(&execution)?;
         return Ok(Outcome::Done);
     }
+    use crate::terminal::{escape, escape_line};
     println!("execution {} — {}", execution.id, execution.status);
     println!("  profile:   {} (provider {})", execution.profile, execution.provider);
+    println!("  sandbox:   {}", super::catalog::shown_sandbox(execution.sandbox));
     println!(
         "  where:     {}{}",
-        execution.cwd,
+        escape_line(&execution.cwd),
         execution.workspace.map(|w| format!(" (workspace {w})")).unwrap_or_default()
     );
+    println!("  prompt:    {}", escape(&execution.prompt).replace('\n', "\n             "));
     println!("  argv:      {}", serde_json::to_string(&execution.argv)?);
     println!("  created:   {}", execution.created_at);
     if let Some(position) = execution.queue_position {
@@ -259,7 +274,7 @@ pub async fn show(remote: &Remote, id: i64, json: bool) -> anyhow::Result<Outcom
         println!("  exit code: {code}");
     }
     if let Some(error) = execution.error {
-        println!("  error:     {error}");
+        println!("  error:     {}", escape_line(&error));
     }
     if let Some(retry_of) = execution.retry_of {
         println!("  retry of:  {retry_of}");
@@ -267,15 +282,15 @@ pub async fn show(remote: &Remote, id: i64, json: bool) -> anyhow::Result<Outcom
     Ok(Outcome::Done)
 }
 
-pub async fn logs(remote: &Remote, id: i64, follow_output: bool) -> anyhow::Result<Outcome> {
+pub async fn logs(remote: &Remote, id: i64, follow_output: bool, raw: bool) -> anyhow::Result<Outcome> {
     let client = remote.client()?;
     if follow_output {
-        let finished = follow(&client, id).await?;
+        let finished = follow(&client, id, raw).await?;
         return Ok(Outcome::Code(exit_code_of(&finished)));
     }
     // 404 for an unknown execution, before printing nothing.
     let _: Execution = client.get(&format!("/api/v1/executions/{id}")).await?;
-    print_output(&client, id, 0).await?;
+    print_output(&client, id, 0, raw).await?;
     Ok(Outcome::Done)
 }
 
@@ -331,5 +346,5 @@ fn describe(event: &Envelope) -> String {
         kind if kind.starts_with("execution.") => event.data["status"].as_str().unwrap_or("").to_owned(),
         _ => event.data.to_string(),
     };
-    format!("{:>6}  {:<20}{about}  {gist}", event.seq, event.kind)
+    format!("{:>6}  {:<20}{about}  {}", event.seq, event.kind, crate::terminal::escape_line(&gist))
 }

@@ -57,7 +57,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Open { no_browser } => dashboards::open(&remote, no_browser),
         Command::Ls { status, limit, json } => block_on(executions::list(&remote, status, limit, json)),
         Command::Show { id, json } => block_on(executions::show(&remote, id, json)),
-        Command::Logs { id, follow } => block_on(executions::logs(&remote, id, follow)),
+        Command::Logs { id, follow, raw } => block_on(executions::logs(&remote, id, follow, raw)),
         Command::Diff { id, path, stat, context, color } => {
             block_on(changes::diff(&remote, changes::DiffArgs { id, path, stat, context, color }))
         }
@@ -140,8 +140,14 @@ fn one_line(e: &anyhow::Error) -> String {
     e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
 }
 
-/// Prints rows under headers, columns padded to their widest cell.
+/// Prints rows under headers, columns padded to their widest cell. Cells may hold text
+/// an agent wrote: control characters are shown escaped, never obeyed.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| crate::terminal::escape_line(cell).into_owned()).collect())
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

@@ -71,7 +71,7 @@ pub async fn session(remote: &Remote, command: SessionCommand) -> anyhow::Result
                 println!(
                     "session {} — {} ({}, {} turns, {})",
                     session.id,
-                    session.title,
+                    crate::terminal::escape_line(&session.title),
                     session.profile,
                     session.turns,
                     session.status.as_str()
@@ -82,7 +82,7 @@ pub async fn session(remote: &Remote, command: SessionCommand) -> anyhow::Result
                         Role::Agent => "agent",
                     };
                     println!("\n{who}>");
-                    println!("{}", message.content);
+                    println!("{}", crate::terminal::escape(&message.content));
                 }
             }
         }
@@ -136,7 +136,7 @@ async fn follow_turn_of(client: &Client, session_id: i64, sent: &Value) -> anyho
         let messages = transcript(client, session_id).await?;
         execution = messages.iter().find(|m| m.id == message_id).and_then(|m| m.execution_id);
     }
-    let finished = follow(client, execution.unwrap_or(0)).await?;
+    let finished = follow(client, execution.unwrap_or(0), false).await?;
     Ok(finished.exit_code.unwrap_or(if finished.status.is_final() && finished.error.is_none() { 0 } else { 1 }))
 }
 

@@ -135,6 +135,18 @@ fn on_key(key: KeyEvent, model: &mut Model, client: &Client, done: &UnboundedSen
         model.help = false;
         return !matches!(key.code, KeyCode::Char('q'));
     }
+    if let Some(id) = model.approval_open {
+        // The approval shown whole: decide it or close it; nothing else acts under it.
+        match key.code {
+            KeyCode::Char('a') | KeyCode::Char('d') => {
+                model.approval_open = None;
+                decide(client, id, key.code == KeyCode::Char('a'), done);
+            }
+            KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q') => model.approval_open = None,
+            _ => {}
+        }
+        return true;
+    }
     let selected = model.selected().map(|e| (e.id.0, e.status));
     match key.code {
         KeyCode::Char('q') => return false,
@@ -150,6 +162,7 @@ fn on_key(key: KeyEvent, model: &mut Model, client: &Client, done: &UnboundedSen
         }
         KeyCode::Char('f') => model.cycle_filter(),
         KeyCode::Char('/') => model.filter_input = Some(String::new()),
+        KeyCode::Enter if model.focus == Focus::Approvals => model.approval_open = model.selected_approval,
         KeyCode::Enter => {
             if let Some((id, _)) = selected {
                 model.output = Some(OutputPane { execution_id: id, ..Default::default() });

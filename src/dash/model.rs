@@ -85,6 +85,8 @@ pub struct Model {
     pub focus: Focus,
     pub output: Option<OutputPane>,
     pub help: bool,
+    /// The approval shown whole (Enter on the approvals table), to read before deciding.
+    pub approval_open: Option<i64>,
     /// A one-line message at the bottom (what the last action did), and since when.
     pub notice: Option<(String, Instant)>,
     /// When an approval last arrived (the header flashes for a moment).
@@ -110,6 +112,7 @@ impl Model {
             focus: Focus::Executions,
             output: None,
             help: false,
+            approval_open: None,
             notice: None,
             flash_since: None,
             providers_stale: false,

@@ -12,7 +12,8 @@ use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, Table
 use ratatui::Frame;
 
 use super::model::{Focus, Link, Model};
-use crate::domain::{Execution, ExecutionStatus, OutputStream};
+use crate::domain::{Approval, Execution, ExecutionStatus, OutputStream};
+use crate::terminal::{escape, escape_line};
 
 pub fn draw(frame: &mut Frame, model: &Model) {
     let pending = model.pending_approvals().len();
@@ -38,6 +39,9 @@ pub fn draw(frame: &mut Frame, model: &Model) {
         None => draw_executions(frame, body, model),
     }
     draw_footer(frame, footer, model);
+    if let Some(approval) = model.approval_open.and_then(|id| model.approvals.get(&id)) {
+        draw_approval(frame, approval);
+    }
     if model.help {
         draw_help(frame);
     }
@@ -75,12 +79,14 @@ fn draw_header(frame: &mut Frame, area: Rect, model: &Model) {
 
 fn draw_approvals(frame: &mut Frame, area: Rect, model: &Model) {
     let pending = model.pending_approvals();
+    // The title column's width: what is cut is cut visibly (Enter shows all of it).
+    let title_width = area.width.saturating_sub(2 + 5 + 12 + 11 + 3) as usize;
     let rows = pending.iter().map(|a| {
         let left = (a.expires_at - Utc::now()).to_std().unwrap_or_default();
         Row::new(vec![
             Cell::from(a.id.to_string()),
-            Cell::from(a.title.clone()),
-            Cell::from(a.source.clone()),
+            Cell::from(fit(&escape_line(&a.title), title_width)),
+            Cell::from(escape_line(&a.source).into_owned()),
             Cell::from(format!("{} left", duration(left))),
         ])
     });
@@ -93,8 +99,11 @@ fn draw_approvals(frame: &mut Frame, area: Rect, model: &Model) {
                     .borders(Borders::ALL)
                     .border_style(if focused { Style::new().yellow() } else { Style::new() })
                     .title(
-                        Line::from(format!(" Approvals waiting: {} — a approve, d deny, Tab switch ", pending.len()))
-                            .bold(),
+                        Line::from(format!(
+                            " Approvals waiting: {} — Enter read all, a approve, d deny, Tab switch ",
+                            pending.len()
+                        ))
+                        .bold(),
                     ),
             )
             .row_highlight_style(if focused { Style::new().reversed() } else { Style::new().underlined() });
@@ -110,7 +119,7 @@ fn draw_executions(frame: &mut Frame, area: Rect, model: &Model) {
             Cell::from(Span::styled(e.status.as_str(), status_style(e.status))),
             Cell::from(e.profile.clone()),
             Cell::from(e.workspace.clone().unwrap_or_else(|| "-".into())),
-            Cell::from(e.prompt.replace('\n', " ")),
+            Cell::from(escape_line(&e.prompt.replace('\n', " ")).into_owned()),
             Cell::from(elapsed(e)),
             Cell::from(e.exit_code.map(|c| c.to_string()).unwrap_or_default()),
         ])
@@ -155,8 +164,8 @@ fn draw_output(frame: &mut Frame, area: Rect, model: &Model) {
         .lines
         .range(start..end)
         .map(|l| match l.stream {
-            OutputStream::Stdout => Line::raw(l.text.clone()),
-            OutputStream::Stderr => Line::styled(l.text.clone(), Style::new().red()),
+            OutputStream::Stdout => Line::raw(escape_line(&l.text).into_owned()),
+            OutputStream::Stderr => Line::styled(escape_line(&l.text).into_owned(), Style::new().red()),
         })
         .collect();
     let mut title = format!(" Output of {} ", pane.execution_id);
@@ -186,12 +195,50 @@ fn draw_footer(frame: &mut Frame, area: Rect, model: &Model) {
     frame.render_widget(Paragraph::new(line), area);
 }
 
+/// `text` in at most `width` characters, ending in `…` when some is cut.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let kept: String = text.chars().take(width.saturating_sub(1)).collect();
+    format!("{kept}…")
+}
+
+/// The approval shown whole over the screen: who asks, the title and every detail,
+/// wrapped, with the keys to decide.
+fn draw_approval(frame: &mut Frame, approval: &Approval) {
+    let mut text = vec![
+        Line::from(format!("asked by {} ({})", approval.asker(), escape_line(&approval.source))).dim(),
+        Line::raw(""),
+        Line::from(escape_line(&approval.title).into_owned()).bold(),
+        Line::raw(""),
+    ];
+    for (name, value) in approval.detail_fields() {
+        let value = escape(&value).replace('\t', "    ");
+        let mut lines = value.lines();
+        text.push(Line::from(vec![
+            Span::styled(format!("{}: ", escape_line(&name)), Style::new().bold()),
+            Span::raw(lines.next().unwrap_or("").to_owned()),
+        ]));
+        text.extend(lines.map(|line| Line::raw(format!("  {line}"))));
+    }
+    let area = frame.area();
+    let popup = Rect { x: 1, y: 1, width: area.width.saturating_sub(2), height: area.height.saturating_sub(2) };
+    let block = Block::new()
+        .borders(Borders::ALL)
+        .border_style(Style::new().yellow())
+        .title(Line::from(format!(" Approval {} — a approve, d deny, Esc close ", approval.id)).bold());
+    frame.render_widget(Clear, popup);
+    frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }).block(block), popup);
+}
+
 fn draw_help(frame: &mut Frame) {
     let text = vec![
         Line::from("warden dash — keys").bold(),
         Line::raw(""),
         Line::raw("↑/k ↓/j      move in the focused table"),
         Line::raw("Tab          switch between approvals and executions"),
+        Line::raw("Enter        (approvals) read the whole request first"),
         Line::raw("Enter        show the selected execution's output"),
         Line::raw("Esc          close the output (or this help)"),
         Line::raw("PgUp/PgDn    scroll the output; End follows the tail"),

@@ -118,6 +118,39 @@ pub struct Approval {
 }
 
 impl Approval {
+    /// What is asked, field by field, for a person to read before deciding: each string
+    /// in `details` whole (a command, a file path, an edit), nested objects flattened
+    /// to dotted names (`tool_input.command`), anything else as compact JSON.
+    pub fn detail_fields(&self) -> Vec<(String, String)> {
+        fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+            match value {
+                serde_json::Value::Null => {}
+                serde_json::Value::Object(map) => {
+                    for (key, value) in map {
+                        let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                        walk(&name, value, out);
+                    }
+                }
+                serde_json::Value::String(text) => out.push((prefix.to_owned(), text.clone())),
+                other => out.push((prefix.to_owned(), other.to_string())),
+            }
+        }
+        let mut fields = Vec::new();
+        walk("", &self.details, &mut fields);
+        fields
+    }
+
+    /// Who asked, in words: "the agent of execution 12", "warden, before execution 12
+    /// starts", "the owner".
+    pub fn asker(&self) -> String {
+        match (self.kind, self.execution_id) {
+            (ApprovalKind::Gate, Some(id)) => format!("warden, before execution {id} starts"),
+            (ApprovalKind::Agent, Some(id)) => format!("the agent of execution {id}"),
+            (ApprovalKind::Owner, Some(id)) => format!("the owner, about execution {id}"),
+            _ => "the owner".to_owned(),
+        }
+    }
+
     /// The decision in force: the human's, the default for an expired one, none while
     /// pending, deny for a cancelled one.
     pub fn outcome(&self) -> Option<Decision> {

@@ -153,7 +153,7 @@ impl From<ChangesError> for ApiError {
             ChangesError::UnknownPath { .. } => ApiError::new(StatusCode::NOT_FOUND, "unknown_path", detail),
             ChangesError::Invalid(_) => ApiError::unprocessable(detail),
             ChangesError::Git(_) => {
-                tracing::error!(error = %detail, "git failed while reading changes");
+                tracing::error!(error = ?detail, "git failed while reading changes");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "git_failed", detail)
             }
             ChangesError::Store(e) => e.into(),

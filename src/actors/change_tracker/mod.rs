@@ -293,7 +293,7 @@ impl Handler<SnapshotStart> for ChangeTracker {
             .into_actor(act)
             .map(move |summary, _, _| {
                 if let Some(error) = summary.as_ref().and_then(|s| s.error.as_ref()) {
-                    tracing::warn!(execution = %id, %error, "start snapshot failed");
+                    tracing::warn!(execution = %id, ?error, "start snapshot failed");
                 }
                 summary
             })

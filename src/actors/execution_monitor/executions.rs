@@ -610,7 +610,7 @@ impl ExecutionMonitor {
                 tracing::debug!(execution = %id, pid = spawned.pid, "execution started");
             }
             Err(error) => {
-                tracing::info!(execution = %id, %error, "execution could not start");
+                tracing::info!(execution = %id, ?error, "execution could not start");
                 self.finish(id, ExecutionStatus::Failed, None, Some(error), true);
             }
         }
