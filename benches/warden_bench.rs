@@ -89,14 +89,60 @@ async fn wait_idle(client: &Client, timeout: Duration) -> anyhow::Result<()> {
     }
 }
 
+/// A profile like the built-in `shell` but unsandboxed, to measure what the sandbox costs.
+const UNSANDBOXED: &str =
+    "[profiles.bare]\nprovider = \"local\"\ncommand = [\"sh\", \"-c\", \"{prompt}\"]\nsandbox = \"off\"\n";
+
 /// B1: 1,000 executions of `true` with a provider limit of 2, submitted as fast as
 /// possible; executions per second until all are final, beside `xargs -P2 -n1 true`.
+/// Run with the default sandbox (`shell`) and unsandboxed (`bare`), five rounds each,
+/// alternating (one round's rate swings by 20 % on this VM); the medians are reported,
+/// and the CPU the daemon and its children spent per execution, which swings less.
 async fn b1_throughput(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    let (mut sandboxed, mut unsandboxed) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        sandboxed.push(b1_rate("shell").await?);
+        unsandboxed.push(b1_rate("bare").await?);
+    }
+    let median = |runs: &mut Vec<(f64, f64)>, pick: fn(&(f64, f64)) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let (rate, cpu) = (median(&mut sandboxed, |r| r.0), median(&mut sandboxed, |r| r.1));
+    let (bare_rate, bare_cpu) = (median(&mut unsandboxed, |r| r.0), median(&mut unsandboxed, |r| r.1));
+    let floor_rate = xargs_floor(1000)?;
+    figures.push(("b1_executions_per_s".into(), format!("{rate:.0}")));
+    figures.push(("b1_unsandboxed_per_s".into(), format!("{bare_rate:.0}")));
+    figures.push(("b1_sandbox_cost_pct".into(), format!("{:.1}", (1.0 - rate / bare_rate) * 100.0)));
+    figures.push(("b1_cpu_us_per_execution".into(), format!("{cpu:.0}")));
+    figures.push(("b1_unsandboxed_cpu_us_per_execution".into(), format!("{bare_cpu:.0}")));
+    figures.push(("b1_xargs_floor_per_s".into(), format!("{floor_rate:.0}")));
+    figures.push(("b1_ratio_to_floor".into(), format!("{:.2}", rate / floor_rate)));
+    Ok(())
+}
+
+/// `seq n | xargs -P2 -n1 true`: processes per second.
+fn xargs_floor(n: usize) -> anyhow::Result<f64> {
+    let floor_started = Instant::now();
+    let status =
+        Command::new("sh").args(["-c", &format!("seq {n} | xargs -P2 -n1 true")]).status().context("running xargs")?;
+    if !status.success() {
+        bail!("xargs failed");
+    }
+    Ok(n as f64 / floor_started.elapsed().as_secs_f64())
+}
+
+/// B1's executions per second with one profile, and the CPU (µs) the daemon and its
+/// children spent per execution.
+async fn b1_rate(profile: &str) -> anyhow::Result<(f64, f64)> {
     const N: usize = 1000;
-    let daemon = start_daemon("[providers.local]\nmax_concurrent = 2\n").await?;
+    let daemon = start_daemon(&format!("[providers.local]\nmax_concurrent = 2\n{UNSANDBOXED}")).await?;
     let client = &daemon.client;
+    let pid = daemon.child.id().to_string();
+    let cpu_before = cpu_seconds_with_children(&pid);
     let started = Instant::now();
-    let bodies: Vec<Value> = (0..N).map(|_| json!({"prompt": "true", "cwd": "/tmp"})).collect();
+    let bodies: Vec<Value> = (0..N).map(|_| json!({"prompt": "true", "profile": profile, "cwd": "/tmp"})).collect();
     // Submit from 8 concurrent request loops.
     let chunks: Vec<Vec<Value>> = bodies.chunks(N / 8).map(|c| c.to_vec()).collect();
     let submitters = chunks.into_iter().map(|chunk| {
@@ -113,29 +159,27 @@ async fn b1_throughput(figures: &mut Vec<(String, String)>) -> anyhow::Result<()
     }
     wait_idle(client, Duration::from_secs(300)).await?;
     let warden_rate = N as f64 / started.elapsed().as_secs_f64();
+    let cpu_us = (cpu_seconds_with_children(&pid) - cpu_before) * 1e6 / N as f64;
     let failed: Value = client.get("/api/v1/executions?status=failed,cancelled,interrupted&limit=1").await?;
     if !failed["items"].as_array().is_some_and(|a| a.is_empty()) {
         bail!("B1: some executions did not succeed: {failed}");
     }
-
-    let floor_started = Instant::now();
-    let status =
-        Command::new("sh").args(["-c", &format!("seq {N} | xargs -P2 -n1 true")]).status().context("running xargs")?;
-    if !status.success() {
-        bail!("xargs failed");
-    }
-    let floor_rate = N as f64 / floor_started.elapsed().as_secs_f64();
-    figures.push(("b1_executions_per_s".into(), format!("{warden_rate:.0}")));
-    figures.push(("b1_xargs_floor_per_s".into(), format!("{floor_rate:.0}")));
-    figures.push(("b1_ratio_to_floor".into(), format!("{:.2}", warden_rate / floor_rate)));
-    Ok(())
+    Ok((warden_rate, cpu_us))
 }
 
 /// B2: an idle daemon, 200 single executions one after another: POST → process start
-/// (the process prints its own start time) and POST → final state visible.
+/// (the process prints its own start time) and POST → final state visible; with the
+/// default sandbox, then unsandboxed.
 async fn b2_latency(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    b2_run(figures, "b2", "protect-data").await?;
+    b2_run(figures, "b2_unsandboxed", "off").await
+}
+
+async fn b2_run(figures: &mut Vec<(String, String)>, name: &str, sandbox: &str) -> anyhow::Result<()> {
     const N: usize = 200;
-    let daemon = start_daemon("[profiles.clock]\nprovider = \"local\"\ncommand = [\"date\", \"+%s%N\"]\n").await?;
+    let config =
+        format!("[profiles.clock]\nprovider = \"local\"\ncommand = [\"date\", \"+%s%N\"]\nsandbox = \"{sandbox}\"\n");
+    let daemon = start_daemon(&config).await?;
     let client = &daemon.client;
     let mut to_start = Vec::with_capacity(N);
     let mut to_final = Vec::with_capacity(N);
@@ -161,9 +205,46 @@ async fn b2_latency(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
     }
     to_start.sort_by(f64::total_cmp);
     to_final.sort_by(f64::total_cmp);
-    figures.push(("b2_post_to_start_p50_ms".into(), format!("{:.2}", percentile(&to_start, 50.0))));
-    figures.push(("b2_post_to_start_p99_ms".into(), format!("{:.2}", percentile(&to_start, 99.0))));
-    figures.push(("b2_post_to_final_visible_p50_ms".into(), format!("{:.2}", percentile(&to_final, 50.0))));
+    figures.push((format!("{name}_post_to_start_p50_ms"), format!("{:.2}", percentile(&to_start, 50.0))));
+    figures.push((format!("{name}_post_to_start_p99_ms"), format!("{:.2}", percentile(&to_start, 99.0))));
+    figures.push((format!("{name}_post_to_final_visible_p50_ms"), format!("{:.2}", percentile(&to_final, 50.0))));
+    Ok(())
+}
+
+/// B10: what one agent token gets: an execution hands its token out (as any agent
+/// could), and the bench asks for that execution with it, as fast as it can, for 3 s.
+/// Reports the answers before the first 429 and the answered requests per second.
+async fn b10_agent_rate(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    let daemon = start_daemon("").await?;
+    let client = &daemon.client;
+    let agent: Value =
+        client.post("/api/v1/executions", &json!({"prompt": "echo $WARDEN_TOKEN; sleep 30", "cwd": "/tmp"})).await?;
+    let id = agent["id"].clone();
+    let token = loop {
+        let page: Value = client.get(&format!("/api/v1/executions/{id}/output")).await?;
+        if let Some(token) = page["items"][0]["text"].as_str() {
+            break token.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let as_agent = Client::new(client.base_url(), token);
+    let (mut answered, mut refused, mut before_first_refusal) = (0u64, 0u64, None);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        match as_agent.get::<Value>(&format!("/api/v1/executions/{id}")).await {
+            Ok(_) => answered += 1,
+            Err(e) if e.code() == Some("rate_limited") => {
+                refused += 1;
+                before_first_refusal.get_or_insert(answered);
+            }
+            Err(e) => bail!("B10: {e}"),
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let _: Value = client.post(&format!("/api/v1/executions/{id}/cancel"), &json!({})).await?;
+    figures.push(("b10_agent_answers_before_429".into(), before_first_refusal.unwrap_or(answered).to_string()));
+    figures.push(("b10_agent_answered_per_s".into(), format!("{:.1}", answered as f64 / seconds)));
+    figures.push(("b10_agent_refused_per_s".into(), format!("{:.0}", refused as f64 / seconds)));
     Ok(())
 }
 
@@ -179,6 +260,17 @@ fn rss_mb(pid: u32) -> f64 {
 }
 
 /// CPU time (user + system) a process has used so far, in seconds ("self" for the bench).
+/// CPU seconds of a process and of its children it has reaped.
+fn cpu_seconds_with_children(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    // utime, stime, cutime, cstime are fields 14 to 17 (0-based 11 to 14 after the name).
+    let ticks: f64 = fields.iter().skip(11).take(4).filter_map(|t| t.parse::<f64>().ok()).sum();
+    // SAFETY: sysconf only reads a configuration value.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
 fn cpu_seconds(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> =
@@ -858,6 +950,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("b8") {
         b8_memory(&mut figures).await?;
+    }
+    if wanted("b10") {
+        b10_agent_rate(&mut figures).await?;
     }
     for (name, value) in &figures {
         println!("{name}: {value}");

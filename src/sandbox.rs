@@ -11,11 +11,13 @@
 //! never followed when rules are made: a rule lands on the inode that was looked at.
 //!
 //! A Landlock domain is a property of a thread's credentials and passes to every process
-//! the thread starts, and to theirs. So a short-lived thread restricts itself and spawns
-//! the agent with `posix_spawn` as before; no code runs between fork and exec, and the
-//! daemon's other threads stay unrestricted. Rule sets are kept and reused while the
-//! directories they were made from are unchanged (their mtimes), so a spawn usually
-//! costs a few `stat`s, one `dup` and one thread.
+//! the thread starts, and to theirs. So a thread of its own restricts itself and spawns
+//! the agent with `posix_spawn` as before, then ends; no code runs between fork and exec,
+//! the daemon's other threads stay unrestricted, and each execution gets a domain of its
+//! own (so one agent cannot signal another's processes). That thread is started ahead,
+//! while nothing waits. Rule sets are kept and reused while the directories they were
+//! made from are unchanged (their mtimes), so a spawn usually costs a few `stat`s, one
+//! `dup`, one thread and one `landlock_restrict_self`.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -68,6 +70,28 @@ struct SandboxerInner {
     cache: Mutex<HashMap<Key, Cached>>,
     /// Said once in the log when the kernel cannot confine.
     told_unavailable: AtomicBool,
+    /// A fresh thread waiting to confine the next spawn, made after the last one was
+    /// handed over (`prepare_next`), so that no spawn waits for a thread to start.
+    spare: Mutex<Option<Spare>>,
+}
+
+/// Work for a spare thread: restrict itself, spawn, answer.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread waiting for its one job.
+struct Spare(std::sync::mpsc::SyncSender<Job>);
+
+impl Spare {
+    fn start() -> std::io::Result<Spare> {
+        let (jobs, job) = std::sync::mpsc::sync_channel::<Job>(1);
+        std::thread::Builder::new().name("warden-sandbox".into()).stack_size(64 * 1024).spawn(move || {
+            // Its restriction is for this one spawn; then the thread ends.
+            if let Ok(job) = job.recv() {
+                job();
+            }
+        })?;
+        Ok(Spare(jobs))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -122,6 +146,7 @@ impl Sandboxer {
                 home,
                 cache: Mutex::new(HashMap::new()),
                 told_unavailable: AtomicBool::new(false),
+                spare: Mutex::new(None),
             }),
         })
     }
@@ -141,6 +166,7 @@ impl Sandboxer {
             }
         }
         let (ruleset, made_from) = self.build(&key)?;
+        tracing::debug!(mode = key.mode.as_str(), rules_from = made_from.len(), "sandbox rules made");
         let copy = ruleset.try_clone().map_err(|e| format!("duplicating a rule set: {e}"))?;
         // One entry per work tree in use; an old daemon does not collect them forever.
         if cache.len() >= 256 {
@@ -186,49 +212,59 @@ impl Sandboxer {
         Ok((ruleset, rules.made_from))
     }
 
-    /// Spawns `command` confined as `confinement` says; says what was applied.
-    pub fn spawn(
-        confinement: &Confinement,
-        command: &mut tokio::process::Command,
-    ) -> std::io::Result<(tokio::process::Child, SandboxApplied)> {
-        let sandboxer = &confinement.sandboxer;
+    /// Runs `job` on a thread of its own that is first confined as `confinement` says
+    /// (`job` is told what was applied, or why it could not be), and that ends after
+    /// it: `job` spawns the agent, which inherits the confinement. Returns at once; the
+    /// rule set is looked up (or made) on that thread, not the caller's.
+    pub fn run_confined(
+        confinement: Confinement,
+        job: impl FnOnce(std::io::Result<SandboxApplied>) + Send + 'static,
+    ) -> std::io::Result<()> {
+        let spare = confinement.sandboxer.inner.spare.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let spare = match spare {
+            Some(spare) => spare,
+            None => Spare::start()?,
+        };
+        let work: Job = Box::new(move || job(confinement.restrict_this_thread()));
+        spare.0.send(work).map_err(|_| std::io::Error::other("the sandbox thread ended before its job"))
+    }
+
+    /// Starts the thread the next confined spawn will use, unless one waits already.
+    /// Call from a thread that is not confined (it passes its confinement on).
+    pub fn prepare_next(&self) {
+        let mut spare = self.inner.spare.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if spare.is_none() {
+            *spare = Spare::start().ok();
+        }
+    }
+}
+
+impl Confinement {
+    /// Confines the calling thread (and what it starts from now on) for good.
+    fn restrict_this_thread(&self) -> std::io::Result<SandboxApplied> {
+        let sandboxer = &self.sandboxer;
         let key = Key {
-            mode: confinement.mode,
-            work_tree: match confinement.mode {
-                SandboxMode::WorkspaceWrite => work_tree(&confinement.cwd),
+            mode: self.mode,
+            work_tree: match self.mode {
+                SandboxMode::WorkspaceWrite => work_tree(&self.cwd),
                 _ => PathBuf::new(),
             },
-            tmpdir: match confinement.mode {
-                SandboxMode::WorkspaceWrite => confinement.tmpdir.clone(),
+            tmpdir: match self.mode {
+                SandboxMode::WorkspaceWrite => self.tmpdir.clone(),
                 _ => None,
             },
         };
         let ruleset = sandboxer.ruleset(key).map_err(std::io::Error::other)?;
-        let runtime = tokio::runtime::Handle::current();
-        let spawned = std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .name("warden-sandbox".into())
-                .stack_size(256 * 1024)
-                .spawn_scoped(scope, || {
-                    // This thread's credentials, not the daemon's, take the restriction.
-                    let status = ruleset.restrict_self().map_err(std::io::Error::other)?;
-                    let _entered = runtime.enter();
-                    command.spawn().map(|child| (child, status.ruleset))
-                })?
-                .join()
-                .map_err(|_| std::io::Error::other("the sandbox thread panicked"))?
-        })?;
-        let (child, status) = spawned;
-        let applied = match status {
+        let status = ruleset.restrict_self().map_err(std::io::Error::other)?;
+        Ok(match status.ruleset {
             RulesetStatus::NotEnforced => {
                 if !sandboxer.inner.told_unavailable.swap(true, Ordering::Relaxed) {
                     tracing::warn!("this kernel has no Landlock: executions run unsandboxed (sandbox: unavailable)");
                 }
                 SandboxApplied::Unavailable
             }
-            RulesetStatus::FullyEnforced | RulesetStatus::PartiallyEnforced => confinement.mode.into(),
-        };
-        Ok((child, applied))
+            RulesetStatus::FullyEnforced | RulesetStatus::PartiallyEnforced => self.mode.into(),
+        })
     }
 }
 

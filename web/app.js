@@ -240,6 +240,11 @@ function renderDetails(a) {
   }));
 }
 
+// An execution that runs unconfined says so (the sandbox is off, or the kernel has none).
+function unconfined(e) {
+  return e.sandbox === "off" ? "unsandboxed" : e.sandbox === "unavailable" ? "unsandboxed (no Landlock)" : "";
+}
+
 function renderApprovals() {
   const pending = [...state.approvals.values()];
   $("approvals").hidden = pending.length === 0;
@@ -297,7 +302,7 @@ function renderExecutions() {
       },
         el("td", {}, String(e.id)),
         el("td", { class: `status ${e.status}` }, e.status.replace("_", " ")),
-        el("td", {}, e.profile),
+        el("td", {}, e.profile, unconfined(e) ? el("span", { class: "unsandboxed", title: unconfined(e) }, " ⚠") : ""),
         el("td", {}, e.workspace ?? "–"),
         el("td", { class: "prompt", title: e.prompt }, e.prompt),
         el("td", {}, elapsed(e)),
@@ -342,8 +347,9 @@ function renderDetail(withChanges) {
   $("detail-title").textContent = `Execution ${e.id}`;
   $("detail-info").replaceChildren(
     el("span", { class: `status ${e.status}` }, e.status.replace("_", " ")),
-    ` · ${e.profile} · ${e.cwd} · ${elapsed(e)}${e.exit_code !== null && e.exit_code !== undefined ? ` · exit ${e.exit_code}` : ""}`,
-    e.error ? ` · ${e.error}` : "");
+    ` · ${e.profile} · ${visible(e.cwd)} · ${elapsed(e)}${e.exit_code !== null && e.exit_code !== undefined ? ` · exit ${e.exit_code}` : ""}`,
+    unconfined(e) ? el("span", { class: "unsandboxed" }, ` · ${unconfined(e)}`) : "",
+    e.error ? ` · ${visible(e.error)}` : "");
   const final = !["pending_approval", "queued", "running", "paused"].includes(e.status);
   for (const button of $("detail-actions").querySelectorAll("[data-action]")) {
     const action = button.dataset.action;

@@ -223,7 +223,10 @@ pub async fn list(remote: &Remote, status: Option<String>, limit: usize, json: b
             vec![
                 e.id.to_string(),
                 e.status.to_string(),
-                e.profile.clone(),
+                match e.sandbox.is_unconfined() {
+                    true => format!("{} (unsandboxed)", e.profile),
+                    false => e.profile.clone(),
+                },
                 e.workspace.clone().unwrap_or_else(|| e.cwd.clone()),
                 e.exit_code.map(|c| c.to_string()).unwrap_or_default(),
                 excerpt(&e.prompt, 50),

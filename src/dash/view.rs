@@ -117,7 +117,7 @@ fn draw_executions(frame: &mut Frame, area: Rect, model: &Model) {
         Row::new(vec![
             Cell::from(e.id.0.to_string()),
             Cell::from(Span::styled(e.status.as_str(), status_style(e.status))),
-            Cell::from(e.profile.clone()),
+            Cell::from(if e.sandbox.is_unconfined() { format!("{}!", e.profile) } else { e.profile.clone() }),
             Cell::from(e.workspace.clone().unwrap_or_else(|| "-".into())),
             Cell::from(escape_line(&e.prompt.replace('\n', " ")).into_owned()),
             Cell::from(elapsed(e)),
@@ -171,6 +171,9 @@ fn draw_output(frame: &mut Frame, area: Rect, model: &Model) {
     let mut title = format!(" Output of {} ", pane.execution_id);
     if let Some(e) = execution {
         title.push_str(&format!("({}) ", e.status));
+        if e.sandbox.is_unconfined() {
+            title.push_str("UNSANDBOXED ");
+        }
         if let Some(totals) = e.changes.as_ref().and_then(|c| c.totals) {
             title.push_str(&format!("+{} −{} in {} files ", totals.additions, totals.deletions, totals.files));
         }
@@ -249,6 +252,8 @@ fn draw_help(frame: &mut Frame) {
         Line::raw("f            cycle the status filter"),
         Line::raw("/            type statuses to show (Enter applies)"),
         Line::raw("q            quit"),
+        Line::raw(""),
+        Line::raw("A profile marked ! ran unsandboxed (sandbox off, or no Landlock)."),
     ];
     let area = frame.area();
     let width = 60.min(area.width);

@@ -87,19 +87,39 @@ impl ProcessExit {
 /// system shares the cores among them). A new process goes to the thread with the
 /// fewest running.
 pub struct CapturePool {
-    threads: Vec<(actix_rt::ArbiterHandle, Arc<AtomicUsize>)>,
+    threads: Vec<CaptureThread>,
+}
+
+/// One capture thread: where its tasks are sent, its runtime (a confined spawn on
+/// another thread registers the process's pipes with it), and how many processes it
+/// runs.
+#[derive(Clone)]
+struct CaptureThread {
+    thread: actix_rt::ArbiterHandle,
+    runtime: tokio::runtime::Handle,
+    running: Arc<AtomicUsize>,
 }
 
 impl CapturePool {
     /// Starts one thread per core, at most 4. Call inside the actor system.
     pub fn start() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
-        let threads = (0..cores).map(|_| (actix_rt::Arbiter::new().handle(), Arc::new(AtomicUsize::new(0)))).collect();
+        let threads = (0..cores)
+            .filter_map(|_| {
+                let thread = actix_rt::Arbiter::new().handle();
+                let (sent, runtime) = std::sync::mpsc::sync_channel(1);
+                thread.spawn_fn(move || {
+                    let _ = sent.send(tokio::runtime::Handle::current());
+                });
+                let runtime = runtime.recv().ok()?;
+                Some(CaptureThread { thread, runtime, running: Arc::new(AtomicUsize::new(0)) })
+            })
+            .collect();
         CapturePool { threads }
     }
 
-    fn least_busy(&self) -> &(actix_rt::ArbiterHandle, Arc<AtomicUsize>) {
-        self.threads.iter().min_by_key(|(_, running)| running.load(Ordering::Relaxed)).expect("at least one thread")
+    fn least_busy(&self) -> &CaptureThread {
+        self.threads.iter().min_by_key(|t| t.running.load(Ordering::Relaxed)).expect("at least one thread")
     }
 }
 
@@ -111,37 +131,62 @@ pub struct OutputGate {
 }
 
 /// Spawns the process in a new process group with stdin closed, on one of the pool's
-/// threads, with a task there that captures its output (once the gate is dropped) and,
-/// when it has ended and its group is gone, calls `on_exit`. Waits for the spawn itself
-/// (about a millisecond). Errors are for the user: "command not found: …".
+/// threads (or, confined, on a sandbox thread that hands it to one of them), with a task
+/// there that captures its output (once the gate is dropped) and, when it has ended and
+/// its group is gone, calls `on_exit`. Waits for the spawn itself (about a
+/// millisecond). Errors are for the user: "command not found: …".
 pub fn spawn(
     pool: &CapturePool,
-    spec: SpawnSpec,
+    mut spec: SpawnSpec,
     store: Store,
     on_exit: impl FnOnce(ProcessExit) + Send + 'static,
 ) -> Result<(Spawned, OutputGate), String> {
-    let (thread, running) = pool.least_busy();
-    let running = running.clone();
+    let capture = pool.least_busy().clone();
     let (gate, opened) = oneshot::channel();
     let (answer, spawned) = std::sync::mpsc::sync_channel(1);
-    let sent = thread.spawn_fn(move || {
-        let _ = answer.send(spawn_here(spec, store, opened, running, on_exit));
-    });
-    if !sent {
-        return Err("the daemon is stopping: no thread is left to run the process".into());
+    match spec.confinement.take() {
+        None => {
+            let thread = capture.thread.clone();
+            let sent = thread.spawn_fn(move || {
+                let started = start(&spec, SandboxApplied::Off);
+                let _ = answer.send(started.map(|(child, spawned)| {
+                    capture_here(child, spawned.pid, spec.source, store, opened, capture.running, on_exit);
+                    spawned
+                }));
+            });
+            if !sent {
+                return Err("the daemon is stopping: no thread is left to run the process".into());
+            }
+        }
+        // A sandbox thread confines itself and spawns, then hands the process to the
+        // capture thread; the monitor waits only for the spawn, as it does without one.
+        Some(confinement) => {
+            let sandboxer = confinement.sandboxer.clone();
+            Sandboxer::run_confined(confinement, move |confined| {
+                let _entered = capture.runtime.enter();
+                let started = confined
+                    .map_err(|e| format!("the sandbox could not be set up: {e}"))
+                    .and_then(|applied| start(&spec, applied));
+                let spawned = started.map(|(child, spawned)| {
+                    let pid = spawned.pid;
+                    capture.thread.clone().spawn_fn(move || {
+                        capture_here(child, pid, spec.source, store, opened, capture.running, on_exit);
+                        sandboxer.prepare_next();
+                    });
+                    spawned
+                });
+                let _ = answer.send(spawned);
+            })
+            .map_err(|e| format!("the sandbox could not be set up: {e}"))?;
+        }
     }
     let spawned = spawned.recv().map_err(|_| "the thread that runs processes stopped".to_owned())??;
     Ok((spawned, OutputGate { _opens_when_dropped: gate }))
 }
 
-/// [`spawn`]'s work, on the capture thread.
-fn spawn_here(
-    spec: SpawnSpec,
-    store: Store,
-    gate: oneshot::Receiver<()>,
-    running: Arc<AtomicUsize>,
-    on_exit: impl FnOnce(ProcessExit) + 'static,
-) -> Result<Spawned, String> {
+/// Starts the process (in a runtime context: its pipes and its exit are watched by the
+/// capture thread's runtime). A confined caller has already confined itself.
+fn start(spec: &SpawnSpec, sandbox: SandboxApplied) -> Result<(tokio::process::Child, Spawned), String> {
     let Some((program, args)) = spec.argv.split_first() else {
         return Err("the profile's command is empty".into());
     };
@@ -158,17 +203,24 @@ fn spawn_here(
     // No `pre_exec`: without one, the standard library uses posix_spawn instead of fork
     // (the daemon's SIGXFSZ handler is reset to the default by exec by itself). A
     // sandbox is the spawning thread's, not code between fork and exec.
-    let (mut child, sandbox) = match &spec.confinement {
-        Some(confinement) => Sandboxer::spawn(confinement, &mut command),
-        None => command.spawn().map(|child| (child, SandboxApplied::Off)),
-    }
-    .map_err(|e| describe_spawn_error(program, &spec.cwd, &e))?;
+    let child = command.spawn().map_err(|e| describe_spawn_error(program, &spec.cwd, &e))?;
     let pid = child.id().map(|p| p as i32).ok_or("the process ended before it could be tracked")?;
-    let spawned = Spawned { pid, start_ticks: start_ticks(pid), sandbox };
+    Ok((child, Spawned { pid, start_ticks: start_ticks(pid), sandbox }))
+}
 
-    let id = spec.source.execution_id;
+/// Captures a started process's output and waits for its end, on the capture thread.
+fn capture_here(
+    mut child: tokio::process::Child,
+    pid: i32,
+    source: OutputSource,
+    store: Store,
+    gate: oneshot::Receiver<()>,
+    running: Arc<AtomicUsize>,
+    on_exit: impl FnOnce(ProcessExit) + 'static,
+) {
+    let id = source.execution_id;
     let sink = OutputSink {
-        source: Arc::new(spec.source),
+        source: Arc::new(source),
         store,
         in_flight: Arc::new(Semaphore::new(WRITES_IN_FLIGHT)),
         counter: Arc::new(AtomicU64::new(0)),
@@ -198,7 +250,6 @@ fn spawn_here(
         running.fetch_sub(1, Ordering::Relaxed);
         on_exit(ProcessExit::from_status(status, counter.load(Ordering::Relaxed)));
     });
-    Ok(spawned)
 }
 
 fn describe_spawn_error(program: &str, cwd: &std::path::Path, e: &std::io::Error) -> String {
