@@ -247,13 +247,7 @@ impl ApprovalArbiter {
             store
                 .record("settle approval", move |c, log| {
                     rows::settle(c, &stored)?;
-                    let event = NewEvent {
-                        approval_id: Some(stored.id),
-                        execution_id: stored.execution_id.map(crate::domain::ExecutionId),
-                        session_id: stored.session_id,
-                        ..NewEvent::new(kind, serde_json::to_value(&stored).unwrap_or_default())
-                    };
-                    log.record(c, event).map(|_| ())
+                    log.record(c, NewEvent::about_approval(kind, &stored)).map(|_| ())
                 })
                 .await
         };
@@ -350,13 +344,7 @@ impl Handler<Request> for ApprovalArbiter {
             store
                 .record("insert approval", move |c, log| {
                     rows::insert(c, &stored)?;
-                    let event = NewEvent {
-                        approval_id: Some(stored.id),
-                        execution_id: stored.execution_id.map(crate::domain::ExecutionId),
-                        session_id: stored.session_id,
-                        ..NewEvent::new("approval.requested", serde_json::to_value(&stored).unwrap_or_default())
-                    };
-                    log.record(c, event).map(|_| ())
+                    log.record(c, NewEvent::about_approval("approval.requested", &stored)).map(|_| ())
                 })
                 .await
         };

@@ -20,7 +20,7 @@ use super::execution_monitor::{
 use super::session_keeper::SessionKeeper;
 use super::session_registry::{event_sink, ClientCounts, CountClients, SessionRegistry};
 use crate::config::Config;
-use crate::domain::{now, ExecutionId, NewEvent, SessionStatus};
+use crate::domain::{now, ApprovalStatus, ExecutionId, NewEvent, SessionStatus};
 use crate::store::{approvals, catalog, executions, sessions, Store, StoreError, WriterStats};
 
 /// Facts about this daemon process that never change while it runs.
@@ -239,17 +239,24 @@ async fn recover_interrupted(store: &Store) -> Result<(), StoreError> {
     if unfinished.is_empty() {
         return Ok(());
     }
+    // Every change is an event, committed with it: followers of these executions (and
+    // of their approvals) learn that they ended.
     let count = store
-        .write("interrupt unfinished executions", |c| {
+        .record("interrupt unfinished executions", |c, log| {
             let at = now();
-            c.execute(
-                "UPDATE approvals SET status = 'cancelled', decided_by = 'warden', decided_at = ?1,
-                     reason = 'the execution was interrupted'
-                 WHERE status = 'pending' AND execution_id IN
-                     (SELECT id FROM executions WHERE status IN ('running', 'paused'))",
-                [crate::domain::format_ts(&at)],
-            )?;
-            executions::interrupt_unfinished(c, "the daemon stopped while it ran", at)
+            for mut approval in approvals::pending_of_unfinished_executions(c)? {
+                approval.status = ApprovalStatus::Cancelled;
+                approval.decided_by = Some("warden".into());
+                approval.decided_at = Some(at);
+                approval.reason = Some("the execution was interrupted".into());
+                approvals::settle(c, &approval)?;
+                log.record(c, NewEvent::about_approval("approval.cancelled", &approval))?;
+            }
+            let interrupted = executions::interrupt_unfinished(c, "the daemon stopped while it ran", at)?;
+            for execution in &interrupted {
+                log.record(c, NewEvent::about_execution("execution.finished", execution))?;
+            }
+            Ok(interrupted.len())
         })
         .await?;
     tracing::warn!(count, "executions that were running when the daemon stopped are marked interrupted");

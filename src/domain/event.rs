@@ -49,6 +49,28 @@ impl NewEvent {
     pub fn new(kind: &'static str, data: serde_json::Value) -> Self {
         NewEvent { kind, execution_id: None, approval_id: None, session_id: None, workspace: None, data }
     }
+
+    /// An event about an execution, carrying the whole execution as its data.
+    pub fn about_execution(kind: &'static str, execution: &super::Execution) -> Self {
+        NewEvent {
+            kind,
+            execution_id: Some(execution.id),
+            approval_id: execution.approval_id,
+            session_id: execution.session_id,
+            workspace: execution.workspace.clone(),
+            data: serde_json::to_value(execution).unwrap_or_default(),
+        }
+    }
+
+    /// An event about an approval, carrying the whole approval as its data.
+    pub fn about_approval(kind: &'static str, approval: &super::Approval) -> Self {
+        NewEvent {
+            approval_id: Some(approval.id),
+            execution_id: approval.execution_id.map(ExecutionId),
+            session_id: approval.session_id,
+            ..NewEvent::new(kind, serde_json::to_value(approval).unwrap_or_default())
+        }
+    }
 }
 
 /// The JSON form of an event, as clients receive it.

@@ -103,6 +103,17 @@ pub fn pending(conn: &Connection) -> rusqlite::Result<Vec<Approval>> {
     rows.collect()
 }
 
+/// Pending approvals of the executions that were running or paused (at a restart after a
+/// crash, before those are interrupted).
+pub fn pending_of_unfinished_executions(conn: &Connection) -> rusqlite::Result<Vec<Approval>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM approvals WHERE status = 'pending' AND execution_id IN
+             (SELECT id FROM executions WHERE status IN ('running', 'paused')) ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([], approval_row)?;
+    rows.collect()
+}
+
 pub fn max_id(conn: &Connection) -> rusqlite::Result<ApprovalId> {
     conn.query_row("SELECT coalesce(max(id), 0) FROM approvals", [], |r| r.get(0))
 }

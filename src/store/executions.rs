@@ -305,13 +305,23 @@ pub fn possibly_spawned(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     rows.collect()
 }
 
-/// Marks what was running or paused as interrupted.
-pub fn interrupt_unfinished(conn: &Connection, reason: &str, at: DateTime<Utc>) -> rusqlite::Result<usize> {
-    conn.execute(
-        "UPDATE executions SET status = 'interrupted', error = ?1, finished_at = ?2, pid = NULL
-         WHERE status IN ('running', 'paused')",
-        params![reason, format_ts(&at)],
-    )
+/// Marks what was running or paused as interrupted; returns those executions as they
+/// are now (final), for their events.
+pub fn interrupt_unfinished(conn: &Connection, reason: &str, at: DateTime<Utc>) -> rusqlite::Result<Vec<Execution>> {
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM executions WHERE status IN ('running', 'paused')"))?;
+    let unfinished: Vec<Execution> = stmt.query_map([], execution_row)?.collect::<rusqlite::Result<_>>()?;
+    let mut interrupted = Vec::with_capacity(unfinished.len());
+    for execution in unfinished {
+        let execution = Execution {
+            status: ExecutionStatus::Interrupted,
+            error: Some(reason.to_owned()),
+            finished_at: Some(at),
+            ..execution
+        };
+        mark_finished(conn, &execution)?;
+        interrupted.push(execution);
+    }
+    Ok(interrupted)
 }
 
 /// An execution still queued when the daemon last stopped.

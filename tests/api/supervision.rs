@@ -234,3 +234,52 @@ fn after_kill_9_running_work_is_interrupted_and_the_queue_resumes_in_order() {
         d.stop().await;
     });
 }
+
+#[actix_web::test]
+async fn an_execution_interrupted_by_a_crash_ends_for_its_followers() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let d = ServeProcess::start(&home).await;
+    let running = d.exec_with(json!({"prompt": "echo up; sleep 300", "cwd": work})).await;
+    let id = running["id"].clone();
+    let asked = json!({"title": "keep going?", "execution_id": id});
+    let approval = expect_json(d.post("/api/v1/approvals", &asked).await, StatusCode::CREATED).await;
+    // A follower sees the execution start, and remembers where it was.
+    let stream = d.get(&format!("/api/v1/executions/{id}/stream")).await;
+    let seen = read_sse(stream, |event, data| event == "execution.output" && data.contains("up")).await;
+    let last = seen.iter().filter_map(|(seq, _, _)| *seq).max().expect("events with ids");
+
+    d.kill_9().await;
+    let d = ServeProcess::start(&home).await;
+
+    // Reconnecting after the crash, it learns the end, and the stream ends.
+    let resumed = d
+        .request(reqwest::Method::GET, &format!("/api/v1/executions/{id}/stream"))
+        .header("Last-Event-ID", last.to_string())
+        .send()
+        .await
+        .unwrap();
+    // Before, it got keep-alives forever.
+    let after = tokio::time::timeout(Duration::from_secs(20), read_sse(resumed, |event, _| event == "end"))
+        .await
+        .expect("the stream ends after the crash");
+    let finished = after.iter().find(|(_, event, _)| event == "execution.finished").expect("execution.finished");
+    let finished: serde_json::Value = serde_json::from_str(&finished.2).unwrap();
+    assert_eq!(finished["data"]["status"], "interrupted", "{finished}");
+    assert_eq!(after.last().unwrap().1, "end");
+    // Its approval's followers learn it was cancelled, and why.
+    let history = d.get_ok("/api/v1/events/history?topics=approval.*").await;
+    let cancelled = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "approval.cancelled" && e["approval_id"] == approval["id"])
+        .cloned()
+        .expect("approval.cancelled after the crash");
+    assert_eq!(cancelled["data"]["reason"], "the execution was interrupted");
+    // And the list shows it as the events do.
+    let listed = d.get_ok("/api/v1/executions?status=interrupted").await;
+    assert_eq!(listed["items"][0]["id"], id);
+}

@@ -282,14 +282,7 @@ impl Handler<ChangesRecorded> for ExecutionMonitor {
 
 /// An event about an execution, carrying the whole execution as its data.
 pub(super) fn execution_event(kind: &'static str, execution: &Execution) -> NewEvent {
-    NewEvent {
-        kind,
-        execution_id: Some(execution.id),
-        approval_id: execution.approval_id,
-        session_id: execution.session_id,
-        workspace: execution.workspace.clone(),
-        data: serde_json::to_value(execution).unwrap_or_default(),
-    }
+    NewEvent::about_execution(kind, execution)
 }
 
 impl ExecutionMonitor {
