@@ -456,3 +456,34 @@ fn the_daemon_log_rotates_by_size_and_never_holds_the_token() {
     let current = std::fs::read_to_string(&log).unwrap();
     assert!(current.contains("warden stopped"), "the newest lines are in warden.log: {current}");
 }
+
+#[actix_web::test]
+async fn a_reader_that_goes_away_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = spawn_for_executions().await;
+    for _ in 0..3 {
+        d.wait_final(&d.exec("true").await["id"]).await;
+    }
+    for args in [vec!["ls"], vec!["approvals", "--all"], vec!["logs", "1"]] {
+        // The reader is gone before the first line is written (`warden ls | head -0`).
+        let mut child = tokio::process::Command::new(warden_bin())
+            .args(&args)
+            .env("WARDEN_HOME", d.home.dir())
+            .env_remove("WARDEN_URL")
+            .env_remove("WARDEN_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let output = child.wait_with_output().await.unwrap();
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(!said.contains("panicked"), "warden {args:?}: {said}");
+        assert_ne!(output.status.code(), Some(101), "warden {args:?} panicked");
+        assert!(
+            output.status.success() || output.status.signal() == Some(libc::SIGPIPE),
+            "warden {args:?}: {:?} {said}",
+            output.status
+        );
+    }
+}
