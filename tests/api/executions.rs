@@ -344,3 +344,20 @@ async fn a_list_page_shows_each_change_as_soon_as_its_event_is_out() {
     assert_eq!(d.get_ok("/api/v1/executions?limit=5").await["items"][0]["status"], "cancelled");
     assert_eq!(d.execution(&running).await["status"], "cancelled");
 }
+
+#[actix_web::test]
+async fn outside_a_session_the_session_uuid_placeholder_is_a_fresh_uuid() {
+    let d = spawn_for_executions().await;
+    let profile = json!({"name": "resumable", "provider": "local", "command": ["echo", "id={session_uuid}"]});
+    expect_json(d.post("/api/v1/profiles", &profile).await, StatusCode::CREATED).await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let run = d.exec_with(json!({"prompt": "x", "profile": "resumable", "cwd": std::env::temp_dir()})).await;
+        d.wait_final(&run["id"]).await;
+        let text = d.output_text(&run["id"]).await;
+        let id = text.strip_prefix("id=").unwrap_or("");
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{text:?} holds no UUID");
+        seen.push(id.to_owned());
+    }
+    assert_ne!(seen[0], seen[1], "each execution gets its own");
+}

@@ -344,3 +344,42 @@ sys.stdout.write(out.decode(errors="replace"))
     let closed = warden(home, &["session", "close", &id]).await;
     assert!(stdout(&closed).contains("closed"));
 }
+
+#[actix_web::test]
+async fn an_approval_asked_during_a_turn_belongs_to_its_session() {
+    let d = spawn_for_executions().await;
+    let dir = tempfile::tempdir().unwrap();
+    let session = expect_json(
+        d.post("/api/v1/sessions", &json!({"profile": "shell", "cwd": dir.path(), "title": "hooked"})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let id = session["id"].clone();
+    // The turn's agent asks through the Claude hook, with its own token, naming no session.
+    let input = r#"{"tool_name":"Bash","tool_input":{"command":"make deploy"}}"#;
+    let turn = format!(
+        "echo $WARDEN_SESSION_ID; echo '{input}' | {} hook claude --tools Bash --timeout 30",
+        warden_bin().display()
+    );
+    expect_json(
+        d.post(&format!("/api/v1/sessions/{id}/messages"), &json!({"content": turn})).await,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    let asked = wait_until("the turn's approval", Duration::from_secs(20), || async {
+        d.get_ok("/api/v1/approvals?status=pending").await["items"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(asked["session_id"], id, "{asked}");
+    // A client following the conversation sees it asked.
+    let followed = d.get_ok(&format!("/api/v1/events/history?session_id={id}&topics=approval.*")).await;
+    assert!(followed["items"].as_array().unwrap().iter().any(|e| e["type"] == "approval.requested"), "{followed}");
+    expect_json(
+        d.post(&format!("/api/v1/approvals/{}", asked["id"]), &json!({"decision": "approve"})).await,
+        StatusCode::OK,
+    )
+    .await;
+    let messages = replies(&d, &id, 1).await;
+    let reply = messages.iter().find(|m| m["role"] == "agent").unwrap()["content"].as_str().unwrap().to_owned();
+    assert!(reply.starts_with(&format!("{id}\n")), "the agent knew its session: {reply}");
+}

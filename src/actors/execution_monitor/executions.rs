@@ -408,6 +408,9 @@ impl ExecutionMonitor {
             (Some(t), Some(continued)) if t.turn > 1 => continued,
             _ => &profile.spec.command,
         };
+        // Outside a session, `{session_uuid}` is a fresh UUID, never empty: an agent's
+        // `--session-id {session_uuid}` then starts a conversation of its own.
+        let fresh_uuid = uuid::Uuid::new_v4().to_string();
         let argv = fill_template(
             template,
             &TemplateValues {
@@ -415,7 +418,7 @@ impl ExecutionMonitor {
                 workspace: &cwd,
                 execution_id: id,
                 session_id: turn.as_ref().map(|t| t.session_id),
-                session_uuid: turn.as_ref().map(|t| t.session_uuid.as_str()),
+                session_uuid: Some(turn.as_ref().map_or(fresh_uuid.as_str(), |t| t.session_uuid.as_str())),
                 turn: turn.as_ref().map(|t| t.turn),
             },
         );
