@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{print_json, print_table, Outcome, Remote};
+use super::{all_pages, print_json, print_table, Outcome, Remote};
 use crate::cli::{ClaudeHookArgs, OnError};
 use crate::client::{Client, ClientError};
 use crate::domain::{Approval, ApprovalStatus, Decision};
@@ -14,8 +14,9 @@ use crate::http::pagination::Page;
 
 pub async fn list(remote: &Remote, all: bool, json: bool) -> anyhow::Result<Outcome> {
     let client = remote.client()?;
-    let path = if all { "/api/v1/approvals?limit=500" } else { "/api/v1/approvals?status=pending&limit=500" };
-    let page: Page<Approval> = client.get(path).await?;
+    let path = if all { "/api/v1/approvals" } else { "/api/v1/approvals?status=pending" };
+    // Every page: past 500 approvals, none is left out.
+    let page = Page { items: all_pages::<Approval>(&client, path).await?, next_cursor: None };
     if json {
         print_json(&page.items)?;
         return Ok(Outcome::Done);

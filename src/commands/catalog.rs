@@ -2,10 +2,9 @@
 
 use serde_json::{json, Value};
 
-use super::{absolute_path, print_json, print_table, Outcome, Remote};
+use super::{absolute_path, all_pages, print_json, print_table, Outcome, Remote};
 use crate::cli::{ProfileCommand, ProviderCommand, WorkspaceCommand};
 use crate::domain::{ProfileView, Provider, Workspace};
-use crate::http::pagination::Page;
 
 pub async fn workspace(remote: &Remote, command: WorkspaceCommand) -> anyhow::Result<Outcome> {
     let client = remote.client()?;
@@ -148,25 +147,4 @@ fn limit(n: u32) -> String {
 /// Percent-encodes a path segment.
 fn encode(segment: &str) -> String {
     serde_urlencoded::to_string([("", segment)]).map(|s| s[1..].to_owned()).unwrap_or_default()
-}
-
-/// Follows `next_cursor` until the list ends.
-async fn all_pages<T: serde::de::DeserializeOwned>(
-    client: &crate::client::Client,
-    path: &str,
-) -> anyhow::Result<Vec<T>> {
-    let mut items = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let url = match &cursor {
-            Some(c) => format!("{path}?limit=500&cursor={}", encode(c)),
-            None => format!("{path}?limit=500"),
-        };
-        let page: Page<T> = client.get(&url).await?;
-        items.extend(page.items);
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return Ok(items),
-        }
-    }
 }

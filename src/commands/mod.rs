@@ -164,6 +164,25 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// Every item of a list route, page by page (`path` may hold a query already).
+pub async fn all_pages<T: serde::de::DeserializeOwned>(client: &Client, path: &str) -> anyhow::Result<Vec<T>> {
+    let joiner = if path.contains('?') { '&' } else { '?' };
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}{joiner}limit=500&{}", serde_urlencoded::to_string([("cursor", c)])?),
+            None => format!("{path}{joiner}limit=500"),
+        };
+        let page: crate::http::pagination::Page<T> = client.get(&url).await?;
+        items.extend(page.items);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(items),
+        }
+    }
+}
+
 /// Prints a value as pretty JSON.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);

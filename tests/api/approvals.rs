@@ -495,3 +495,17 @@ async fn approvals_are_answered_from_the_cli() {
     assert_eq!(json.as_array().unwrap().len(), 2);
     assert_eq!(stdout(&warden(home, &["approvals", "--json"]).await).trim(), "[]");
 }
+
+#[actix_web::test]
+async fn warden_approvals_lists_every_pending_one_past_a_page() {
+    let d = spawn_daemon().await;
+    for n in 0..505 {
+        request(&d, json!({"title": format!("question {n}")})).await;
+    }
+    let listed = warden(d.home.dir(), &["approvals", "--json"]).await;
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let items: Vec<Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(items.len(), 505, "every pending approval, not the newest 500");
+    let shown = stdout(&warden(d.home.dir(), &["approvals"]).await);
+    assert!(shown.contains("question 0\n") && shown.contains("question 504\n"), "{}", &shown[..200.min(shown.len())]);
+}
