@@ -192,6 +192,15 @@ env = { CLAUDE_FLAG = "1" }
     let create = json!({"name": "claude", "provider": "x", "command": ["x"]});
     expect_problem(d.post("/api/v1/profiles", &create).await, StatusCode::CONFLICT, "conflict").await;
     assert_eq!(d.get_ok("/api/v1/profiles/claude").await, claude);
+
+    // A file provider's limits, though, may be turned over the API: stored, they win
+    // over the file's after a restart too.
+    let limits = json!({"max_concurrent": 5, "rate_per_minute": 0});
+    let changed = expect_json(d.put("/api/v1/providers/anthropic", &limits).await, StatusCode::OK).await;
+    assert_eq!((changed["max_concurrent"].as_u64(), changed["origin"].as_str()), (Some(5), Some("api")));
+    let d = d.restart().await;
+    let kept = d.get_ok("/api/v1/providers/anthropic").await;
+    assert_eq!((kept["max_concurrent"].as_u64(), kept["rate_per_minute"].as_u64()), (Some(5), Some(0)));
 }
 
 #[actix_web::test]
