@@ -36,6 +36,9 @@ pub enum ArbiterError {
     Invalid(String),
     #[error("warden is shutting down: approvals are neither asked nor decided until it is back")]
     ShuttingDown,
+    /// The winning decision could not be stored (its storage failed): try again.
+    #[error("{0}")]
+    NotStored(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -272,7 +275,7 @@ impl ApprovalArbiter {
                     pending.settling = None;
                     for loser in pending.losers.drain(..) {
                         let _ = loser
-                            .send(Err(ArbiterError::Invalid("the decision could not be stored; try again".into())));
+                            .send(Err(ArbiterError::NotStored("the decision could not be stored; try again".into())));
                     }
                 }
                 act.arm(id, ctx);

@@ -24,6 +24,9 @@ pub enum KeeperError {
     Closed(SessionId),
     #[error("{0}")]
     Invalid(String),
+    /// Another actor did not answer (it stopped): the daemon's trouble, not the request's.
+    #[error("the {actor} did not answer: {source}")]
+    Unanswered { actor: &'static str, source: actix::MailboxError },
     #[error(transparent)]
     Monitor(#[from] MonitorError),
     #[error(transparent)]
@@ -159,7 +162,7 @@ impl SessionKeeper {
             let execution = monitor
                 .send(Enqueue { request, turn: Some(turn) })
                 .await
-                .map_err(|e| KeeperError::Invalid(format!("the execution monitor did not answer: {e}")))??;
+                .map_err(|source| KeeperError::Unanswered { actor: "execution monitor", source })??;
             let mut session = session;
             session.last_execution_id = Some(execution.id.0);
             let execution_id = execution.id.0;
@@ -234,7 +237,7 @@ impl Handler<CreateSession> for SessionKeeper {
             let target = monitor
                 .send(ResolveTarget { profile, workspace, cwd })
                 .await
-                .map_err(|e| KeeperError::Invalid(format!("the execution monitor did not answer: {e}")))??;
+                .map_err(|source| KeeperError::Unanswered { actor: "execution monitor", source })??;
             let at = now();
             let session = Session {
                 id,

@@ -34,6 +34,7 @@ impl From<ArbiterError> for ApiError {
                 .with_extra("approval", serde_json::to_value(&approval).unwrap_or_default()),
             ArbiterError::Invalid(_) => ApiError::unprocessable(detail),
             ArbiterError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", detail),
+            ArbiterError::NotStored(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", detail),
             ArbiterError::Store(e) => e.into(),
         }
     }

@@ -140,6 +140,8 @@ impl From<MonitorError> for ApiError {
             MonitorError::ReadOnlyProfile { .. } => ApiError::new(StatusCode::CONFLICT, "read_only", detail),
             MonitorError::Invalid(_) => ApiError::unprocessable(detail),
             MonitorError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", detail),
+            MonitorError::Unanswered { source, .. } => source.into(),
+            MonitorError::Approval(e) => (*e).into(),
             MonitorError::Store(e) => e.into(),
         }
     }
@@ -314,5 +316,22 @@ mod tests {
         }
         let other = ApiError::from(commit_failure(rusqlite::ErrorCode::ConstraintViolation));
         assert_eq!(other.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    /// What went wrong with the daemon (storage, a stopped actor) is never the client's
+    /// 4xx, however deep it arose.
+    #[test]
+    fn infrastructure_failures_are_never_4xx() {
+        use crate::actors::approval_arbiter::ArbiterError;
+        use crate::actors::session_keeper::KeeperError;
+        let gate_not_stored =
+            MonitorError::Approval(Box::new(ArbiterError::Store(commit_failure(rusqlite::ErrorCode::DiskFull))));
+        assert_eq!(ApiError::from(gate_not_stored).status, StatusCode::INSUFFICIENT_STORAGE);
+        let gone = MonitorError::Unanswered { actor: "approval arbiter", source: actix::MailboxError::Closed };
+        assert_eq!(ApiError::from(gone).status, StatusCode::SERVICE_UNAVAILABLE);
+        let keeper = KeeperError::Unanswered { actor: "execution monitor", source: actix::MailboxError::Timeout };
+        assert_eq!(ApiError::from(keeper).status, StatusCode::SERVICE_UNAVAILABLE);
+        let lost = ArbiterError::NotStored("the decision could not be stored; try again".into());
+        assert_eq!(ApiError::from(lost).code, "storage_unavailable");
     }
 }

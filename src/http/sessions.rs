@@ -23,6 +23,7 @@ impl From<KeeperError> for ApiError {
             KeeperError::NotFound(_) => ApiError::not_found(detail),
             KeeperError::Closed(_) => ApiError::new(StatusCode::CONFLICT, "session_closed", detail),
             KeeperError::Invalid(_) => ApiError::unprocessable(detail),
+            KeeperError::Unanswered { source, .. } => source.into(),
             KeeperError::Monitor(e) => e.into(),
             KeeperError::Store(e) => e.into(),
         }

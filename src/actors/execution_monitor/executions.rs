@@ -323,8 +323,8 @@ impl ExecutionMonitor {
             let approval = arbiter
                 .send(Request { request, kind: ApprovalKind::Gate })
                 .await
-                .map_err(|e| MonitorError::Invalid(format!("the approval arbiter did not answer: {e}")))?
-                .map_err(|e| MonitorError::Invalid(format!("asking for approval failed: {e}")))?;
+                .map_err(|source| MonitorError::Unanswered { actor: "approval arbiter", source })?
+                .map_err(|e| MonitorError::Approval(Box::new(e)))?;
             store.write("link approval", move |c| rows::set_approval(c, id, approval.id)).await?;
             Ok(Some(approval.id))
         };

@@ -61,6 +61,12 @@ pub enum MonitorError {
     BadQuery(String),
     #[error("warden is shutting down and accepts no new work")]
     ShuttingDown,
+    /// Another actor did not answer (it stopped): the daemon's trouble, not the request's.
+    #[error("the {actor} did not answer: {source}")]
+    Unanswered { actor: &'static str, source: actix::MailboxError },
+    /// Asking for a gated execution's approval failed (its storage, a stop).
+    #[error("asking for the approval failed: {0}")]
+    Approval(Box<crate::actors::approval_arbiter::ArbiterError>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
