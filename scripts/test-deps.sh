@@ -3,7 +3,7 @@
 # cargo-nextest, and Debian packages for the tests that drive real tools (git for the
 # workspace-changes tests, tmux for the terminal dashboard,
 # chromium for the web dashboard), the npm packages of tests/web (playwright-core), and
-# schemathesis (PyPI) in tests/contract/.venv.
+# schemathesis and openapi-spec-validator (PyPI) in tests/contract/.venv.
 set -euo pipefail
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
@@ -28,9 +28,9 @@ if [ ! -d tests/web/node_modules/playwright-core ] || [ tests/web/package-lock.j
   (cd tests/web && npm ci --no-audit --no-fund)
 fi
 
-# schemathesis for the contract test (tests/api/contract.rs), in a venv of its own.
+# schemathesis and openapi-spec-validator for the contract test (tests/api/contract.rs), in a venv of its own.
 venv=tests/contract/.venv
-if [ ! -x "$venv/bin/schemathesis" ] || [ tests/contract/requirements.txt -nt "$venv/bin/schemathesis" ]; then
+if [ ! -x "$venv/bin/schemathesis" ] || [ ! -x "$venv/bin/openapi-spec-validator" ] || [ tests/contract/requirements.txt -nt "$venv/bin/schemathesis" ]; then
   if ! python3 -m venv "$venv"; then
     # Debian's own python3 needs its venv module installed.
     sudo=""

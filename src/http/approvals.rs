@@ -67,7 +67,7 @@ pub struct WaitQuery {
 /// Ask a human (agents, hooks, scripts). With an agent token the approval is about the
 /// token's own execution (and its session): those are filled in, and naming any other
 /// is 403 `forbidden_scope`.
-#[utoipa::path(post, path = "/api/v1/approvals", tag = "approvals", request_body = NewApproval,
+#[utoipa::path(post, path = "/api/v1/approvals", operation_id = "createApproval", tag = "approvals", request_body = NewApproval,
     responses((status = 201, body = Approval), (status = 400, body = Problem), (status = 403, body = Problem),
               (status = 422, body = Problem)))]
 pub async fn create(arbiter: Arbiter, caller: Caller, body: web::Json<NewApproval>) -> Result<HttpResponse, ApiError> {
@@ -91,7 +91,7 @@ pub async fn create(arbiter: Arbiter, caller: Caller, body: web::Json<NewApprova
 }
 
 /// Approvals, newest first.
-#[utoipa::path(get, path = "/api/v1/approvals", tag = "approvals", params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/approvals", operation_id = "listApprovals", tag = "approvals", params(ListQuery),
     responses((status = 200, body = Page<Approval>), (status = 400, body = Problem)))]
 pub async fn list(store: web::Data<Store>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
@@ -110,7 +110,7 @@ pub async fn list(store: web::Data<Store>, query: web::Query<ListQuery>) -> Resu
 }
 
 /// One approval; with `?wait=S`, a long poll that answers as soon as it is decided.
-#[utoipa::path(get, path = "/api/v1/approvals/{id}", tag = "approvals", params(("id" = i64, Path), WaitQuery),
+#[utoipa::path(get, path = "/api/v1/approvals/{id}", operation_id = "getApproval", tag = "approvals", params(("id" = i64, Path), WaitQuery),
     responses((status = 200, body = Approval), (status = 400, body = Problem), (status = 404, body = Problem)))]
 pub async fn get(
     req: HttpRequest,
@@ -164,7 +164,7 @@ pub async fn get(
 /// Decide (owner token only). 200 with the approval when this answer won; 409
 /// `already_decided` (the body's `approval` is the winner) or `expired`. `decided_by` is
 /// `owner`, or `owner via <X-Warden-Client>` when the client names itself.
-#[utoipa::path(post, path = "/api/v1/approvals/{id}", tag = "approvals", request_body = DecisionRequest,
+#[utoipa::path(post, path = "/api/v1/approvals/{id}", operation_id = "decideApproval", tag = "approvals", request_body = DecisionRequest,
     params(("id" = i64, Path), ("X-Warden-Client" = Option<String>, Header, description = "the client answering (cli, web, …)")),
     responses((status = 200, body = Approval), (status = 403, body = Problem), (status = 404, body = Problem),
               (status = 409, description = "already decided or expired", body = Problem), (status = 422, body = Problem)))]

@@ -16,7 +16,7 @@ type Reader = web::Data<ExecutionReader>;
 /// The files an execution changed, with line counts and totals. `changes` is null with a
 /// `reason` when there is nothing to compare (not a git work tree, not started yet, a
 /// snapshot failed). While the execution runs, it compares with the working tree now.
-#[utoipa::path(get, path = "/api/v1/executions/{id}/changes", tag = "changes", params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/api/v1/executions/{id}/changes", operation_id = "getExecutionChanges", tag = "changes", params(("id" = i64, Path)),
     responses((status = 200, body = ChangesReport), (status = 404, body = Problem),
               (status = 500, description = "git failed", body = Problem)))]
 pub async fn changes(tracker: Tracker, reader: Reader, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
@@ -28,7 +28,7 @@ pub async fn changes(tracker: Tracker, reader: Reader, id: web::Path<i64>) -> Re
 /// with `format=json`. Binary files are named, not dumped. A diff longer than
 /// `changes.max_diff_bytes` is cut with a marker line (and `X-Warden-Diff-Truncated:
 /// true`); ask for one file at a time with `path`.
-#[utoipa::path(get, path = "/api/v1/executions/{id}/diff", tag = "changes", params(("id" = i64, Path), DiffQuery),
+#[utoipa::path(get, path = "/api/v1/executions/{id}/diff", operation_id = "getExecutionDiff", tag = "changes", params(("id" = i64, Path), DiffQuery),
     responses((status = 200, description = "the unified diff", content_type = "text/x-diff", body = String),
               (status = 200, description = "with format=json", body = DiffReport),
               (status = 400, body = Problem), (status = 404, description = "unknown execution or path", body = Problem),

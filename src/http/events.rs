@@ -116,7 +116,7 @@ async fn reserve(registry: &Registry) -> Result<Reservation, ApiError> {
 
 /// The WebSocket: `hello` first, then `subscribe` / `unsubscribe` from the client and
 /// `event` / `skipped` / `error` from the server.
-#[utoipa::path(get, path = "/api/v1/ws", tag = "events",
+#[utoipa::path(get, path = "/api/v1/ws", operation_id = "openWebSocket", tag = "events",
     responses((status = 101, description = "switching to the WebSocket protocol"),
               (status = 400, body = Problem), (status = 503, description = "too many clients", body = Problem)))]
 pub async fn ws(
@@ -157,7 +157,7 @@ pub async fn ws(
 }
 
 /// Server-sent events: `id:` is the seq, `event:` the type, `data:` the envelope.
-#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventsQuery,
+#[utoipa::path(get, path = "/api/v1/events", operation_id = "streamEvents", tag = "events", params(EventsQuery,
         ("Last-Event-ID" = Option<u64>, Header, description = "resume after this seq")),
     responses((status = 200, description = "an event stream", content_type = "text/event-stream"),
               (status = 400, body = Problem), (status = 503, description = "too many clients", body = Problem)))]
@@ -174,7 +174,7 @@ pub async fn sse(
 
 /// One execution as SSE: its stored events (output and status) from `since` (or the
 /// start), then live, then `event: end` with the final execution, then the stream ends.
-#[utoipa::path(get, path = "/api/v1/executions/{id}/stream", tag = "events", params(("id" = i64, Path),
+#[utoipa::path(get, path = "/api/v1/executions/{id}/stream", operation_id = "streamExecution", tag = "events", params(("id" = i64, Path),
         ("since" = Option<u64>, Query, description = "resume after this seq"),
         ("Last-Event-ID" = Option<u64>, Header, description = "resume after this seq")),
     responses((status = 200, description = "an event stream", content_type = "text/event-stream"),
@@ -247,7 +247,7 @@ fn sse_response(body: SseBody) -> HttpResponse {
 }
 
 /// Stored events as JSON pages, for scripts.
-#[utoipa::path(get, path = "/api/v1/events/history", tag = "events", params(EventsQuery),
+#[utoipa::path(get, path = "/api/v1/events/history", operation_id = "listEventHistory", tag = "events", params(EventsQuery),
     responses((status = 200, description = "`{items: [event envelopes], next_cursor}`", body = super::pagination::Page<Envelope>),
               (status = 400, body = Problem)))]
 pub async fn history(query: web::Query<EventsQuery>, live: Live) -> Result<HttpResponse, ApiError> {

@@ -58,7 +58,7 @@ pub struct OutputQuery {
 }
 
 /// Queue an execution of a profile in a workspace or directory.
-#[utoipa::path(post, path = "/api/v1/executions", tag = "executions", request_body = NewExecution,
+#[utoipa::path(post, path = "/api/v1/executions", operation_id = "createExecution", tag = "executions", request_body = NewExecution,
     responses((status = 201, body = Execution), (status = 400, body = Problem),
               (status = 404, description = "unknown profile or workspace", body = Problem),
               (status = 422, body = Problem), (status = 503, description = "shutting down", body = Problem)))]
@@ -68,7 +68,7 @@ pub async fn create(monitor: Monitor, body: web::Json<NewExecution>) -> Result<H
 }
 
 /// Executions, newest first.
-#[utoipa::path(get, path = "/api/v1/executions", tag = "executions", params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/executions", operation_id = "listExecutions", tag = "executions", params(ListQuery),
     responses((status = 200, body = Page<Execution>), (status = 400, body = Problem)))]
 pub async fn list(reader: Reader, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
@@ -87,7 +87,7 @@ pub async fn list(reader: Reader, query: web::Query<ListQuery>) -> Result<HttpRe
 }
 
 /// One execution.
-#[utoipa::path(get, path = "/api/v1/executions/{id}", tag = "executions", params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/api/v1/executions/{id}", operation_id = "getExecution", tag = "executions", params(("id" = i64, Path)),
     responses((status = 200, body = Execution), (status = 404, body = Problem)))]
 pub async fn get(reader: Reader, caller: Caller, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
     caller.require_execution(ExecutionId(*id))?;
@@ -98,7 +98,7 @@ pub async fn get(reader: Reader, caller: Caller, id: web::Path<i64>) -> Result<H
 const MAX_LINE_NUMBER: u64 = (1 << 53) - 1;
 
 /// Output lines, numbered from 1 across stdout and stderr.
-#[utoipa::path(get, path = "/api/v1/executions/{id}/output", tag = "executions",
+#[utoipa::path(get, path = "/api/v1/executions/{id}/output", operation_id = "getExecutionOutput", tag = "executions",
     params(("id" = i64, Path), OutputQuery),
     responses((status = 200, body = Page<OutputLine>), (status = 400, body = Problem), (status = 404, body = Problem)))]
 pub async fn output(
@@ -132,7 +132,7 @@ pub async fn output(
 
 /// Cancel: a queued execution leaves its queue; a running one gets SIGTERM, then SIGKILL
 /// after 5 s. Returns the execution as it is now (poll for its final state).
-#[utoipa::path(post, path = "/api/v1/executions/{id}/cancel", tag = "executions", params(("id" = i64, Path)),
+#[utoipa::path(post, path = "/api/v1/executions/{id}/cancel", operation_id = "cancelExecution", tag = "executions", params(("id" = i64, Path)),
     responses((status = 200, body = Execution), (status = 404, body = Problem),
               (status = 409, description = "already final", body = Problem)))]
 pub async fn cancel(monitor: Monitor, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
@@ -140,7 +140,7 @@ pub async fn cancel(monitor: Monitor, id: web::Path<i64>) -> Result<HttpResponse
 }
 
 /// Pause a running execution (SIGSTOP to its process group); it keeps its slot.
-#[utoipa::path(post, path = "/api/v1/executions/{id}/pause", tag = "executions", params(("id" = i64, Path)),
+#[utoipa::path(post, path = "/api/v1/executions/{id}/pause", operation_id = "pauseExecution", tag = "executions", params(("id" = i64, Path)),
     responses((status = 200, body = Execution), (status = 404, body = Problem),
               (status = 409, description = "not running", body = Problem)))]
 pub async fn pause(monitor: Monitor, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
@@ -148,7 +148,7 @@ pub async fn pause(monitor: Monitor, id: web::Path<i64>) -> Result<HttpResponse,
 }
 
 /// Resume a paused execution (SIGCONT).
-#[utoipa::path(post, path = "/api/v1/executions/{id}/resume", tag = "executions", params(("id" = i64, Path)),
+#[utoipa::path(post, path = "/api/v1/executions/{id}/resume", operation_id = "resumeExecution", tag = "executions", params(("id" = i64, Path)),
     responses((status = 200, body = Execution), (status = 404, body = Problem),
               (status = 409, description = "not paused", body = Problem)))]
 pub async fn resume(monitor: Monitor, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
@@ -157,7 +157,7 @@ pub async fn resume(monitor: Monitor, id: web::Path<i64>) -> Result<HttpResponse
 
 /// Run a final execution's request again: a new execution with `retry_of` set, at the
 /// back of the queue.
-#[utoipa::path(post, path = "/api/v1/executions/{id}/retry", tag = "executions", params(("id" = i64, Path)),
+#[utoipa::path(post, path = "/api/v1/executions/{id}/retry", operation_id = "retryExecution", tag = "executions", params(("id" = i64, Path)),
     responses((status = 201, body = Execution), (status = 404, body = Problem),
               (status = 409, description = "not final yet", body = Problem)))]
 pub async fn retry(monitor: Monitor, reader: Reader, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {

@@ -15,7 +15,7 @@ use crate::metrics::{label, metrics};
 use crate::store::{approvals, executions, Store};
 
 /// Prometheus metrics of this daemon.
-#[utoipa::path(get, path = "/metrics", tag = "system",
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "system",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
               (status = 401, body = super::problem::Problem)))]
 pub async fn metrics_text(

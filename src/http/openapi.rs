@@ -223,7 +223,7 @@ fn idempotency_key() -> utoipa::openapi::path::Parameter {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "system",
+#[utoipa::path(get, path = "/api/v1/openapi.json", operation_id = "getOpenApi", tag = "system",
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
 pub async fn openapi_json() -> HttpResponse {
     static DOC: OnceLock<String> = OnceLock::new();

@@ -16,7 +16,7 @@ use crate::domain::{ProfileSpec, ProfileView, Provider, ProviderLimits};
 type Monitor = web::Data<Addr<ExecutionMonitor>>;
 
 /// Every profile: built-in, from the config file, and made over the API.
-#[utoipa::path(get, path = "/api/v1/profiles", tag = "profiles", params(NamePageQuery),
+#[utoipa::path(get, path = "/api/v1/profiles", operation_id = "listProfiles", tag = "profiles", params(NamePageQuery),
     responses((status = 200, body = Page<ProfileView>), (status = 400, body = Problem)))]
 pub async fn list(monitor: Monitor, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
     let profiles = monitor.send(ListProfiles).await?;
@@ -28,7 +28,7 @@ pub async fn list(monitor: Monitor, query: web::Query<PageQuery>) -> Result<Http
 }
 
 /// One profile.
-#[utoipa::path(get, path = "/api/v1/profiles/{name}", tag = "profiles",
+#[utoipa::path(get, path = "/api/v1/profiles/{name}", operation_id = "getProfile", tag = "profiles",
     params(("name" = String, Path)),
     responses((status = 200, body = ProfileView), (status = 404, body = Problem)))]
 pub async fn get(monitor: Monitor, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -37,7 +37,7 @@ pub async fn get(monitor: Monitor, name: web::Path<String>) -> Result<HttpRespon
 }
 
 /// Add a profile (stored; survives restarts).
-#[utoipa::path(post, path = "/api/v1/profiles", tag = "profiles", request_body = NewProfile,
+#[utoipa::path(post, path = "/api/v1/profiles", operation_id = "createProfile", tag = "profiles", request_body = NewProfile,
     responses((status = 201, body = ProfileView), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create(monitor: Monitor, body: web::Json<NewProfile>) -> Result<HttpResponse, ApiError> {
     let profile = monitor.send(CreateProfile { request: body.into_inner() }).await??;
@@ -45,7 +45,7 @@ pub async fn create(monitor: Monitor, body: web::Json<NewProfile>) -> Result<Htt
 }
 
 /// Replace a profile made over the API (config-file and built-in ones are read-only).
-#[utoipa::path(put, path = "/api/v1/profiles/{name}", tag = "profiles", request_body = ProfileSpec,
+#[utoipa::path(put, path = "/api/v1/profiles/{name}", operation_id = "updateProfile", tag = "profiles", request_body = ProfileSpec,
     params(("name" = String, Path)),
     responses((status = 200, body = ProfileView), (status = 404, body = Problem),
               (status = 409, description = "read-only profile", body = Problem), (status = 422, body = Problem)))]
@@ -59,7 +59,7 @@ pub async fn update(
 }
 
 /// Remove a profile made over the API.
-#[utoipa::path(delete, path = "/api/v1/profiles/{name}", tag = "profiles",
+#[utoipa::path(delete, path = "/api/v1/profiles/{name}", operation_id = "deleteProfile", tag = "profiles",
     params(("name" = String, Path)),
     responses((status = 200, description = "the deleted profile", body = ProfileView), (status = 404, body = Problem),
               (status = 409, description = "read-only profile", body = Problem)))]
@@ -69,7 +69,7 @@ pub async fn remove(monitor: Monitor, name: web::Path<String>) -> Result<HttpRes
 }
 
 /// Every provider with its limits and live `running`/`queued` counts.
-#[utoipa::path(get, path = "/api/v1/providers", tag = "providers", params(NamePageQuery),
+#[utoipa::path(get, path = "/api/v1/providers", operation_id = "listProviders", tag = "providers", params(NamePageQuery),
     responses((status = 200, body = Page<Provider>), (status = 400, body = Problem)))]
 pub async fn list_providers(monitor: Monitor, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
     let providers = monitor.send(ListProviders).await?;
@@ -77,7 +77,7 @@ pub async fn list_providers(monitor: Monitor, query: web::Query<PageQuery>) -> R
 }
 
 /// One provider.
-#[utoipa::path(get, path = "/api/v1/providers/{name}", tag = "providers",
+#[utoipa::path(get, path = "/api/v1/providers/{name}", operation_id = "getProvider", tag = "providers",
     params(("name" = String, Path)),
     responses((status = 200, body = Provider), (status = 404, body = Problem)))]
 pub async fn get_provider(monitor: Monitor, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -86,7 +86,7 @@ pub async fn get_provider(monitor: Monitor, name: web::Path<String>) -> Result<H
 }
 
 /// Set a provider's limits (creates the provider if new); queues follow at once.
-#[utoipa::path(put, path = "/api/v1/providers/{name}", tag = "providers", request_body = ProviderLimits,
+#[utoipa::path(put, path = "/api/v1/providers/{name}", operation_id = "setProviderLimits", tag = "providers", request_body = ProviderLimits,
     params(("name" = String, Path)),
     responses((status = 200, body = Provider), (status = 422, body = Problem)))]
 pub async fn set_provider(

@@ -48,7 +48,7 @@ pub struct ListQuery {
 }
 
 /// Start a conversation with a profile in a workspace or directory.
-#[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions", request_body = NewSession,
+#[utoipa::path(post, path = "/api/v1/sessions", operation_id = "createSession", tag = "sessions", request_body = NewSession,
     responses((status = 201, body = Session), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn create(keeper: Keeper, body: web::Json<NewSession>) -> Result<HttpResponse, ApiError> {
     let session = keeper.send(CreateSession { request: body.into_inner() }).await??;
@@ -56,7 +56,7 @@ pub async fn create(keeper: Keeper, body: web::Json<NewSession>) -> Result<HttpR
 }
 
 /// Sessions, newest first.
-#[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions", params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/sessions", operation_id = "listSessions", tag = "sessions", params(ListQuery),
     responses((status = 200, body = Page<Session>), (status = 400, body = Problem)))]
 pub async fn list(store: web::Data<Store>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
@@ -76,7 +76,7 @@ pub async fn list(store: web::Data<Store>, query: web::Query<ListQuery>) -> Resu
 }
 
 /// One session.
-#[utoipa::path(get, path = "/api/v1/sessions/{id}", tag = "sessions", params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/api/v1/sessions/{id}", operation_id = "getSession", tag = "sessions", params(("id" = i64, Path)),
     responses((status = 200, body = Session), (status = 404, body = Problem)))]
 pub async fn get(store: web::Data<Store>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
     let id = *id;
@@ -85,14 +85,14 @@ pub async fn get(store: web::Data<Store>, id: web::Path<i64>) -> Result<HttpResp
 }
 
 /// Close: the running turn is cancelled, waiting messages never run; history is kept.
-#[utoipa::path(delete, path = "/api/v1/sessions/{id}", tag = "sessions", params(("id" = i64, Path)),
+#[utoipa::path(delete, path = "/api/v1/sessions/{id}", operation_id = "closeSession", tag = "sessions", params(("id" = i64, Path)),
     responses((status = 200, body = Session), (status = 404, body = Problem)))]
 pub async fn close(keeper: Keeper, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(keeper.send(CloseSession { session_id: *id }).await??))
 }
 
 /// Change the title.
-#[utoipa::path(patch, path = "/api/v1/sessions/{id}", tag = "sessions", request_body = SessionPatch,
+#[utoipa::path(patch, path = "/api/v1/sessions/{id}", operation_id = "renameSession", tag = "sessions", request_body = SessionPatch,
     params(("id" = i64, Path)),
     responses((status = 200, body = Session), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn rename(
@@ -105,7 +105,7 @@ pub async fn rename(
 }
 
 /// Send a message: it runs as the next turn (at once, or after the running turn).
-#[utoipa::path(post, path = "/api/v1/sessions/{id}/messages", tag = "sessions", request_body = NewMessage,
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/messages", operation_id = "sendSessionMessage", tag = "sessions", request_body = NewMessage,
     params(("id" = i64, Path)),
     responses((status = 202, body = Sent), (status = 404, body = Problem),
               (status = 409, description = "the session is closed", body = Problem), (status = 422, body = Problem)))]
@@ -115,7 +115,7 @@ pub async fn send(keeper: Keeper, id: web::Path<i64>, body: web::Json<NewMessage
 }
 
 /// The transcript, oldest first.
-#[utoipa::path(get, path = "/api/v1/sessions/{id}/messages", tag = "sessions", params(("id" = i64, Path), PageQuery),
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/messages", operation_id = "listSessionMessages", tag = "sessions", params(("id" = i64, Path), PageQuery),
     responses((status = 200, body = Page<SessionMessage>), (status = 404, body = Problem)))]
 pub async fn messages(
     store: web::Data<Store>,

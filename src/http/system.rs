@@ -16,14 +16,14 @@ pub struct Health {
 }
 
 /// Liveness; needs no token.
-#[utoipa::path(get, path = "/health", tag = "system", security(()),
+#[utoipa::path(get, path = "/health", operation_id = "getHealth", tag = "system", security(()),
     responses((status = 200, body = Health)))]
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
 }
 
 /// Version, pid, uptime, data dir, URL and counts.
-#[utoipa::path(get, path = "/api/v1/status", tag = "system",
+#[utoipa::path(get, path = "/api/v1/status", operation_id = "getStatus", tag = "system",
     responses((status = 200, body = Status), (status = 401, body = super::problem::Problem)))]
 pub async fn status(supervisor: web::Data<Addr<Supervisor>>) -> Result<HttpResponse, ApiError> {
     let status = supervisor.send(GetStatus).await??;

@@ -13,7 +13,7 @@ use crate::domain::{Workspace, WorkspaceKey};
 type Monitor = web::Data<Addr<ExecutionMonitor>>;
 
 /// Every workspace, oldest first.
-#[utoipa::path(get, path = "/api/v1/workspaces", tag = "workspaces", params(PageQuery),
+#[utoipa::path(get, path = "/api/v1/workspaces", operation_id = "listWorkspaces", tag = "workspaces", params(PageQuery),
     responses((status = 200, body = Page<Workspace>), (status = 400, body = Problem)))]
 pub async fn list(monitor: Monitor, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
     let workspaces = monitor.send(ListWorkspaces).await?;
@@ -21,7 +21,7 @@ pub async fn list(monitor: Monitor, query: web::Query<PageQuery>) -> Result<Http
 }
 
 /// Register a directory as a workspace.
-#[utoipa::path(post, path = "/api/v1/workspaces", tag = "workspaces", request_body = NewWorkspace,
+#[utoipa::path(post, path = "/api/v1/workspaces", operation_id = "createWorkspace", tag = "workspaces", request_body = NewWorkspace,
     responses((status = 201, body = Workspace), (status = 400, body = Problem),
               (status = 409, description = "name taken", body = Problem),
               (status = 422, description = "bad name or path", body = Problem)))]
@@ -31,7 +31,7 @@ pub async fn create(monitor: Monitor, body: web::Json<NewWorkspace>) -> Result<H
 }
 
 /// One workspace, by id or name.
-#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}", tag = "workspaces",
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}", operation_id = "getWorkspace", tag = "workspaces",
     params(("workspace" = String, Path, description = "id or name")),
     responses((status = 200, body = Workspace), (status = 404, body = Problem)))]
 pub async fn get(monitor: Monitor, key: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -40,7 +40,7 @@ pub async fn get(monitor: Monitor, key: web::Path<String>) -> Result<HttpRespons
 }
 
 /// Forget a workspace; its directory is left alone.
-#[utoipa::path(delete, path = "/api/v1/workspaces/{workspace}", tag = "workspaces",
+#[utoipa::path(delete, path = "/api/v1/workspaces/{workspace}", operation_id = "deleteWorkspace", tag = "workspaces",
     params(("workspace" = String, Path, description = "id or name")),
     responses((status = 200, description = "the deleted workspace", body = Workspace), (status = 404, body = Problem)))]
 pub async fn remove(monitor: Monitor, key: web::Path<String>) -> Result<HttpResponse, ApiError> {

@@ -24,3 +24,31 @@ async fn openapi_is_3_1_and_lists_every_route() {
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     assert!(doc["components"]["schemas"]["Problem"].is_object());
 }
+
+#[actix_web::test]
+async fn the_document_is_valid_and_its_operation_ids_are_unique() {
+    let d = spawn_daemon().await;
+    let doc = expect_json(d.get("/api/v1/openapi.json").await, StatusCode::OK).await;
+    let mut ids: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .map(|operation| operation["operationId"].as_str().expect("every operation has an operationId").to_owned())
+        .collect();
+    let count = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "operationIds repeat: {ids:?}");
+    assert!(ids.contains(&"listExecutions".to_owned()) && ids.contains(&"decideApproval".to_owned()), "{ids:?}");
+
+    // And a validator of the specification itself (what client generators run) agrees.
+    let validator =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/contract/.venv/bin/openapi-spec-validator");
+    assert!(validator.exists(), "openapi-spec-validator is not installed: run `make test` (scripts/test-deps.sh)");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let checked = tokio::process::Command::new(&validator).arg(&file).output().await.unwrap();
+    assert!(checked.status.success(), "openapi-spec-validator: {}{}", stdout(&checked), stderr(&checked));
+}
