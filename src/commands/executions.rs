@@ -11,7 +11,7 @@ use serde_json::json;
 use super::{absolute_path, print_json, print_table, Outcome, Remote};
 use crate::cli::ExecArgs;
 use crate::client::{Client, ClientError, SseMessage};
-use crate::domain::{Envelope, Execution, OutputLine, OutputStream};
+use crate::domain::{Approval, Envelope, Execution, OutputLine, OutputStream};
 use crate::http::pagination::Page;
 
 pub async fn exec(remote: &Remote, args: ExecArgs) -> anyhow::Result<Outcome> {
@@ -237,6 +237,14 @@ pub async fn list(remote: &Remote, status: Option<String>, limit: usize, json: b
     Ok(Outcome::Done)
 }
 
+fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
 fn excerpt(text: &str, max: usize) -> String {
     let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if one_line.chars().count() <= max {
@@ -247,9 +255,13 @@ fn excerpt(text: &str, max: usize) -> String {
 }
 
 pub async fn show(remote: &Remote, id: i64, json: bool) -> anyhow::Result<Outcome> {
-    let execution: Execution = remote.client()?.get(&format!("/api/v1/executions/{id}")).await?;
+    let client = remote.client()?;
+    let execution: Execution = client.get(&format!("/api/v1/executions/{id}")).await?;
+    let approvals: Vec<Approval> = super::all_pages(&client, &format!("/api/v1/approvals?execution_id={id}")).await?;
     if json {
-        print_json(&execution)?;
+        let mut shown = serde_json::to_value(&execution)?;
+        shown["approvals"] = serde_json::to_value(&approvals)?;
+        print_json(&shown)?;
         return Ok(Outcome::Done);
     }
     use crate::terminal::{escape, escape_line};
@@ -281,6 +293,24 @@ pub async fn show(remote: &Remote, id: i64, json: bool) -> anyhow::Result<Outcom
     }
     if let Some(retry_of) = execution.retry_of {
         println!("  retry of:  {retry_of}");
+    }
+    match execution.changes.as_ref().and_then(|c| c.totals) {
+        Some(t) => println!("  changes:   +{} −{} in {} file{}", t.additions, t.deletions, t.files, plural(t.files)),
+        None => {
+            if let Some(error) = execution.changes.as_ref().and_then(|c| c.error.clone()) {
+                println!("  changes:   not recorded ({})", escape_line(&error));
+            }
+        }
+    }
+    for approval in approvals.iter().rev() {
+        let by = approval.decided_by.as_deref().map(|by| format!(" by {by}")).unwrap_or_default();
+        println!(
+            "  approval:  {} {}{by} ({}): {}",
+            approval.id,
+            approval.status.as_str(),
+            approval.kind.as_str(),
+            escape_line(&approval.title)
+        );
     }
     Ok(Outcome::Done)
 }

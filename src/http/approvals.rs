@@ -47,6 +47,8 @@ pub struct ListQuery {
     /// Only this status (`pending`, `approved`, …).
     #[param(pattern = "^(pending|approved|denied|expired|cancelled)?$")]
     pub status: Option<String>,
+    /// Only the approvals about this execution.
+    pub execution_id: Option<i64>,
     /// Items per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
@@ -105,7 +107,8 @@ pub async fn list(store: web::Data<Store>, query: web::Query<ListQuery>) -> Resu
     };
     let page = PageQuery { limit: query.limit, cursor: query.cursor };
     let (limit, before) = (page.limit()?, page.cursor::<i64>()?);
-    let items = store.read("list approvals", move |c| rows::list(c, status, before, limit + 1)).await?;
+    let execution = query.execution_id;
+    let items = store.read("list approvals", move |c| rows::list(c, status, execution, before, limit + 1)).await?;
     Ok(HttpResponse::Ok().json(Page::from_overfetch(items, limit, |a| a.id.to_string())))
 }
 

@@ -82,18 +82,21 @@ pub fn get(conn: &Connection, id: ApprovalId) -> rusqlite::Result<Option<Approva
         .optional()
 }
 
-/// Newest first, optionally one status, after `before` (an id), at most `limit`.
+/// Newest first, optionally of one status and one execution, after `before` (an id),
+/// at most `limit`.
 pub fn list(
     conn: &Connection,
     status: Option<ApprovalStatus>,
+    execution_id: Option<i64>,
     before: Option<ApprovalId>,
     limit: usize,
 ) -> rusqlite::Result<Vec<Approval>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM approvals WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id < ?2)
+             AND (?4 IS NULL OR execution_id = ?4)
          ORDER BY id DESC LIMIT ?3"
     ))?;
-    let rows = stmt.query_map(params![status.map(|s| s.as_str()), before, limit as i64], approval_row)?;
+    let rows = stmt.query_map(params![status.map(|s| s.as_str()), before, limit as i64, execution_id], approval_row)?;
     rows.collect()
 }
 

@@ -481,3 +481,28 @@ async fn warden_never_runs_a_program_the_repository_configures() {
     assert!(status.success());
     assert!(ran.exists(), "a plain git should have run the repository's programs");
 }
+
+#[actix_web::test]
+async fn warden_show_says_what_an_execution_changed_and_what_it_asked() {
+    let d = spawn_for_executions().await;
+    let repo = Repo::new(&[("a.txt", "one\n")]);
+    let execution = d.exec_in(&repo.path(), "echo two >> a.txt").await;
+    let id = execution["id"].clone();
+    d.wait_changes_recorded(&id).await;
+    let asked = json!({"title": "push to main?", "execution_id": id});
+    let approval = expect_json(d.post("/api/v1/approvals", &asked).await, StatusCode::CREATED).await;
+    expect_json(
+        d.post(&format!("/api/v1/approvals/{}", approval["id"]), &json!({"decision": "deny"})).await,
+        StatusCode::OK,
+    )
+    .await;
+
+    let shown = warden(d.home.dir(), &["show", &id.to_string()]).await;
+    let text = stdout(&shown);
+    assert!(text.contains("changes:   +1 −0 in 1 file\n"), "{text}");
+    assert!(text.contains(&format!("approval:  {} denied by owner (owner): push to main?", approval["id"])), "{text}");
+    let json: Value =
+        serde_json::from_slice(&warden(d.home.dir(), &["show", &id.to_string(), "--json"]).await.stdout).unwrap();
+    assert_eq!(json["changes"]["totals"]["additions"], 1);
+    assert_eq!(json["approvals"][0]["title"], "push to main?");
+}
