@@ -288,8 +288,9 @@ pub struct ClaudeHookArgs {
     #[arg(long, value_delimiter = ',')]
     pub tools: Vec<String>,
     /// Seconds to wait for a human; then the approval's default (deny) applies. Keep it
-    /// shorter than Claude's own hook timeout.
-    #[arg(long, default_value_t = 55, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    /// about 10 s shorter than Claude's own hook `timeout` (which defaults to 600 s), so
+    /// the default is answered before Claude stops the hook.
+    #[arg(long, default_value_t = 590, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
     /// When warden cannot be reached: `ask` lets Claude's own prompt decide, `deny`
     /// refuses the tool call.

@@ -71,6 +71,17 @@ pub struct Watch {
     pub id: ApprovalId,
 }
 
+/// Whoever asked no longer waits (the hook was stopped): a pending approval is cancelled,
+/// so no later answer seems to count. Replies with it; a settled one is refused as a
+/// decision would be.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Approval, ArbiterError>")]
+pub struct Withdraw {
+    pub id: ApprovalId,
+    /// Who withdrew it, in words (`owner`, `the agent of execution 12`).
+    pub by: String,
+}
+
 /// The execution ended or was cancelled: its pending approvals are cancelled.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -434,6 +445,33 @@ impl Handler<Watch> for ApprovalArbiter {
             pending.watchers.push(watcher);
             fired
         }))
+    }
+}
+
+impl Handler<Withdraw> for ApprovalArbiter {
+    type Result = ResponseFuture<Result<Approval, ArbiterError>>;
+
+    fn handle(&mut self, msg: Withdraw, ctx: &mut Self::Context) -> Self::Result {
+        let Withdraw { id, by } = msg;
+        if self.stopping && self.pending.contains_key(&id) {
+            return Box::pin(std::future::ready(Err(ArbiterError::ShuttingDown)));
+        }
+        match self.pending.get(&id) {
+            Some(pending) if pending.settling.is_none() => {
+                let mut withdrawn = pending.approval.clone();
+                withdrawn.status = ApprovalStatus::Cancelled;
+                withdrawn.decided_by = Some(by);
+                withdrawn.decided_at = Some(now());
+                withdrawn.reason = Some("the asker stopped waiting".into());
+                let answer = self.settle(withdrawn, "approval.cancelled", ctx);
+                Box::pin(async move { answer.await.unwrap_or(Err(ArbiterError::NotFound(id))) })
+            }
+            // Being decided, or settled: the same answer a late decision gets.
+            _ => {
+                let late = Decide { id, decision: Decision::Deny, reason: None, decided_by: String::new() };
+                <Self as Handler<Decide>>::handle(self, late, ctx)
+            }
+        }
     }
 }
 

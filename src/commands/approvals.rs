@@ -112,7 +112,10 @@ pub async fn claude_hook(remote: &Remote, args: ClaudeHookArgs) -> anyhow::Resul
         HookInput::Guarded(body) => body,
     };
     match ask(remote, &body, args.timeout).await {
-        Ok(approval) => {
+        // Stopped (Claude's own hook timeout passed, or the user interrupted): the
+        // approval was withdrawn, and nobody reads an answer any more.
+        Ok(None) => {}
+        Ok(Some(approval)) => {
             let (permission, reason) = describe_outcome(&approval);
             answer(permission, &reason);
         }
@@ -184,17 +187,38 @@ pub fn read_hook(input: &[u8], tools: &[String], timeout: u64, execution_id: Opt
 /// The longest approval title the hook makes (the whole command is in the details).
 const TITLE_CHARS: usize = 240;
 
-/// Creates the approval and waits (long polls) until it is settled.
-async fn ask(remote: &Remote, body: &Value, timeout: u64) -> anyhow::Result<Approval> {
+/// Creates the approval and waits (long polls) until it is settled. When the hook is
+/// stopped meanwhile (SIGTERM, SIGINT, SIGHUP), it withdraws the approval, so that no
+/// later answer seems to count, and answers `None`.
+async fn ask(remote: &Remote, body: &Value, timeout: u64) -> anyhow::Result<Option<Approval>> {
+    use tokio::signal::unix::{signal, SignalKind};
     let client: Client = remote.client()?;
+    let (mut term, mut int, mut hup) =
+        (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?, signal(SignalKind::hangup())?);
     let mut approval: Approval = client.post("/api/v1/approvals", body).await?;
-    // The arbiter expires it at the deadline; wait a little past that for the answer.
-    let deadline = std::time::Instant::now() + Duration::from_secs(timeout + 10);
-    while approval.status == ApprovalStatus::Pending && std::time::Instant::now() < deadline {
-        let wait = deadline.saturating_duration_since(std::time::Instant::now()).as_secs().clamp(1, 300);
-        approval = client.get(&format!("/api/v1/approvals/{}?wait={wait}", approval.id)).await?;
+    let id = approval.id;
+    let wait = async {
+        // The arbiter expires it at the deadline; wait a little past that for the answer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(timeout + 10);
+        while approval.status == ApprovalStatus::Pending && std::time::Instant::now() < deadline {
+            let wait = deadline.saturating_duration_since(std::time::Instant::now()).as_secs().clamp(1, 300);
+            approval = client.get(&format!("/api/v1/approvals/{id}?wait={wait}")).await?;
+        }
+        anyhow::Ok(approval)
+    };
+    tokio::select! {
+        settled = wait => settled.map(Some),
+        _ = term.recv() => withdraw(&client, id).await,
+        _ = int.recv() => withdraw(&client, id).await,
+        _ = hup.recv() => withdraw(&client, id).await,
     }
-    Ok(approval)
+}
+
+/// Withdraws the hook's approval as it is stopped (within a couple of seconds).
+async fn withdraw(client: &Client, id: i64) -> anyhow::Result<Option<Approval>> {
+    let path = format!("/api/v1/approvals/{id}");
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.delete::<Approval>(&path)).await;
+    Ok(None)
 }
 
 fn describe_outcome(approval: &Approval) -> (&'static str, String) {

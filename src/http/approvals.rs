@@ -13,7 +13,7 @@ use super::auth::{forbidden_scope, Caller};
 use super::hangup::hung_up;
 use super::pagination::{Page, PageQuery};
 use super::problem::{ApiError, Problem};
-use crate::actors::approval_arbiter::{ApprovalArbiter, ArbiterError, Decide, Request, Watch};
+use crate::actors::approval_arbiter::{ApprovalArbiter, ArbiterError, Decide, Request, Watch, Withdraw};
 use crate::credentials::AGENT_WAITS;
 use crate::domain::{Approval, ApprovalKind, ApprovalStatus, DecisionRequest, NewApproval};
 use crate::store::{approvals as rows, Store};
@@ -129,11 +129,7 @@ pub async fn get(
         return Err(ApiError::bad_request(format!("wait must be at most {MAX_WAIT_S} seconds")));
     }
     if let Caller::Agent(grant) = &caller {
-        // An agent sees only its own execution's approvals (others are as if missing).
-        let approval = store.read("get approval", move |c| rows::get(c, id)).await?;
-        if approval.and_then(|a| a.execution_id) != Some(grant.execution_id.0) {
-            return Err(ApiError::not_found(format!("no approval {id} of execution {}", grant.execution_id)));
-        }
+        require_own(&store, grant, id).await?;
     }
     if wait > 0 {
         let _slot = match &caller {
@@ -162,6 +158,39 @@ pub async fn get(
     let approval = store.read("get approval", move |c| rows::get(c, id)).await?;
     let approval = approval.ok_or_else(|| ApiError::not_found(format!("no approval {id}")))?;
     Ok(HttpResponse::Ok().json(approval))
+}
+
+/// An agent reaches only its own execution's approvals; others are as if missing.
+async fn require_own(store: &Store, grant: &crate::credentials::AgentGrant, id: i64) -> Result<(), ApiError> {
+    let approval = store.read("get approval", move |c| rows::get(c, id)).await?;
+    if approval.and_then(|a| a.execution_id) != Some(grant.execution_id.0) {
+        return Err(ApiError::not_found(format!("no approval {id} of execution {}", grant.execution_id)));
+    }
+    Ok(())
+}
+
+/// Withdraw a pending approval: whoever asked no longer waits (a hook that was
+/// stopped). It ends `cancelled`, so no later answer seems to count. An agent token may
+/// withdraw its own execution's approvals only. 409 as for a decision when it is settled.
+#[utoipa::path(delete, path = "/api/v1/approvals/{id}", operation_id = "withdrawApproval", tag = "approvals",
+    params(("id" = i64, Path)),
+    responses((status = 200, body = Approval), (status = 404, body = Problem),
+              (status = 409, description = "already decided or expired", body = Problem)))]
+pub async fn withdraw(
+    arbiter: Arbiter,
+    store: web::Data<Store>,
+    caller: Caller,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = *id;
+    let by = match &caller {
+        Caller::Owner { .. } => "owner".to_owned(),
+        Caller::Agent(grant) => {
+            require_own(&store, grant, id).await?;
+            format!("the agent of execution {}", grant.execution_id)
+        }
+    };
+    Ok(HttpResponse::Ok().json(arbiter.send(Withdraw { id, by }).await??))
 }
 
 /// Decide (owner token only). 200 with the approval when this answer won; 409

@@ -87,8 +87,8 @@ pub fn forbidden_scope(grant: &AgentGrant, what: &str) -> ApiError {
         StatusCode::FORBIDDEN,
         "forbidden_scope",
         format!(
-            "this is the agent token of execution {}: it may create and read that execution's approvals and read \
-             that execution and its output, nothing else ({what} needs the owner's token)",
+            "this is the agent token of execution {}: it may create, read and withdraw that execution's approvals \
+             and read that execution and its output, nothing else ({what} needs the owner's token)",
             grant.execution_id
         ),
     )
@@ -103,7 +103,7 @@ pub fn agent_may(method: &actix_web::http::Method, path: &str) -> bool {
     let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     match (method, segments.as_slice()) {
         (&Method::POST, ["approvals"]) => true,
-        (&Method::GET, ["approvals", id]) => numeric(id),
+        (&Method::GET, ["approvals", id]) | (&Method::DELETE, ["approvals", id]) => numeric(id),
         (&Method::GET, ["executions", id]) | (&Method::GET, ["executions", id, "output"]) => numeric(id),
         _ => false,
     }
@@ -318,6 +318,7 @@ mod tests {
         for (method, path) in [
             (Method::POST, "/api/v1/approvals"),
             (Method::GET, "/api/v1/approvals/12"),
+            (Method::DELETE, "/api/v1/approvals/12"),
             (Method::GET, "/api/v1/executions/3"),
             (Method::GET, "/api/v1/executions/3/output"),
         ] {

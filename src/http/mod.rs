@@ -132,7 +132,7 @@ route_table! {
     "/events/history" => [get: events::history],
     "/ws" => [get: events::ws],
     "/approvals" => [get: approvals::list, post: approvals::create],
-    "/approvals/{id}" => [get: approvals::get, post: approvals::decide],
+    "/approvals/{id}" => [get: approvals::get, post: approvals::decide, delete: approvals::withdraw],
     "/sessions" => [get: sessions::list, post: sessions::create],
     "/sessions/{id}" => [get: sessions::get, delete: sessions::close, patch: sessions::rename],
     "/sessions/{id}/messages" => [get: sessions::messages, post: sessions::send],

@@ -509,3 +509,35 @@ async fn warden_approvals_lists_every_pending_one_past_a_page() {
     let shown = stdout(&warden(d.home.dir(), &["approvals"]).await);
     assert!(shown.contains("question 0\n") && shown.contains("question 504\n"), "{}", &shown[..200.min(shown.len())]);
 }
+
+#[actix_web::test]
+async fn a_stopped_claude_hook_withdraws_its_approval() {
+    let d = spawn_for_executions().await;
+    let home = d.home.dir();
+    for signal in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT] {
+        let hook = run_hook(home, &["--tools", "Bash"], hook_input("Bash", json!({"command": "make deploy"}))).await;
+        let approval = pending_approval(&d).await;
+        // Claude's own hook timeout passed (or the user pressed Ctrl-C): the hook is stopped.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(hook.id().unwrap() as i32), signal).unwrap();
+        let output = hook.wait_with_output().await.unwrap();
+        assert!(output.stdout.is_empty(), "nobody reads an answer now: {}", String::from_utf8_lossy(&output.stdout));
+        let withdrawn = d.get_ok(&format!("/api/v1/approvals/{}", approval["id"])).await;
+        assert_eq!(
+            (withdrawn["status"].as_str(), withdrawn["reason"].as_str()),
+            (Some("cancelled"), Some("the asker stopped waiting"))
+        );
+        // A later answer does not seem to count.
+        let late = warden(home, &["approve", &approval["id"].to_string()]).await;
+        assert_eq!(late.status.code(), Some(1), "{}", stderr(&late));
+        assert!(stderr(&late).contains("cancelled"), "{}", stderr(&late));
+    }
+    // Withdrawing a settled one is refused as a late decision is.
+    let asked = request(&d, json!({"title": "x"})).await;
+    expect_json(decide(&d, &asked["id"], "approve", "me").await, StatusCode::OK).await;
+    expect_problem(
+        d.delete(&format!("/api/v1/approvals/{}", asked["id"])).await,
+        StatusCode::CONFLICT,
+        "already_decided",
+    )
+    .await;
+}
