@@ -59,14 +59,22 @@ impl Daemon {
     pub async fn build(config: Config) -> anyhow::Result<Daemon> {
         let home = config.home.clone();
         catch_file_size_signal();
+        report_bus_errors();
         home.ensure()?;
         let pid_lock = home.lock_pid()?;
         let token = home.load_or_create_token()?;
-        let store = Store::open(&home.db_path()).with_context(|| {
-            format!(
+        let db = home.db_path();
+        let store = Store::open(&db).map_err(|e| match crate::store::unusable_companion(&db) {
+            Some(file) => anyhow::anyhow!(
+                "cannot use the database {}: its file {} cannot be written ({e}); with no warden running, remove \
+                 that file and start again (SQLite makes it anew)",
+                db.display(),
+                file.display()
+            ),
+            None => anyhow::Error::new(e).context(format!(
                 "cannot use the database {}: if another program holds it, stop that program; if it is damaged, move it aside and start again",
-                home.db_path().display()
-            )
+                db.display()
+            )),
         })?;
 
         let listener = bind(config.host, config.port)?;
@@ -140,6 +148,29 @@ impl Daemon {
         drop(pid_lock);
         tracing::info!("warden stopped");
         result
+    }
+}
+
+/// A memory-mapped file that cannot be read or written any more (the database's `-shm`
+/// truncated or on a disk with no room behind it) raises SIGBUS, which would end the
+/// daemon with no word. The handler says what it was, on stderr (the log under `warden
+/// start`), then lets the signal end the process as it would have.
+fn report_bus_errors() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    extern "C" fn report(signal: nix::libc::c_int) {
+        const SAID: &[u8] = b"warden: SIGBUS: a memory-mapped file could not be read or written (most likely the \
+database's -shm file was truncated, or its disk has no room); warden stops. Start it again with `warden start`.\n";
+        // SAFETY: write(2), signal(2) and raise(3) are async-signal-safe.
+        unsafe {
+            nix::libc::write(2, SAID.as_ptr().cast(), SAID.len());
+            nix::libc::signal(signal, nix::libc::SIG_DFL);
+            nix::libc::raise(signal);
+        }
+    }
+    let action = SigAction::new(SigHandler::Handler(report), SaFlags::SA_RESETHAND, SigSet::empty());
+    // SAFETY: the handler only calls async-signal-safe functions.
+    if let Err(e) = unsafe { sigaction(Signal::SIGBUS, &action) } {
+        tracing::warn!(error = %e, "cannot report SIGBUS");
     }
 }
 

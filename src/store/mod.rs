@@ -94,6 +94,20 @@ impl StoreError {
     }
 }
 
+/// The database's WAL or shared-memory file, when one is there but cannot be written (a
+/// directory in its place, a read-only or immutable file): what to name when the
+/// database will not open.
+pub fn unusable_companion(db: &Path) -> Option<std::path::PathBuf> {
+    ["-wal", "-shm"].into_iter().find_map(|suffix| {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let path = std::path::PathBuf::from(name);
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        let writable = meta.is_file() && std::fs::OpenOptions::new().read(true).write(true).open(&path).is_ok();
+        (!writable).then_some(path)
+    })
+}
+
 /// Adds the operation's name to a rusqlite error.
 pub trait QueryContext<T> {
     fn op(self, op: &'static str) -> Result<T, StoreError>;

@@ -168,6 +168,40 @@ async fn a_damaged_database_stops_the_start_and_is_left_as_it_was() {
     let _: Value = d.get_ok("/api/v1/status").await;
 }
 
+#[actix_web::test]
+async fn an_unwritable_shared_memory_file_stops_the_start_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_a_workspace(dir.path()).await;
+    // Something no SQLite can map and write stands where its -shm goes.
+    let shm = home.join("warden.db-shm");
+    let _ = std::fs::remove_file(&shm);
+    std::fs::create_dir(&shm).unwrap();
+
+    let refused = ServeProcess::run_to_end(&home).await;
+    assert_eq!(refused.status.code(), Some(1), "it stops with a message, not a signal: {:?}", refused.status);
+    let log = std::fs::read_to_string(home.with_extension("log")).unwrap();
+    assert!(log.contains(&shm.display().to_string()) && log.contains("remove that file"), "{log}");
+
+    // Removed, the daemon starts on its database, all there.
+    std::fs::remove_dir(&shm).unwrap();
+    let d = ServeProcess::start(&home).await;
+    assert_eq!(workspace_names(&d).await, ["kept"]);
+}
+
+#[actix_web::test]
+async fn the_daemon_reports_a_bus_error_before_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let d = ServeProcess::start(&home).await;
+    // What a truncated, memory-mapped -shm raises.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.pid), nix::sys::signal::Signal::SIGBUS).unwrap();
+    let status = d.wait().await;
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGBUS), "it still ends by the signal: {status:?}");
+    let log = std::fs::read_to_string(home.with_extension("log")).unwrap();
+    assert!(log.contains("warden: SIGBUS: a memory-mapped file could not be read or written"), "{log}");
+}
+
 /// What the daemons acknowledged with a 2xx, over all the rounds.
 #[derive(Default, Clone)]
 struct Acknowledged {

@@ -510,6 +510,11 @@ impl ServeProcess {
             .expect("spawning warden serve")
     }
 
+    /// Waits until it ends by itself (or by a signal sent to it); its exit status.
+    pub async fn wait(mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.expect("ends").expect("reaped")
+    }
+
     /// SIGKILL, and waits until it is gone.
     pub async fn kill_9(mut self) {
         self.child.start_kill().expect("SIGKILL");
