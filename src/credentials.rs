@@ -1,9 +1,11 @@
 //! The two kinds of credential. The owner token (the data dir's `token` file) is the
 //! human's and never enters an agent's environment. Each execution gets an agent token
-//! of its own when its process spawns, good until the execution is final; only its
-//! SHA-256 is stored. [`AgentTokens`] is written by the ExecutionMonitor alone (issue at
-//! spawn, revoke at the end) and read by the HTTP guard (`http/auth.rs`), which also
-//! rate-limits each agent token so a looping agent cannot starve the owner.
+//! of its own: made with the execution (only its SHA-256 is stored, with the execution's
+//! row, so it is durable before any process can carry it), good from its process's spawn
+//! until the execution is final. [`AgentTokens`] is written by the ExecutionMonitor
+//! alone (grant at spawn, revoke at the end) and read by the HTTP guard
+//! (`http/auth.rs`), which also rate-limits each agent token so a looping agent cannot
+//! starve the owner.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,11 +82,27 @@ impl Bucket {
     }
 }
 
-/// A freshly issued agent token: the token goes into the process's environment, the
-/// hash into the database.
+/// An agent token: the token goes into the process's environment, the hash into the
+/// database.
+#[derive(Clone)]
 pub struct IssuedToken {
     pub token: String,
     pub hash: String,
+}
+
+impl IssuedToken {
+    /// A new token (256 random bits), not in force until granted.
+    pub fn new() -> IssuedToken {
+        let token = format!("wa_{}", hex::encode(rand::random::<[u8; 32]>()));
+        let hash = token_hash(&token);
+        IssuedToken { token, hash }
+    }
+}
+
+impl Default for IssuedToken {
+    fn default() -> Self {
+        IssuedToken::new()
+    }
 }
 
 impl std::fmt::Debug for IssuedToken {
@@ -101,12 +119,10 @@ pub struct AgentTokens {
 }
 
 impl AgentTokens {
-    /// A new token for an execution whose process is about to spawn (replacing any
-    /// earlier one of the same execution).
-    pub fn issue(&self, execution_id: ExecutionId, session_id: Option<i64>) -> IssuedToken {
+    /// Puts an execution's token in force, as its process is about to spawn (replacing
+    /// any earlier one of the same execution).
+    pub fn grant(&self, execution_id: ExecutionId, session_id: Option<i64>, token: &IssuedToken) {
         self.revoke(execution_id);
-        let token = format!("wa_{}", hex::encode(rand::random::<[u8; 32]>()));
-        let hash = token_hash(&token);
         let bucket = Bucket { tokens: AGENT_BURST, at: Instant::now() };
         let grant = AgentGrant {
             execution_id,
@@ -114,9 +130,8 @@ impl AgentTokens {
             limiter: Arc::new(Mutex::new(bucket)),
             waits: Arc::new(AtomicUsize::new(0)),
         };
-        self.by_hash.insert(hash.clone(), grant);
-        self.by_execution.insert(execution_id, hash.clone());
-        IssuedToken { token, hash }
+        self.by_hash.insert(token.hash.clone(), grant);
+        self.by_execution.insert(execution_id, token.hash.clone());
     }
 
     /// The execution is final: its token is good for nothing any more.
@@ -151,7 +166,9 @@ mod tests {
     #[test]
     fn a_token_works_until_revoked_and_only_its_hash_is_kept() {
         let tokens = AgentTokens::default();
-        let issued = tokens.issue(ExecutionId(7), Some(3));
+        let issued = IssuedToken::new();
+        assert!(tokens.find(&issued.token).is_none(), "not in force before it is granted");
+        tokens.grant(ExecutionId(7), Some(3), &issued);
         assert_eq!(issued.hash, token_hash(&issued.token));
         assert!(!issued.hash.contains(&issued.token));
         let grant = tokens.find(&issued.token).expect("the token is in force");
@@ -165,8 +182,9 @@ mod tests {
     #[test]
     fn a_new_token_replaces_the_old_one() {
         let tokens = AgentTokens::default();
-        let first = tokens.issue(ExecutionId(1), None);
-        let second = tokens.issue(ExecutionId(1), None);
+        let (first, second) = (IssuedToken::new(), IssuedToken::new());
+        tokens.grant(ExecutionId(1), None, &first);
+        tokens.grant(ExecutionId(1), None, &second);
         assert!(tokens.find(&first.token).is_none());
         assert!(tokens.find(&second.token).is_some());
         assert_eq!(tokens.len(), 1);

@@ -20,6 +20,7 @@ use super::execution_monitor::{
 use super::session_keeper::SessionKeeper;
 use super::session_registry::{event_sink, ClientCounts, CountClients, SessionRegistry};
 use crate::config::Config;
+use crate::credentials::IssuedToken;
 use crate::domain::{now, ApprovalStatus, ExecutionId, NewEvent, SessionStatus};
 use crate::store::{approvals, catalog, executions, sessions, Store, StoreError, WriterStats};
 
@@ -133,9 +134,18 @@ impl Supervisor {
                     workspaces: catalog::all_workspaces(conn)?,
                     api_profiles: catalog::all_profiles(conn)?,
                     api_providers: catalog::all_providers(conn)?,
-                    queued: executions::queued(conn)?,
+                    queued: executions::queued(conn)?.into_iter().map(|q| (q, IssuedToken::new())).collect(),
                     high_water: executions::high_water(conn)?,
                 })
+            })
+            .await?;
+        // Each queued execution gets a new agent token, stored before anything can run
+        // (what carried the old one was killed above).
+        let renewed: Vec<(ExecutionId, String)> =
+            seed.queued.iter().map(|(q, token)| (q.execution.id, token.hash.clone())).collect();
+        store
+            .write("renew agent tokens", move |c| {
+                renewed.iter().try_for_each(|(id, hash)| executions::set_agent_token_hash(c, *id, hash))
             })
             .await?;
         if !seed.queued.is_empty() {
@@ -214,8 +224,8 @@ impl Supervisor {
 /// Executions that were running or paused when the daemon last died are `interrupted`.
 /// Whatever of theirs is still alive is killed first: each recorded process group whose
 /// leader is still ours (same pid and start time), and every process that still carries
-/// the agent token of an execution that could have a process (its hash is stored before
-/// the process spawns), which also finds a group whose leader is gone and a process
+/// the agent token of an execution that could have a process (its hash is stored with the
+/// execution, before any process exists), which also finds a group whose leader is gone and a process
 /// spawned just before the crash but never recorded as started. Nothing of this
 /// daemon's runs yet, so all of those are leftovers.
 async fn recover_interrupted(store: &Store) -> Result<(), StoreError> {

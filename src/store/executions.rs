@@ -71,17 +71,19 @@ fn execution_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
     })
 }
 
-/// Stores a new execution with its request's own env (kept for retries).
+/// Stores a new execution with its request's own env (kept for retries) and the hash of
+/// its agent token.
 pub fn insert(
     conn: &Connection,
     execution: &Execution,
     env: &BTreeMap<String, String>,
     queue_order: i64,
+    agent_token_hash: &str,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO executions (id, status, profile, provider, workspace, cwd, prompt, argv, env, timeout_s,
-             created_at, retry_of, session_id, approval_id, queue_order, sandbox)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+             created_at, retry_of, session_id, approval_id, queue_order, sandbox, agent_token_hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?
     .execute(params![
         execution.id.0,
@@ -100,6 +102,7 @@ pub fn insert(
         execution.approval_id,
         queue_order,
         execution.sandbox.as_str(),
+        agent_token_hash,
     ])?;
     Ok(())
 }
@@ -128,8 +131,8 @@ pub fn mark_started(
     Ok(())
 }
 
-/// Records the hash of the agent token an execution's process is about to get, before
-/// it spawns: after a crash, its processes are found by it.
+/// Records the hash of an execution's new agent token (a queued execution gets a new one
+/// at each start of the daemon: the old token is gone with the old daemon).
 pub fn set_agent_token_hash(conn: &Connection, id: ExecutionId, hash: &str) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE executions SET agent_token_hash = ?2 WHERE id = ?1")?.execute(params![id.0, hash])?;
     Ok(())

@@ -284,12 +284,28 @@ print(seen[200], seen[429], retry)
     }
 }
 
+/// A new directory that is in none of the places `workspace-write` lets agents write:
+/// under `$HOME` (not in its agents' state dirs), else beside the sources, else in
+/// `/var/cache` (a clone for CI may well live under `/tmp`).
+fn dir_outside_the_temp_dirs() -> tempfile::TempDir {
+    let scratch = ["/tmp", "/var/tmp", "/dev"];
+    let candidates =
+        [std::env::var("HOME").unwrap_or_default(), env!("CARGO_MANIFEST_DIR").to_owned(), "/var/cache".into()];
+    candidates
+        .iter()
+        .filter(|dir| !dir.is_empty())
+        .filter_map(|dir| std::fs::canonicalize(dir).ok())
+        .filter(|dir| !scratch.iter().any(|s| dir.starts_with(s)))
+        .find_map(|dir| tempfile::Builder::new().prefix(".warden-test-").tempdir_in(dir).ok())
+        .expect("a writable directory outside /tmp, /var/tmp and /dev for this test")
+}
+
 #[actix_web::test]
 async fn sandboxes_keep_agents_out_of_the_data_dir_and_workspace_write_keeps_writes_in() {
     let d = spawn_for_executions().await;
     profiles(&d).await;
     // Outside the work tree and the temp dirs (which workspace-write may write to).
-    let (work, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap());
+    let (work, elsewhere) = (tempfile::tempdir().unwrap(), dir_outside_the_temp_dirs());
     let token = d.home.token_path();
     let db = d.home.db_path();
     let outside = elsewhere.path().join("escaped");

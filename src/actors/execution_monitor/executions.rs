@@ -15,6 +15,7 @@ use super::queue::NextStart;
 use super::{ExecutionMonitor, MonitorError, ProviderState};
 use crate::actors::approval_arbiter::{CancelForExecution, Request};
 use crate::actors::change_tracker::{ChangesRecorded, SnapshotEnd, SnapshotStart};
+use crate::credentials::IssuedToken;
 use crate::domain::{
     canonical_dir, fill_template, now, validate_env, ApprovalKind, ApprovalPolicy, ChangesSummary, Execution,
     ExecutionId, ExecutionStatus, NewEvent, NewExecution, ProviderLimits, SandboxMode, SessionTurn, TemplateValues,
@@ -102,6 +103,8 @@ struct ProcessEnded {
 pub(super) struct Tracked {
     /// The request's own env; the profile's is added when the process starts.
     env: BTreeMap<String, String>,
+    /// Its agent token: the hash is stored with its row, the token is granted at spawn.
+    token: IssuedToken,
     process: Option<RunningProcess>,
     /// Holds a slot and waits for its start snapshot; the process is spawned next.
     starting: bool,
@@ -304,14 +307,16 @@ impl ExecutionMonitor {
             shown.queue_position = Some(state.queue.queued().saturating_sub(1));
         }
         self.live.insert(id, shown.clone());
-        self.tracked.insert(id, Tracked { env: env.clone(), process: None, starting: false, ending: None });
+        let token = IssuedToken::new();
+        let hash = token.hash.clone();
+        self.tracked.insert(id, Tracked { env: env.clone(), token, process: None, starting: false, ending: None });
 
         let (store, arbiter) = (self.store.clone(), self.arbiter.clone());
         let request = gated.then(|| gating::approval_request(&shown));
         let write = async move {
             store
                 .record("insert execution", move |c, log| {
-                    rows::insert(c, &shown, &env, order)?;
+                    rows::insert(c, &shown, &env, order, &hash)?;
                     log.record(c, execution_event("execution.created", &shown))?;
                     if !gated {
                         log.record(c, execution_event("execution.queued", &shown))?;
@@ -460,15 +465,21 @@ impl ExecutionMonitor {
         Ok(())
     }
 
-    /// An execution left queued by the last run joins its queue again, in order.
-    pub(super) fn requeue_recovered(&mut self, execution: Execution, env: BTreeMap<String, String>) {
+    /// An execution left queued by the last run joins its queue again, in order, with
+    /// the agent token whose hash the Supervisor stored for it.
+    pub(super) fn requeue_recovered(
+        &mut self,
+        execution: Execution,
+        env: BTreeMap<String, String>,
+        token: IssuedToken,
+    ) {
         let id = execution.id;
         let state = self.provider_mut(&execution.provider);
         if execution.status == ExecutionStatus::Queued {
             state.queue.push(id, true);
         }
         self.live.insert(id, execution.clone());
-        self.tracked.insert(id, Tracked { env, process: None, starting: false, ending: None });
+        self.tracked.insert(id, Tracked { env, token, process: None, starting: false, ending: None });
         self.refresh_positions(&execution.provider);
     }
 
@@ -533,6 +544,7 @@ impl ExecutionMonitor {
         let Some(tracked) = self.tracked.get_mut(&id).filter(|t| t.starting) else { return };
         tracked.starting = false;
         let request_env = tracked.env.clone();
+        let token = tracked.token.clone();
         let Some(execution) = self.snapshot(id) else { return };
         if !self.accepting {
             // Shutting down: it stays queued in the database and starts at the next run.
@@ -545,17 +557,15 @@ impl ExecutionMonitor {
         let mut env = profile.map(|p| p.spec.env.clone()).unwrap_or_default();
         let sandbox = profile.map(|p| p.spec.sandbox).unwrap_or_default();
         env.extend(request_env);
-        // The agent acts with a token of its own, never the owner's; its hash is stored
-        // before the process exists, so that a crash cannot leave it unrecognised.
-        let issued = self.settings.agent_tokens.issue(id, execution.session_id);
+        // The agent acts with a token of its own, never the owner's; its hash was stored
+        // with the execution, so a crash can never leave a process carrying it unknown.
+        self.settings.agent_tokens.grant(id, execution.session_id, &token);
         env.insert("WARDEN_EXECUTION_ID".into(), id.to_string());
         env.insert("WARDEN_URL".into(), self.settings.url.clone());
-        env.insert("WARDEN_TOKEN".into(), issued.token);
+        env.insert("WARDEN_TOKEN".into(), token.token);
         if let Some(session) = execution.session_id {
             env.insert("WARDEN_SESSION_ID".into(), session.to_string());
         }
-        let hash = issued.hash;
-        self.store.record_detached("record agent token", move |c, _| rows::set_agent_token_hash(c, id, &hash));
         let confinement = (sandbox != SandboxMode::Off).then(|| Confinement {
             sandboxer: self.settings.sandboxer.clone(),
             mode: sandbox,

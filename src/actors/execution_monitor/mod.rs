@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 
 use super::approval_arbiter::ApprovalArbiter;
 use super::change_tracker::ChangeTracker;
-use crate::credentials::AgentTokens;
+use crate::credentials::{AgentTokens, IssuedToken};
 use crate::domain::{Execution, ExecutionId, ExecutionStatus, Origin, Profile, ProviderLimits, Workspace, WorkspaceId};
 use crate::sandbox::Sandboxer;
 use crate::store::executions::QueuedExecution;
@@ -151,8 +151,9 @@ pub struct MonitorSeed {
     pub workspaces: Vec<Workspace>,
     pub api_profiles: Vec<Profile>,
     pub api_providers: Vec<(String, ProviderLimits)>,
-    /// Executions still queued at the last stop, in their order, with request env.
-    pub queued: Vec<QueuedExecution>,
+    /// Executions still queued at the last stop, in their order, with request env and
+    /// the agent token whose hash was stored for each at this start.
+    pub queued: Vec<(QueuedExecution, IssuedToken)>,
     /// The largest execution id and queue order used so far.
     pub high_water: (i64, i64),
 }
@@ -209,8 +210,8 @@ impl ExecutionMonitor {
             drained: Vec::new(),
             capture: process::CapturePool::start(),
         };
-        for queued in seed.queued {
-            monitor.requeue_recovered(queued.execution, queued.env);
+        for (queued, token) in seed.queued {
+            monitor.requeue_recovered(queued.execution, queued.env, token);
         }
         monitor
     }
