@@ -228,9 +228,9 @@ impl Client {
         let mut after = from_seq.saturating_sub(1);
         let narrow = execution_id.map(|id| format!("&execution_id={id}")).unwrap_or_default();
         loop {
-            let wanted = (to_seq.saturating_sub(after) as usize).clamp(1, crate::http::events::HISTORY_PAGE_MAX);
+            let wanted = (to_seq.saturating_sub(after) as usize).clamp(1, crate::domain::HISTORY_PAGE_MAX);
             let path = format!("/api/v1/events/history?topics={topics}{narrow}&since={after}&limit={wanted}");
-            let page: crate::http::pagination::Page<crate::domain::Envelope> = self.get(&path).await?;
+            let page: crate::domain::Page<crate::domain::Envelope> = self.get(&path).await?;
             let Some(last) = page.items.last().map(|e| e.seq) else { return Ok(events) };
             events.extend(page.items.into_iter().filter(|e| e.seq <= to_seq));
             if last >= to_seq || page.next_cursor.is_none() {

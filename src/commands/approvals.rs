@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use super::{all_pages, print_json, print_table, Outcome, Remote};
 use crate::cli::{ClaudeHookArgs, OnError};
 use crate::client::{Client, ClientError};
+use crate::domain::Page;
 use crate::domain::{Approval, ApprovalStatus, Decision};
-use crate::http::pagination::Page;
 
 pub async fn list(remote: &Remote, all: bool, json: bool) -> anyhow::Result<Outcome> {
     let client = remote.client()?;

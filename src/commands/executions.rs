@@ -11,8 +11,8 @@ use serde_json::json;
 use super::{absolute_path, print_json, print_table, Outcome, Remote};
 use crate::cli::ExecArgs;
 use crate::client::{Client, ClientError, SseMessage};
+use crate::domain::Page;
 use crate::domain::{Approval, Envelope, Execution, OutputLine, OutputStream};
-use crate::http::pagination::Page;
 
 pub async fn exec(remote: &Remote, args: ExecArgs) -> anyhow::Result<Outcome> {
     let client = remote.client()?;

@@ -174,7 +174,7 @@ pub async fn all_pages<T: serde::de::DeserializeOwned>(client: &Client, path: &s
             Some(c) => format!("{path}{joiner}limit=500&{}", serde_urlencoded::to_string([("cursor", c)])?),
             None => format!("{path}{joiner}limit=500"),
         };
-        let page: crate::http::pagination::Page<T> = client.get(&url).await?;
+        let page: crate::domain::Page<T> = client.get(&url).await?;
         items.extend(page.items);
         match page.next_cursor {
             Some(next) => cursor = Some(next),

@@ -11,8 +11,8 @@ use super::executions::follow;
 use super::{absolute_path, print_json, print_table, Outcome, Remote};
 use crate::cli::{ChatArgs, SessionCommand, SessionTarget};
 use crate::client::Client;
+use crate::domain::Page;
 use crate::domain::{Role, Session, SessionMessage};
-use crate::http::pagination::Page;
 
 pub async fn session(remote: &Remote, command: SessionCommand) -> anyhow::Result<Outcome> {
     let client = remote.client()?;

@@ -16,8 +16,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::Client;
+use crate::domain::Page;
 use crate::domain::{Approval, Envelope, Execution, Provider};
-use crate::http::pagination::Page;
 
 /// What the feed tells the UI.
 #[derive(Debug)]

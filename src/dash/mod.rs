@@ -15,8 +15,8 @@ use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, Ke
 use tokio::sync::mpsc::{self, UnboundedSender};
 
 use crate::client::{Client, ClientError};
+use crate::domain::Page;
 use crate::domain::{Approval, ExecutionStatus, OutputLine};
-use crate::http::pagination::Page;
 use feed::Feed;
 use model::{Focus, Link, Model, OutputPane, OUTPUT_KEPT};
 

@@ -45,6 +45,9 @@ pub struct NewEvent {
     pub data: serde_json::Value,
 }
 
+/// The most events one history page holds (a refetch of a skipped range takes few).
+pub const HISTORY_PAGE_MAX: usize = 10_000;
+
 impl NewEvent {
     pub fn new(kind: &'static str, data: serde_json::Value) -> Self {
         NewEvent { kind, execution_id: None, approval_id: None, session_id: None, workspace: None, data }

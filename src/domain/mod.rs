@@ -6,12 +6,14 @@ mod approval;
 mod changes;
 mod event;
 mod execution;
+mod page;
 mod session;
 
 pub use approval::*;
 pub use changes::*;
 pub use event::*;
 pub use execution::*;
+pub use page::*;
 pub use session::*;
 
 use std::collections::BTreeMap;

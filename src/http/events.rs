@@ -97,8 +97,7 @@ fn resume_point(req: &HttpRequest, since: Option<u64>) -> Result<Option<u64>, Ap
     resume.map(checked_seq).transpose()
 }
 
-/// The most events one history page holds (a refetch of a skipped range takes few).
-pub const HISTORY_PAGE_MAX: usize = 10_000;
+pub use crate::domain::HISTORY_PAGE_MAX;
 
 /// The largest seq a client may name: what a JSON number holds exactly (2^53 - 1).
 const MAX_SEQ: u64 = (1 << 53) - 1;

@@ -3,8 +3,8 @@
 
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::problem::ApiError;
 
@@ -72,27 +72,9 @@ impl std::fmt::Display for NameCursor {
     }
 }
 
-/// One page of a list.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    /// Pass as `cursor` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
-}
+pub use crate::domain::Page;
 
 impl<T> Page<T> {
-    /// A page from a query that fetched `limit + 1` rows: the extra row says there is
-    /// more, and the last kept row's key is the cursor.
-    pub fn from_overfetch(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> Page<T> {
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(key)
-        } else {
-            None
-        };
-        Page { items, next_cursor }
-    }
-
     /// Pages a list already sorted by `key`, ascending.
     pub fn of_sorted<K>(items: Vec<T>, key: impl Fn(&T) -> K, query: &PageQuery) -> Result<Page<T>, ApiError>
     where
