@@ -514,3 +514,103 @@ impl Handler<CountPending> for ApprovalArbiter {
         self.pending.values().filter(|p| p.settling.is_none()).count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stands in for the ExecutionMonitor: keeps what it is told.
+    #[derive(Default)]
+    struct Listener {
+        settled: Vec<Approval>,
+    }
+
+    impl Actor for Listener {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<ApprovalOpened> for Listener {
+        type Result = ();
+        fn handle(&mut self, _: ApprovalOpened, _: &mut Self::Context) {}
+    }
+
+    impl Handler<ApprovalSettled> for Listener {
+        type Result = ();
+        fn handle(&mut self, msg: ApprovalSettled, _: &mut Self::Context) {
+            self.settled.push(msg.approval);
+        }
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "Vec<Approval>")]
+    struct Told;
+
+    impl Handler<Told> for Listener {
+        type Result = MessageResult<Told>;
+        fn handle(&mut self, _: Told, _: &mut Self::Context) -> Self::Result {
+            MessageResult(self.settled.clone())
+        }
+    }
+
+    fn arbiter(store: Store, listener: &Addr<Listener>) -> Addr<ApprovalArbiter> {
+        let listener =
+            ExecutionListener { opened: listener.clone().recipient(), settled: listener.clone().recipient() };
+        ApprovalArbiter::new(store, listener, Duration::from_secs(600), 0, Vec::new()).start()
+    }
+
+    fn asking(execution_id: Option<i64>) -> Request {
+        let request = NewApproval {
+            title: "rm -rf build".into(),
+            details: serde_json::Value::Null,
+            timeout_s: None,
+            default: None,
+            execution_id,
+            session_id: None,
+            source: None,
+        };
+        Request { request, kind: ApprovalKind::Owner }
+    }
+
+    /// Fifty answers sent at once, through the mailbox: one wins, every other is told
+    /// the winner, the store keeps the winner and the monitor hears of it once.
+    #[actix::test]
+    async fn the_first_answer_wins_and_every_later_one_is_told_the_winner() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = Store::open(&dir.path().join("a.db")).expect("a store");
+        let listener = Listener::default().start();
+        let arbiter = arbiter(store.clone(), &listener);
+        let asked = arbiter.send(asking(Some(7))).await.expect("answered").expect("asked");
+        let answers = futures_util::future::join_all((0..50).map(|i| {
+            let decision = if i % 2 == 0 { Decision::Approve } else { Decision::Deny };
+            arbiter.send(Decide { id: asked.id, decision, reason: None, decided_by: format!("owner via {i}") })
+        }))
+        .await;
+        let (won, lost): (Vec<_>, Vec<_>) =
+            answers.into_iter().map(|a| a.expect("the arbiter answers")).partition(|a| a.is_ok());
+        assert_eq!(won.len(), 1, "exactly one answer wins");
+        let winner = won.into_iter().next().and_then(Result::ok).expect("a winner");
+        for refused in lost {
+            match refused {
+                Err(ArbiterError::AlreadyDecided(told)) => assert_eq!(*told, winner),
+                other => panic!("a losing answer got {other:?}"),
+            }
+        }
+        let stored = store.read("get", move |c| rows::get(c, asked.id)).await.expect("read").expect("stored");
+        assert_eq!(stored, winner);
+        let told = listener.send(Told).await.expect("the listener answers");
+        assert_eq!(told, vec![winner], "the monitor hears of the outcome once");
+    }
+
+    /// A withdrawn approval is settled as cancelled; answering it afterwards is refused.
+    #[actix::test]
+    async fn a_withdrawn_approval_takes_no_answer() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = Store::open(&dir.path().join("a.db")).expect("a store");
+        let arbiter = arbiter(store, &Listener::default().start());
+        let asked = arbiter.send(asking(None)).await.expect("answered").expect("asked");
+        let withdrawn = arbiter.send(Withdraw { id: asked.id, by: "owner".into() }).await.expect("answered");
+        assert_eq!(withdrawn.expect("withdrawn").status, ApprovalStatus::Cancelled);
+        let late = Decide { id: asked.id, decision: Decision::Approve, reason: None, decided_by: "owner".into() };
+        assert!(matches!(arbiter.send(late).await.expect("answered"), Err(ArbiterError::AlreadyDecided(_))));
+    }
+}
