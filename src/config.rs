@@ -8,9 +8,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::actors::change_tracker::ChangeSettings;
-use crate::actors::session_registry::FlowLimits;
-use crate::actors::ws_session::Heartbeat;
 use crate::domain::{validate_name, Profile, ProfileSpec, ProviderLimits};
 use crate::home::Home;
 
@@ -166,7 +163,7 @@ impl Config {
                 "server.host = {host_text:?} is not a loopback address; warden listens on the network only with --allow-remote"
             ));
         }
-        if !(1..=crate::actors::approval_arbiter::MAX_TIMEOUT_S).contains(&file.approvals.timeout_s) {
+        if !(1..=crate::domain::MAX_TIMEOUT_S).contains(&file.approvals.timeout_s) {
             return Err("approvals.timeout_s must be between 1 and 86400".into());
         }
         if server.max_clients == 0 {
@@ -255,6 +252,74 @@ fn parse_host(text: &str) -> Result<IpAddr, String> {
         return Ok(IpAddr::from([127, 0, 0, 1]));
     }
     text.parse().map_err(|_| format!("server.host = {text:?} is not an IP address (or localhost)"))
+}
+
+// The settings the actors run with: defined here, with the file they are read from,
+// so that the configuration depends on no actor (the actors depend on it).
+
+/// Limits of the tracker, from `[changes]` in the config.
+#[derive(Debug, Clone)]
+pub struct ChangeSettings {
+    /// Off: no snapshots are taken (`changes` stays null).
+    pub enabled: bool,
+    /// The longest an execution's start waits for its start snapshot.
+    pub start_timeout: Duration,
+    /// The longest any other snapshot may take.
+    pub snapshot_timeout: Duration,
+    /// A running execution's live snapshot is reused for this long.
+    pub live_interval: Duration,
+    /// Diffs longer than this are cut, with a marker.
+    pub max_diff_bytes: usize,
+}
+
+impl Default for ChangeSettings {
+    fn default() -> Self {
+        ChangeSettings {
+            enabled: true,
+            start_timeout: Duration::from_secs(5),
+            snapshot_timeout: Duration::from_secs(300),
+            live_interval: Duration::from_secs(2),
+            max_diff_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Backpressure thresholds of a live client, in bytes (`SessionRegistry`).
+#[derive(Debug, Clone, Copy)]
+pub struct FlowLimits {
+    /// Above this, low-priority events are skipped.
+    pub high_water: usize,
+    /// Below this, a congested client recovers and hears what it missed.
+    pub low_water: usize,
+    /// Above this, the client is disconnected.
+    pub hard_cap: usize,
+}
+
+impl Default for FlowLimits {
+    fn default() -> Self {
+        FlowLimits { high_water: 64 * 1024, low_water: 16 * 1024, hard_cap: 4 * 1024 * 1024 }
+    }
+}
+
+/// Liveness settings of live clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat {
+    /// How often the server pings a WebSocket client.
+    pub ping_interval: Duration,
+    /// A client silent for this long (no pong, no frame) is dropped.
+    pub client_timeout: Duration,
+    /// How often an SSE stream gets a `: keepalive` comment.
+    pub sse_keepalive: Duration,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat {
+            ping_interval: Duration::from_secs(30),
+            client_timeout: Duration::from_secs(60),
+            sse_keepalive: Duration::from_secs(15),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ use tokio::sync::oneshot;
 use crate::domain::{now, Approval, ApprovalId, ApprovalKind, ApprovalStatus, Decision, NewApproval, NewEvent};
 use crate::store::{approvals as rows, Store, StoreError};
 
-/// The longest an approval may wait, and the longest title.
-pub const MAX_TIMEOUT_S: u64 = 86_400;
+pub use crate::domain::MAX_TIMEOUT_S;
+/// The longest title.
 const MAX_TITLE: usize = 500;
 /// Settled approvals kept in memory, so the deciders who lost a race are answered
 /// without a database read (an outcome never changes once stored).

@@ -6,7 +6,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use actix_http::ws::{OpCode, Parser};
@@ -21,26 +21,7 @@ use super::session_registry::{self, Attach, ClientId, ClientQueue, Detach, Outbo
 use crate::domain::{Decision, EventFilter, ExecutionId};
 use crate::store::Store;
 
-/// Liveness settings of live clients.
-#[derive(Debug, Clone, Copy)]
-pub struct Heartbeat {
-    /// How often the server pings a WebSocket client.
-    pub ping_interval: Duration,
-    /// A client silent for this long (no pong, no frame) is dropped.
-    pub client_timeout: Duration,
-    /// How often an SSE stream gets a `: keepalive` comment.
-    pub sse_keepalive: Duration,
-}
-
-impl Default for Heartbeat {
-    fn default() -> Self {
-        Heartbeat {
-            ping_interval: Duration::from_secs(30),
-            client_timeout: Duration::from_secs(60),
-            sse_keepalive: Duration::from_secs(15),
-        }
-    }
-}
+pub use crate::config::Heartbeat;
 
 /// What a client may send.
 #[derive(Debug, Deserialize)]

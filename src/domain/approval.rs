@@ -4,6 +4,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// The longest an approval may wait, in seconds.
+pub const MAX_TIMEOUT_S: u64 = 86_400;
+
 /// An approval's id.
 pub type ApprovalId = i64;
 

@@ -27,6 +27,8 @@ use crate::domain::{
 use crate::store::{executions as rows, Store, StoreError};
 use git::{Git, GitError, Repo};
 
+pub use crate::config::ChangeSettings;
+
 /// What a `changes` or `diff` request can run into.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangesError {
@@ -95,33 +97,6 @@ pub struct GetDiff {
 pub enum Diff {
     Unified { text: String, truncated: bool },
     Json(DiffReport),
-}
-
-/// Limits of the tracker, from `[changes]` in the config.
-#[derive(Debug, Clone)]
-pub struct ChangeSettings {
-    /// Off: no snapshots are taken (`changes` stays null).
-    pub enabled: bool,
-    /// The longest an execution's start waits for its start snapshot.
-    pub start_timeout: Duration,
-    /// The longest any other snapshot may take.
-    pub snapshot_timeout: Duration,
-    /// A running execution's live snapshot is reused for this long.
-    pub live_interval: Duration,
-    /// Diffs longer than this are cut, with a marker.
-    pub max_diff_bytes: usize,
-}
-
-impl Default for ChangeSettings {
-    fn default() -> Self {
-        ChangeSettings {
-            enabled: true,
-            start_timeout: Duration::from_secs(5),
-            snapshot_timeout: Duration::from_secs(300),
-            live_interval: Duration::from_secs(2),
-            max_diff_bytes: 1 << 20,
-        }
-    }
 }
 
 type Tree = Shared<LocalBoxFuture<'static, Result<String, String>>>;

@@ -12,22 +12,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::domain::{Event, Priority};
 
-/// The thresholds, in bytes.
-#[derive(Debug, Clone, Copy)]
-pub struct FlowLimits {
-    /// Above this, low-priority events are skipped.
-    pub high_water: usize,
-    /// Below this, a congested client recovers and hears what it missed.
-    pub low_water: usize,
-    /// Above this, the client is disconnected.
-    pub hard_cap: usize,
-}
-
-impl Default for FlowLimits {
-    fn default() -> Self {
-        FlowLimits { high_water: 64 * 1024, low_water: 16 * 1024, hard_cap: 4 * 1024 * 1024 }
-    }
-}
+pub use crate::config::FlowLimits;
 
 /// How a client's frames are framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
