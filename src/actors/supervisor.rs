@@ -112,9 +112,9 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Recovers from the last run, loads what the actors start from, starts them
-    /// (registry, monitor, arbiter) and then the Supervisor itself. Must run inside an
-    /// actix system.
+    /// Recovers from the last run, loads what the actors start from, starts them (the
+    /// SessionRegistry, ChangeTracker, ApprovalArbiter, ExecutionMonitor and
+    /// SessionKeeper) and then the Supervisor itself. Must run inside an actix system.
     pub async fn launch(
         config: &Config,
         store: Store,

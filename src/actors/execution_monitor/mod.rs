@@ -112,7 +112,9 @@ impl ProviderState {
     }
 }
 
-/// The actor. State is only touched by its own handlers.
+/// The actor. Its fields are touched only by its handlers and the futures they spawn into
+/// its context; the read model (`live`) is shared for reading, and one detached task
+/// writes it too (a final state whose commit failed is put back, so clients see it).
 pub struct ExecutionMonitor {
     store: Store,
     settings: MonitorSettings,
