@@ -284,7 +284,7 @@ impl Default for ChangeSettings {
     }
 }
 
-/// Backpressure thresholds of a live client, in bytes (`SessionRegistry`).
+/// Backpressure thresholds of a live client, in bytes (`ClientRegistry`).
 #[derive(Debug, Clone, Copy)]
 pub struct FlowLimits {
     /// Above this, low-priority events are skipped.

@@ -7,9 +7,9 @@
 //! - [`actors`] hold all mutable state, one actor per concern: the `Supervisor` starts
 //!   the others and owns shutdown; the `ExecutionMonitor` owns workspaces, profiles,
 //!   providers and executions; the `ApprovalArbiter` owns approvals; the
-//!   `SessionRegistry` owns connected clients and fans events out to them; the
+//!   `ClientRegistry` owns connected clients and fans events out to them; the
 //!   `SessionKeeper` owns conversations (sessions) and their turns; the `ChangeTracker`
-//!   snapshots git work trees and answers what an execution changed; one `WsSession`
+//!   snapshots git work trees and answers what an execution changed; one `WsClient`
 //!   per WebSocket client.
 //! - [`store`] is SQLite: one writer thread with group commit (it also assigns event
 //!   `seq`s inside the commit), pooled readers.

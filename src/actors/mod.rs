@@ -3,8 +3,8 @@
 
 pub mod approval_arbiter;
 pub mod change_tracker;
+pub mod client_registry;
 pub mod execution_monitor;
 pub mod session_keeper;
-pub mod session_registry;
 pub mod supervisor;
-pub mod ws_session;
+pub mod ws_client;

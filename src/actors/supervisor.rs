@@ -13,12 +13,12 @@ use utoipa::ToSchema;
 
 use super::approval_arbiter::{ApprovalArbiter, CountPending, ExecutionListener, StopSettling};
 use super::change_tracker::{git::Git, ChangeTracker, SnapshotEnd, StopRecording};
+use super::client_registry::{event_sink, ClientCounts, ClientRegistry, CountClients};
 use super::execution_monitor::TurnEnded;
 use super::execution_monitor::{
     process, ExecutionMonitor, ExecutionReader, GetCounts, MonitorCounts, MonitorSeed, MonitorSettings, StopAccepting,
 };
 use super::session_keeper::SessionKeeper;
-use super::session_registry::{event_sink, ClientCounts, CountClients, SessionRegistry};
 use crate::config::Config;
 use crate::credentials::IssuedToken;
 use crate::domain::{now, ApprovalStatus, ExecutionId, NewEvent, SessionStatus};
@@ -40,7 +40,7 @@ pub struct Actors {
     pub supervisor: Addr<Supervisor>,
     pub monitor: Addr<ExecutionMonitor>,
     pub arbiter: Addr<ApprovalArbiter>,
-    pub registry: Addr<SessionRegistry>,
+    pub registry: Addr<ClientRegistry>,
     pub keeper: Addr<SessionKeeper>,
     pub changes: Addr<ChangeTracker>,
     /// The read side of executions (read model + database).
@@ -105,7 +105,7 @@ pub struct Supervisor {
     store: Store,
     monitor: Addr<ExecutionMonitor>,
     arbiter: Addr<ApprovalArbiter>,
-    registry: Addr<SessionRegistry>,
+    registry: Addr<ClientRegistry>,
     changes: Addr<ChangeTracker>,
     /// Set once shutdown began, so a second signal does not start it again.
     shutting_down: bool,
@@ -113,7 +113,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Recovers from the last run, loads what the actors start from, starts them (the
-    /// SessionRegistry, ChangeTracker, ApprovalArbiter, ExecutionMonitor and
+    /// ClientRegistry, ChangeTracker, ApprovalArbiter, ExecutionMonitor and
     /// SessionKeeper) and then the Supervisor itself. Must run inside an actix system.
     pub async fn launch(
         config: &Config,
@@ -151,9 +151,9 @@ impl Supervisor {
         if !seed.queued.is_empty() {
             tracing::info!(queued = seed.queued.len(), "queued executions from the last run start again in order");
         }
-        let last_seq = SessionRegistry::last_seq_in(&store).await?;
+        let last_seq = ClientRegistry::last_seq_in(&store).await?;
         let undelivered = Arc::new(AtomicUsize::new(0));
-        let registry = SessionRegistry::new(config.max_clients, last_seq, undelivered.clone()).start();
+        let registry = ClientRegistry::new(config.max_clients, last_seq, undelivered.clone()).start();
         store.set_event_sink(event_sink(registry.clone(), undelivered));
         // The monitor and the arbiter talk both ways: make the monitor's mailbox first,
         // so the arbiter can be given its address before the monitor runs.

@@ -1,7 +1,7 @@
-//! Live events over HTTP: `GET /api/v1/ws` (WebSocket, served by a `WsSession` actor),
+//! Live events over HTTP: `GET /api/v1/ws` (WebSocket, served by a `WsClient` actor),
 //! `GET /api/v1/events` (SSE), `GET /api/v1/executions/{id}/stream` (SSE of one
 //! execution, ending with `event: end`) and `GET /api/v1/events/history` (JSON pages).
-//! Every live client takes a slot from the SessionRegistry first.
+//! Every live client takes a slot from the ClientRegistry first.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,12 +22,12 @@ use super::auth::WS_PROTOCOL;
 use super::hangup::hung_up;
 use super::problem::{ApiError, Problem};
 use crate::actors::approval_arbiter::ApprovalArbiter;
-use crate::actors::execution_monitor::ExecutionReader;
-use crate::actors::session_registry::{
-    self, ClientId, ClientQueue, Detach, FlowLimits, Outbound, Reservation, Reserve, SessionRegistry, TooManyClients,
+use crate::actors::client_registry::{
+    self, ClientId, ClientQueue, ClientRegistry, Detach, FlowLimits, Outbound, Reservation, Reserve, TooManyClients,
     Transport,
 };
-use crate::actors::ws_session::{Heartbeat, WsBody, WsSession, WsSessionParts};
+use crate::actors::execution_monitor::ExecutionReader;
+use crate::actors::ws_client::{Heartbeat, WsBody, WsClient, WsClientParts};
 use crate::domain::{Envelope, EventFilter, ExecutionId};
 use crate::store::{events as log, Store};
 
@@ -39,7 +39,7 @@ pub struct LiveSettings {
     pub limits: FlowLimits,
 }
 
-type Registry = web::Data<Addr<SessionRegistry>>;
+type Registry = web::Data<Addr<ClientRegistry>>;
 type Live = web::Data<LiveSettings>;
 
 /// `?topics=&execution_id=&session_id=&since=` for the event streams.
@@ -135,7 +135,7 @@ pub async fn ws(
     };
     let (queue, outbound) = ClientQueue::new(Transport::WebSocket, live.limits);
     let counted = queue.clone();
-    WsSession::start(WsSessionParts {
+    WsClient::start(WsClientParts {
         id: reservation.id,
         last_seq: reservation.last_seq,
         registry: registry.get_ref().clone(),
@@ -226,7 +226,7 @@ where
     body.hung_up = Some(Box::pin(hung_up(req)));
     let (registry, store) = (registry.get_ref().clone(), live.store.clone());
     actix::spawn(async move {
-        match session_registry::subscribe(&registry, &store, reservation.id, &queue, filter, since).await {
+        match client_registry::subscribe(&registry, &store, reservation.id, &queue, filter, since).await {
             Ok(()) => after_replay(queue).await,
             Err(e) => {
                 tracing::warn!(error = %e, "SSE subscription failed");
@@ -272,7 +272,7 @@ pub async fn history(query: web::Query<EventsQuery>, live: Live) -> Result<HttpR
 /// Frees the client's slot when its stream is dropped (the client went away).
 struct ClientGuard {
     id: ClientId,
-    registry: Addr<SessionRegistry>,
+    registry: Addr<ClientRegistry>,
     queue: Arc<ClientQueue>,
 }
 

@@ -226,7 +226,7 @@ impl Store {
         self.writer.write_detached(op, f)
     }
 
-    /// Where committed events go (set once, by the Supervisor, to the SessionRegistry).
+    /// Where committed events go (set once, by the Supervisor, to the ClientRegistry).
     pub fn set_event_sink(&self, sink: EventSink) {
         self.writer.set_sink(sink)
     }

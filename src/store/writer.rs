@@ -18,7 +18,7 @@ use super::events::EventLog;
 use super::{CommitFailure, QueryContext, StoreError};
 use crate::domain::Event;
 
-/// Receives every committed batch's events, in order (the SessionRegistry).
+/// Receives every committed batch's events, in order (the ClientRegistry).
 pub type EventSink = Box<dyn Fn(Vec<Arc<Event>>) + Send>;
 
 /// The most writes one transaction takes, so a flood still commits regularly.

@@ -1,7 +1,7 @@
 //! `ClientQueue`: what one live client (WebSocket or SSE) has been sent but not yet
 //! written to its socket, counted in bytes, with the backpressure policy: over 64 KiB
 //! low-priority events are skipped (and counted), under 16 KiB the client is told how
-//! many it missed, past 4 MiB it is disconnected. The SessionRegistry offers events
+//! many it missed, past 4 MiB it is disconnected. The ClientRegistry offers events
 //! without ever waiting; the client's writer drains the queue and reports bytes sent.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,6 @@
-//! `WsSession`: one per WebSocket client. It reads the client's messages (subscribe,
+//! `WsClient`: one per WebSocket client. It reads the client's messages (subscribe,
 //! unsubscribe, …), runs the heartbeat over its actix-ws session (pings and pongs) and
-//! detaches from the SessionRegistry when it stops. [`WsBody`], the response body,
+//! detaches from the ClientRegistry when it stops. [`WsBody`], the response body,
 //! frames the client's `ClientQueue`. `http::events` starts both after the upgrade.
 
 use std::pin::Pin;
@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::approval_arbiter::{ApprovalArbiter, ArbiterError, Decide};
-use super::session_registry::{self, Attach, ClientId, ClientQueue, Detach, Outbound, SessionRegistry};
+use super::client_registry::{self, Attach, ClientId, ClientQueue, ClientRegistry, Detach, Outbound};
 use crate::domain::{Decision, EventFilter, ExecutionId};
 use crate::store::Store;
 
@@ -49,9 +49,9 @@ enum ClientMessage {
 }
 
 /// The actor.
-pub struct WsSession {
+pub struct WsClient {
     id: ClientId,
-    registry: Addr<SessionRegistry>,
+    registry: Addr<ClientRegistry>,
     /// Decisions sent over this socket go here.
     arbiter: Addr<ApprovalArbiter>,
     store: Store,
@@ -70,10 +70,10 @@ pub struct WsSession {
 }
 
 /// Everything a new session needs.
-pub struct WsSessionParts {
+pub struct WsClientParts {
     pub id: ClientId,
     pub last_seq: u64,
-    pub registry: Addr<SessionRegistry>,
+    pub registry: Addr<ClientRegistry>,
     pub arbiter: Addr<ApprovalArbiter>,
     pub store: Store,
     pub heartbeat: Heartbeat,
@@ -82,12 +82,12 @@ pub struct WsSessionParts {
     pub stream: actix_ws::MessageStream,
 }
 
-impl WsSession {
-    pub fn start(parts: WsSessionParts) -> Addr<WsSession> {
-        let WsSessionParts { id, last_seq, registry, arbiter, store, heartbeat, queue, session, stream } = parts;
-        WsSession::create(move |ctx| {
+impl WsClient {
+    pub fn start(parts: WsClientParts) -> Addr<WsClient> {
+        let WsClientParts { id, last_seq, registry, arbiter, store, heartbeat, queue, session, stream } = parts;
+        WsClient::create(move |ctx| {
             ctx.add_stream(stream.max_frame_size(1 << 20));
-            WsSession {
+            WsClient {
                 id,
                 registry,
                 arbiter,
@@ -129,7 +129,7 @@ impl WsSession {
                 let (registry, store, queue, id) =
                     (self.registry.clone(), self.store.clone(), self.queue.clone(), self.id);
                 let setup =
-                    async move { session_registry::subscribe(&registry, &store, id, &queue, filter, since).await };
+                    async move { client_registry::subscribe(&registry, &store, id, &queue, filter, since).await };
                 let handle = ctx.spawn(setup.into_actor(self).map(|result, act, _| {
                     act.subscribing = None;
                     if let Err(e) = result {
@@ -188,7 +188,7 @@ struct DecisionAnswer<'a> {
     approval: &'a crate::domain::Approval,
 }
 
-impl Actor for WsSession {
+impl Actor for WsClient {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
@@ -215,7 +215,7 @@ impl Actor for WsSession {
     }
 }
 
-impl StreamHandler<Result<Message, ProtocolError>> for WsSession {
+impl StreamHandler<Result<Message, ProtocolError>> for WsClient {
     fn handle(&mut self, item: Result<Message, ProtocolError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
         match item {
@@ -341,7 +341,7 @@ impl<B: MessageBody + Unpin> MessageBody for WsBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::session_registry::{FlowLimits, Transport};
+    use crate::actors::client_registry::{FlowLimits, Transport};
 
     /// A control body that never yields (the actor sends no ping meanwhile).
     fn silent_control() -> actix_web::body::BodyStream<futures_util::stream::Pending<Result<Bytes, std::io::Error>>> {

@@ -1,4 +1,4 @@
-//! `SessionRegistry` knows every connected live client (WebSocket sessions and SSE
+//! `ClientRegistry` knows every connected live client (WebSocket clients and SSE
 //! streams) and its filter, enforces `server.max_clients`, and fans each committed
 //! event out to the clients that want it, in `seq` order, without ever waiting for one
 //! ([`client_queue`] holds each client's backpressure). The store's writer delivers
@@ -75,7 +75,7 @@ pub const MAX_UNDELIVERED: usize = 50_000;
 
 /// Hands committed events to the registry, making the writer wait while the registry is
 /// `MAX_UNDELIVERED` events behind. Runs on the writer thread.
-pub fn event_sink(registry: Addr<SessionRegistry>, undelivered: Arc<AtomicUsize>) -> crate::store::EventSink {
+pub fn event_sink(registry: Addr<ClientRegistry>, undelivered: Arc<AtomicUsize>) -> crate::store::EventSink {
     Box::new(move |events| {
         while undelivered.load(Ordering::Acquire) > MAX_UNDELIVERED {
             std::thread::sleep(std::time::Duration::from_millis(1));
@@ -108,7 +108,7 @@ struct Client {
 }
 
 /// The actor.
-pub struct SessionRegistry {
+pub struct ClientRegistry {
     /// Most clients connected at once; the next one is refused.
     max_clients: u32,
     /// Reserved and attached clients.
@@ -123,10 +123,10 @@ pub struct SessionRegistry {
     undelivered: Arc<AtomicUsize>,
 }
 
-impl SessionRegistry {
+impl ClientRegistry {
     /// Starts from the last `seq` in the log, so `seq` continues across restarts.
     pub fn new(max_clients: u32, last_seq: u64, undelivered: Arc<AtomicUsize>) -> Self {
-        SessionRegistry {
+        ClientRegistry {
             undelivered,
             max_clients,
             clients: HashMap::new(),
@@ -144,7 +144,7 @@ impl SessionRegistry {
     }
 }
 
-impl Actor for SessionRegistry {
+impl Actor for ClientRegistry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
@@ -152,7 +152,7 @@ impl Actor for SessionRegistry {
     }
 }
 
-impl Handler<Reserve> for SessionRegistry {
+impl Handler<Reserve> for ClientRegistry {
     type Result = Result<Reservation, TooManyClients>;
 
     fn handle(&mut self, _: Reserve, _: &mut Self::Context) -> Self::Result {
@@ -167,7 +167,7 @@ impl Handler<Reserve> for SessionRegistry {
     }
 }
 
-impl Handler<Attach> for SessionRegistry {
+impl Handler<Attach> for ClientRegistry {
     type Result = u64;
 
     fn handle(&mut self, msg: Attach, _: &mut Self::Context) -> u64 {
@@ -179,7 +179,7 @@ impl Handler<Attach> for SessionRegistry {
     }
 }
 
-impl Handler<Detach> for SessionRegistry {
+impl Handler<Detach> for ClientRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Detach, _: &mut Self::Context) {
@@ -189,7 +189,7 @@ impl Handler<Detach> for SessionRegistry {
     }
 }
 
-impl Handler<Deliver> for SessionRegistry {
+impl Handler<Deliver> for ClientRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
@@ -217,7 +217,7 @@ impl Handler<Deliver> for SessionRegistry {
     }
 }
 
-impl Handler<CountClients> for SessionRegistry {
+impl Handler<CountClients> for ClientRegistry {
     type Result = MessageResult<CountClients>;
 
     fn handle(&mut self, _: CountClients, _: &mut Self::Context) -> Self::Result {
@@ -235,7 +235,7 @@ impl Handler<CountClients> for SessionRegistry {
 /// has after `since` up to the attach point, then lets the held live events follow.
 /// No event is lost or sent twice across the switch.
 pub async fn subscribe(
-    registry: &Addr<SessionRegistry>,
+    registry: &Addr<ClientRegistry>,
     store: &Store,
     id: ClientId,
     queue: &Arc<ClientQueue>,
