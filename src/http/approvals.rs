@@ -13,7 +13,7 @@ use super::auth::{forbidden_scope, Caller};
 use super::hangup::hung_up;
 use super::pagination::{Page, PageQuery};
 use super::problem::{ApiError, Problem};
-use crate::actors::approval_arbiter::{ApprovalArbiter, ArbiterError, Decide, Request, Watch, Withdraw};
+use crate::actors::approval_arbiter::{ApprovalArbiter, Decide, Request, Watch, Withdraw};
 use crate::credentials::AGENT_WAITS;
 use crate::domain::{Approval, ApprovalKind, ApprovalStatus, DecisionRequest, NewApproval};
 use crate::store::{approvals as rows, Store};
@@ -22,23 +22,6 @@ type Arbiter = web::Data<Addr<ApprovalArbiter>>;
 
 /// The longest a long poll may wait.
 pub const MAX_WAIT_S: u64 = 300;
-
-impl From<ArbiterError> for ApiError {
-    fn from(e: ArbiterError) -> Self {
-        let detail = e.to_string();
-        match e {
-            ArbiterError::NotFound(_) => ApiError::not_found(detail),
-            ArbiterError::AlreadyDecided(winner) => ApiError::new(StatusCode::CONFLICT, "already_decided", detail)
-                .with_extra("approval", serde_json::to_value(&winner).unwrap_or_default()),
-            ArbiterError::Expired(approval) => ApiError::new(StatusCode::CONFLICT, "expired", detail)
-                .with_extra("approval", serde_json::to_value(&approval).unwrap_or_default()),
-            ArbiterError::Invalid(_) => ApiError::unprocessable(detail),
-            ArbiterError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", detail),
-            ArbiterError::NotStored(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", detail),
-            ArbiterError::Store(e) => e.into(),
-        }
-    }
-}
 
 /// `GET /api/v1/approvals` query.
 #[derive(Debug, Default, Deserialize, IntoParams)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actix::Addr;
 use actix_web::body::{BoxBody, MessageBody};
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::Stream;
@@ -23,8 +23,7 @@ use super::hangup::hung_up;
 use super::problem::{ApiError, Problem};
 use crate::actors::approval_arbiter::ApprovalArbiter;
 use crate::actors::client_registry::{
-    self, ClientId, ClientQueue, ClientRegistry, Detach, FlowLimits, Outbound, Reservation, Reserve, TooManyClients,
-    Transport,
+    self, ClientId, ClientQueue, ClientRegistry, Detach, FlowLimits, Outbound, Reservation, Reserve, Transport,
 };
 use crate::actors::execution_monitor::ExecutionReader;
 use crate::actors::ws_client::{Heartbeat, WsBody, WsClient, WsClientParts};
@@ -74,12 +73,6 @@ impl EventsQuery {
             EventFilter { topics, execution_id: self.execution_id.map(ExecutionId), session_id: self.session_id };
         filter.validate().map_err(ApiError::bad_request)?;
         Ok(filter)
-    }
-}
-
-impl From<TooManyClients> for ApiError {
-    fn from(e: TooManyClients) -> Self {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_clients", e.to_string())
     }
 }
 

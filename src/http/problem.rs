@@ -12,8 +12,11 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::actors::approval_arbiter::ArbiterError;
 use crate::actors::change_tracker::ChangesError;
+use crate::actors::client_registry::TooManyClients;
 use crate::actors::execution_monitor::MonitorError;
+use crate::actors::session_keeper::KeeperError;
 use crate::store::{StorageTrouble, StoreError};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -189,6 +192,43 @@ impl From<StoreError> for ApiError {
         }
         tracing::error!(error = %e, "store error answered as 500");
         ApiError::internal(format!("database error: {e}"))
+    }
+}
+
+impl From<ArbiterError> for ApiError {
+    fn from(e: ArbiterError) -> Self {
+        let detail = e.to_string();
+        match e {
+            ArbiterError::NotFound(_) => ApiError::not_found(detail),
+            ArbiterError::AlreadyDecided(winner) => ApiError::new(StatusCode::CONFLICT, "already_decided", detail)
+                .with_extra("approval", serde_json::to_value(&winner).unwrap_or_default()),
+            ArbiterError::Expired(approval) => ApiError::new(StatusCode::CONFLICT, "expired", detail)
+                .with_extra("approval", serde_json::to_value(&approval).unwrap_or_default()),
+            ArbiterError::Invalid(_) => ApiError::unprocessable(detail),
+            ArbiterError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", detail),
+            ArbiterError::NotStored(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", detail),
+            ArbiterError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<KeeperError> for ApiError {
+    fn from(e: KeeperError) -> Self {
+        let detail = e.to_string();
+        match e {
+            KeeperError::NotFound(_) => ApiError::not_found(detail),
+            KeeperError::Closed(_) => ApiError::new(StatusCode::CONFLICT, "session_closed", detail),
+            KeeperError::Invalid(_) => ApiError::unprocessable(detail),
+            KeeperError::Unanswered { source, .. } => source.into(),
+            KeeperError::Monitor(e) => e.into(),
+            KeeperError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<TooManyClients> for ApiError {
+    fn from(e: TooManyClients) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_clients", e.to_string())
     }
 }
 

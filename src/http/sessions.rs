@@ -1,34 +1,17 @@
 //! `/api/v1/sessions`: thin handlers over the SessionKeeper; reads come from the store.
 
 use actix::Addr;
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::pagination::{Page, PageQuery};
 use super::problem::{ApiError, Problem};
-use crate::actors::session_keeper::{
-    CloseSession, CreateSession, KeeperError, RenameSession, SendMessage, Sent, SessionKeeper,
-};
+use crate::actors::session_keeper::{CloseSession, CreateSession, RenameSession, SendMessage, Sent, SessionKeeper};
 use crate::domain::{NewMessage, NewSession, Session, SessionMessage, SessionPatch, SessionStatus};
 use crate::store::{sessions as rows, Store};
 
 type Keeper = web::Data<Addr<SessionKeeper>>;
-
-impl From<KeeperError> for ApiError {
-    fn from(e: KeeperError) -> Self {
-        let detail = e.to_string();
-        match e {
-            KeeperError::NotFound(_) => ApiError::not_found(detail),
-            KeeperError::Closed(_) => ApiError::new(StatusCode::CONFLICT, "session_closed", detail),
-            KeeperError::Invalid(_) => ApiError::unprocessable(detail),
-            KeeperError::Unanswered { source, .. } => source.into(),
-            KeeperError::Monitor(e) => e.into(),
-            KeeperError::Store(e) => e.into(),
-        }
-    }
-}
 
 /// `GET /api/v1/sessions` query.
 #[derive(Debug, Default, Deserialize, IntoParams)]
