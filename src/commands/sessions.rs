@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 
@@ -110,33 +112,24 @@ async fn create(client: &Client, target: &SessionTarget) -> anyhow::Result<Sessi
 }
 
 async fn transcript(client: &Client, id: i64) -> anyhow::Result<Vec<SessionMessage>> {
-    let mut messages = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/api/v1/sessions/{id}/messages?limit=500&cursor={c}"),
-            None => format!("/api/v1/sessions/{id}/messages?limit=500"),
-        };
-        let page: Page<SessionMessage> = client.get(&path).await?;
-        messages.extend(page.items);
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return Ok(messages),
-        }
-    }
+    super::all_pages(client, &format!("/api/v1/sessions/{id}/messages")).await
 }
 
 /// Waits for a sent message's turn to start (it may wait behind another), then prints
 /// its output as it comes; returns its exit code.
 async fn follow_turn_of(client: &Client, session_id: i64, sent: &Value) -> anyhow::Result<i32> {
-    let message_id = sent["message"]["id"].as_i64().unwrap_or(0);
+    let message_id = sent["message"]["id"].as_i64().context("warden's answer names no message")?;
     let mut execution = sent["execution"]["id"].as_i64();
-    while execution.is_none() {
+    // Its turn may wait behind another, for as long as that one runs.
+    let execution = loop {
+        if let Some(id) = execution {
+            break id;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
         let messages = transcript(client, session_id).await?;
         execution = messages.iter().find(|m| m.id == message_id).and_then(|m| m.execution_id);
-    }
-    let finished = follow(client, execution.unwrap_or(0), false).await?;
+    };
+    let finished = follow(client, execution, false).await?;
     Ok(finished.exit_code.unwrap_or(if finished.status.is_final() && finished.error.is_none() { 0 } else { 1 }))
 }
 
