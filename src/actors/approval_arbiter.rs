@@ -171,7 +171,7 @@ impl ApprovalArbiter {
             store,
             listener,
             default_timeout,
-            next_id: max_id + 1,
+            next_id: ApprovalId(max_id.0 + 1),
             pending,
             deadlines: BTreeSet::new(),
             alarm: None,
@@ -237,7 +237,7 @@ impl ApprovalArbiter {
         expired.status = ApprovalStatus::Expired;
         expired.decided_by = Some("deadline".into());
         expired.decided_at = Some(now());
-        tracing::info!(approval = id, default = expired.default.as_str(), "approval expired");
+        tracing::info!(approval = %id, default = expired.default.as_str(), "approval expired");
         self.settle(expired, "approval.expired", ctx);
     }
 
@@ -281,7 +281,7 @@ impl ApprovalArbiter {
                 let _ = reply.send(Ok(outcome));
             }
             Err(e) => {
-                tracing::error!(approval = id, error = %e, "storing a decision failed; the approval stays pending");
+                tracing::error!(approval = %id, error = %e, "storing a decision failed; the approval stays pending");
                 if let Some(pending) = act.pending.get_mut(&id) {
                     pending.settling = None;
                     for loser in pending.losers.drain(..) {
@@ -351,7 +351,7 @@ impl Handler<Request> for ApprovalArbiter {
             decided_at: None,
             reason: None,
         };
-        self.next_id += 1;
+        self.next_id = ApprovalId(self.next_id.0 + 1);
         let store = self.store.clone();
         let stored = approval.clone();
         let write = async move {
@@ -373,7 +373,7 @@ impl Handler<Request> for ApprovalArbiter {
             if approval.execution_id.is_some() {
                 act.listener.opened.do_send(ApprovalOpened { approval: approval.clone() });
             }
-            tracing::info!(approval = id, title = ?approval.title, "approval requested");
+            tracing::info!(approval = %id, title = ?approval.title, "approval requested");
             Ok(approval)
         }))
     }
@@ -399,7 +399,7 @@ impl Handler<Decide> for ApprovalArbiter {
                 winner.decided_by = Some(decided_by);
                 winner.decided_at = Some(now());
                 winner.reason = reason.filter(|r| !r.trim().is_empty());
-                tracing::info!(approval = id, decision = decision.as_str(), by = ?winner.decided_by, "approval decided");
+                tracing::info!(approval = %id, decision = decision.as_str(), by = ?winner.decided_by, "approval decided");
                 let answer = self.settle(winner, "approval.decided", ctx);
                 Box::pin(async move { answer.await.unwrap_or(Err(ArbiterError::NotFound(id))) })
             }
@@ -555,7 +555,7 @@ mod tests {
     fn arbiter(store: Store, listener: &Addr<Listener>) -> Addr<ApprovalArbiter> {
         let listener =
             ExecutionListener { opened: listener.clone().recipient(), settled: listener.clone().recipient() };
-        ApprovalArbiter::new(store, listener, Duration::from_secs(600), 0, Vec::new()).start()
+        ApprovalArbiter::new(store, listener, Duration::from_secs(600), ApprovalId(0), Vec::new()).start()
     }
 
     fn asking(execution_id: Option<i64>) -> Request {

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::approval_arbiter::{ApprovalArbiter, ArbiterError, Decide};
 use super::client_registry::{self, Attach, ClientId, ClientQueue, ClientRegistry, Detach, Outbound};
-use crate::domain::{Decision, EventFilter, ExecutionId};
+use crate::domain::{ApprovalId, Decision, EventFilter, ExecutionId};
 use crate::store::Store;
 
 pub use crate::config::Heartbeat;
@@ -41,7 +41,7 @@ enum ClientMessage {
     Unsubscribe { topics: Vec<String> },
     /// Answer an approval; the reply says whether this answer won.
     Decide {
-        approval_id: i64,
+        approval_id: ApprovalId,
         decision: Decision,
         #[serde(default)]
         reason: Option<String>,
@@ -183,7 +183,7 @@ impl WsClient {
 struct DecisionAnswer<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    approval_id: i64,
+    approval_id: ApprovalId,
     won: bool,
     approval: &'a crate::domain::Approval,
 }

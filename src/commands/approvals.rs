@@ -215,7 +215,7 @@ async fn ask(remote: &Remote, body: &Value, timeout: u64) -> anyhow::Result<Opti
 }
 
 /// Withdraws the hook's approval as it is stopped (within a couple of seconds).
-async fn withdraw(client: &Client, id: i64) -> anyhow::Result<Option<Approval>> {
+async fn withdraw(client: &Client, id: crate::domain::ApprovalId) -> anyhow::Result<Option<Approval>> {
     let path = format!("/api/v1/approvals/{id}");
     let _ = tokio::time::timeout(Duration::from_secs(2), client.delete::<Approval>(&path)).await;
     Ok(None)

@@ -293,7 +293,7 @@ fn act(client: &Client, selected: Option<(i64, ExecutionStatus)>, action: &'stat
 }
 
 /// Approve or deny; the notice says whether this answer won.
-fn decide(client: &Client, id: i64, approve: bool, done: &UnboundedSender<Done>) {
+fn decide(client: &Client, id: crate::domain::ApprovalId, approve: bool, done: &UnboundedSender<Done>) {
     let (client, done) = (client.clone(), done.clone());
     let decision = if approve { "approve" } else { "deny" };
     tokio::spawn(async move {

@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::domain::{
-    Approval, ApprovalStatus, Envelope, Execution, ExecutionId, ExecutionStatus, OutputLine, OutputStream, Provider,
+    Approval, ApprovalId, ApprovalStatus, Envelope, Execution, ExecutionId, ExecutionStatus, OutputLine, OutputStream,
+    Provider,
 };
 
 /// Lines of the selected execution's output kept in memory.
@@ -74,19 +75,19 @@ pub struct Model {
     pub last_seq: Option<u64>,
     pub providers: Vec<Provider>,
     pub executions: BTreeMap<i64, Execution>,
-    pub approvals: BTreeMap<i64, Approval>,
+    pub approvals: BTreeMap<ApprovalId, Approval>,
     /// Statuses shown; empty shows all.
     pub filter: Vec<ExecutionStatus>,
     /// Text typed after `/`, while typing.
     pub filter_input: Option<String>,
     /// The selected row of each table, by id.
     pub selected_execution: Option<i64>,
-    pub selected_approval: Option<i64>,
+    pub selected_approval: Option<ApprovalId>,
     pub focus: Focus,
     pub output: Option<OutputPane>,
     pub help: bool,
     /// The approval shown whole (Enter on the approvals table), to read before deciding.
-    pub approval_open: Option<i64>,
+    pub approval_open: Option<ApprovalId>,
     /// A one-line message at the bottom (what the last action did), and since when.
     pub notice: Option<(String, Instant)>,
     /// When an approval last arrived (the header flashes for a moment).
@@ -138,7 +139,7 @@ impl Model {
         if !self.selected_execution.is_some_and(|id| visible.contains(&id)) {
             self.selected_execution = visible.first().copied();
         }
-        let pending: Vec<i64> = self.pending_approvals().iter().map(|a| a.id).collect();
+        let pending: Vec<ApprovalId> = self.pending_approvals().iter().map(|a| a.id).collect();
         if !self.selected_approval.is_some_and(|id| pending.contains(&id)) {
             self.selected_approval = pending.first().copied();
         }
@@ -151,7 +152,9 @@ impl Model {
     pub fn move_selection(&mut self, delta: i64) {
         let (ids, current): (Vec<i64>, Option<i64>) = match self.focus {
             Focus::Executions => (self.visible_executions().iter().map(|e| e.id.0).collect(), self.selected_execution),
-            Focus::Approvals => (self.pending_approvals().iter().map(|a| a.id).collect(), self.selected_approval),
+            Focus::Approvals => {
+                (self.pending_approvals().iter().map(|a| a.id.0).collect(), self.selected_approval.map(|a| a.0))
+            }
         };
         if ids.is_empty() {
             return;
@@ -160,7 +163,7 @@ impl Model {
         let next = ids[(at + delta).clamp(0, ids.len() as i64 - 1) as usize];
         match self.focus {
             Focus::Executions => self.selected_execution = Some(next),
-            Focus::Approvals => self.selected_approval = Some(next),
+            Focus::Approvals => self.selected_approval = Some(ApprovalId(next)),
         }
     }
 

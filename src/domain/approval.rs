@@ -7,8 +7,35 @@ use utoipa::ToSchema;
 /// The longest an approval may wait, in seconds.
 pub const MAX_TIMEOUT_S: u64 = 86_400;
 
-/// An approval's id.
-pub type ApprovalId = i64;
+/// An approval's id: assigned in creation order by the ApprovalArbiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ApprovalId(pub i64);
+
+impl std::fmt::Display for ApprovalId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for ApprovalId {
+    type Err = std::num::ParseIntError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        text.parse().map(ApprovalId)
+    }
+}
+
+impl rusqlite::ToSql for ApprovalId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+impl rusqlite::types::FromSql for ApprovalId {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        i64::column_result(value).map(ApprovalId)
+    }
+}
 
 /// Who asked for an approval; told by the credential the request came with, never by
 /// the request itself.
@@ -95,6 +122,7 @@ impl Decision {
 /// An approval as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Approval {
+    #[schema(value_type = i64)]
     pub id: ApprovalId,
     pub status: ApprovalStatus,
     /// Who asked: `gate` (warden, before a gated execution starts), `agent` (with an

@@ -39,7 +39,7 @@ impl Priority {
 pub struct NewEvent {
     pub kind: &'static str,
     pub execution_id: Option<ExecutionId>,
-    pub approval_id: Option<i64>,
+    pub approval_id: Option<super::ApprovalId>,
     pub session_id: Option<i64>,
     pub workspace: Option<String>,
     pub data: serde_json::Value,
@@ -88,7 +88,8 @@ pub struct Envelope {
     #[schema(value_type = Option<i64>)]
     pub execution_id: Option<ExecutionId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval_id: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub approval_id: Option<super::ApprovalId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

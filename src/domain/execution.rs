@@ -149,10 +149,12 @@ pub struct Execution {
     pub retry_of: Option<ExecutionId>,
     pub session_id: Option<i64>,
     /// The approval that gated this execution's start (profiles with `approval = "always"`).
-    pub approval_id: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub approval_id: Option<super::ApprovalId>,
     /// An approval the running agent waits on now (e.g. a Claude Code tool call).
     #[serde(default)]
-    pub waiting_approval_id: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub waiting_approval_id: Option<super::ApprovalId>,
     /// What it changed in its git work tree: null before it starts and when its cwd is
     /// not inside a git work tree. `GET …/changes` lists the files.
     #[serde(default)]

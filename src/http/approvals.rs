@@ -15,7 +15,7 @@ use super::pagination::{Page, PageQuery};
 use super::problem::{ApiError, Problem};
 use crate::actors::approval_arbiter::{ApprovalArbiter, Decide, Request, Watch, Withdraw};
 use crate::credentials::AGENT_WAITS;
-use crate::domain::{Approval, ApprovalKind, ApprovalStatus, DecisionRequest, NewApproval};
+use crate::domain::{Approval, ApprovalId, ApprovalKind, ApprovalStatus, DecisionRequest, NewApproval};
 use crate::store::{approvals as rows, Store};
 
 type Arbiter = web::Data<Addr<ApprovalArbiter>>;
@@ -89,7 +89,7 @@ pub async fn list(store: web::Data<Store>, query: web::Query<ListQuery>) -> Resu
         })?),
     };
     let page = PageQuery { limit: query.limit, cursor: query.cursor };
-    let (limit, before) = (page.limit()?, page.cursor::<i64>()?);
+    let (limit, before) = (page.limit()?, page.cursor::<ApprovalId>()?);
     let execution = query.execution_id;
     let items = store.read("list approvals", move |c| rows::list(c, status, execution, before, limit + 1)).await?;
     Ok(HttpResponse::Ok().json(Page::from_overfetch(items, limit, |a| a.id.to_string())))
@@ -103,7 +103,7 @@ pub async fn get(
     arbiter: Arbiter,
     store: web::Data<Store>,
     caller: Caller,
-    id: web::Path<i64>,
+    id: web::Path<ApprovalId>,
     query: web::Query<WaitQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = *id;
@@ -144,7 +144,7 @@ pub async fn get(
 }
 
 /// An agent reaches only its own execution's approvals; others are as if missing.
-async fn require_own(store: &Store, grant: &crate::credentials::AgentGrant, id: i64) -> Result<(), ApiError> {
+async fn require_own(store: &Store, grant: &crate::credentials::AgentGrant, id: ApprovalId) -> Result<(), ApiError> {
     let approval = store.read("get approval", move |c| rows::get(c, id)).await?;
     if approval.and_then(|a| a.execution_id) != Some(grant.execution_id.0) {
         return Err(ApiError::not_found(format!("no approval {id} of execution {}", grant.execution_id)));
@@ -163,7 +163,7 @@ pub async fn withdraw(
     arbiter: Arbiter,
     store: web::Data<Store>,
     caller: Caller,
-    id: web::Path<i64>,
+    id: web::Path<ApprovalId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = *id;
     let by = match &caller {
@@ -186,7 +186,7 @@ pub async fn withdraw(
 pub async fn decide(
     caller: Caller,
     arbiter: Arbiter,
-    id: web::Path<i64>,
+    id: web::Path<ApprovalId>,
     body: web::Json<DecisionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let decided_by = caller.decided_by()?;

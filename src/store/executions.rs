@@ -167,7 +167,11 @@ pub fn awaiting_end_snapshot(conn: &Connection) -> rusqlite::Result<Vec<Executio
 }
 
 /// Records the approval that gates an execution.
-pub fn set_approval(conn: &Connection, id: ExecutionId, approval_id: i64) -> rusqlite::Result<()> {
+pub fn set_approval(
+    conn: &Connection,
+    id: ExecutionId,
+    approval_id: crate::domain::ApprovalId,
+) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE executions SET approval_id = ?2 WHERE id = ?1")?.execute(params![id.0, approval_id])?;
     Ok(())
 }

@@ -47,6 +47,11 @@ async fn the_api_keeps_to_its_openapi_document_under_schemathesis() {
         .arg("--config-file")
         .arg(contract.join("schemathesis.toml"))
         .args(["run", &d.url("/api/v1/openapi.json"), "--checks", "all", "--max-examples", "25", "--seed", &seed])
+        // All but one: DELETE closes a session or withdraws an approval, and both are kept
+        // (the transcript; the record that it was withdrawn), so reading one after it
+        // answers 200 by design. The check cannot be narrowed to those operations; that
+        // workspaces and profiles are gone after their DELETE is tested in catalog.rs.
+        .args(["--exclude-checks", "use_after_free"])
         .args(["--no-color", "--report", "junit", "--report-dir"])
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/schemathesis"))
         .env("WARDEN_TOKEN", &d.token)

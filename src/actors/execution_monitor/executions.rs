@@ -333,30 +333,32 @@ impl ExecutionMonitor {
             store.write("link approval", move |c| rows::set_approval(c, id, approval.id)).await?;
             Ok(Some(approval.id))
         };
-        Box::pin(write.into_actor(self).map(move |stored: Result<Option<i64>, MonitorError>, act, ctx| match stored {
-            Ok(approval_id) => {
-                if let Some(approval_id) = approval_id {
-                    if let Some(mut shown) = act.live.get_mut(&id) {
-                        shown.approval_id = Some(approval_id);
+        Box::pin(write.into_actor(self).map(
+            move |stored: Result<Option<crate::domain::ApprovalId>, MonitorError>, act, ctx| match stored {
+                Ok(approval_id) => {
+                    if let Some(approval_id) = approval_id {
+                        if let Some(mut shown) = act.live.get_mut(&id) {
+                            shown.approval_id = Some(approval_id);
+                        }
+                    } else if let Some(state) = act.providers.get_mut(&provider) {
+                        state.queue.mark_stored(id);
                     }
-                } else if let Some(state) = act.providers.get_mut(&provider) {
-                    state.queue.mark_stored(id);
+                    let reply = act.snapshot(id).ok_or(MonitorError::UnknownExecution(id));
+                    act.try_start(&provider, ctx);
+                    reply
                 }
-                let reply = act.snapshot(id).ok_or(MonitorError::UnknownExecution(id));
-                act.try_start(&provider, ctx);
-                reply
-            }
-            Err(e) => {
-                tracing::error!(execution = %id, error = %e, "storing a new execution failed");
-                if let Some(state) = act.providers.get_mut(&provider) {
-                    state.queue.remove(id);
+                Err(e) => {
+                    tracing::error!(execution = %id, error = %e, "storing a new execution failed");
+                    if let Some(state) = act.providers.get_mut(&provider) {
+                        state.queue.remove(id);
+                    }
+                    act.tracked.remove(&id);
+                    act.live.remove(&id);
+                    act.refresh_positions(&provider);
+                    Err(e)
                 }
-                act.tracked.remove(&id);
-                act.live.remove(&id);
-                act.refresh_positions(&provider);
-                Err(e)
-            }
-        }))
+            },
+        ))
     }
 
     /// The profile, workspace name and cwd a request names, checked against the catalog.
