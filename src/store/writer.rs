@@ -27,7 +27,7 @@ const MAX_BATCH: usize = 4096;
 /// for it (an agent's output capture among them) to queue more while the next batch runs,
 /// and a write queued behind a flood's batch waits at most this long for its commit.
 /// Since output is stored in chunks, 2 ms batches persist a flood as fast as 10 ms ones
-/// (B3: 357–366k lines/s against 354k).
+/// did (B3; BENCHMARKS.md has the figures).
 const MAX_BATCH_TIME: Duration = Duration::from_millis(2);
 
 /// What runs after the commit: tells the waiting caller how it went.
@@ -240,7 +240,7 @@ fn checkpoint_after_commits(conn: Connection, commits: mpsc::Receiver<()>, count
 /// so the passes get shorter. After a pass of at most `SHORT_PASS`, the writer copies
 /// what was committed during it itself, between two transactions, and its next
 /// transaction starts the log over. A writer that copied all 16 MiB itself stalled every
-/// write for 20–65 ms, several times per million lines of output (B9).
+/// write for tens of milliseconds, several times per million lines of output (B9).
 const RESTART_AFTER_FRAMES: i64 = 4096;
 /// A pass this short leaves the writer about as little to copy.
 const SHORT_PASS: Duration = Duration::from_millis(3);

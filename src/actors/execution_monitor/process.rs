@@ -29,9 +29,9 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// pipe). When they are all in flight, capture stops reading the pipe, so a flooding
 /// process blocks on its writes instead of growing the daemon's memory. The store has
 /// one writer, in order: these bounds are also all a flood can queue ahead of another
-/// execution's line. Measured (B9): 4 writes of 512 lines gave the others a p50 of
-/// 15 ms during a flood, 2 of 256 gives 9–10 ms, and the flood's own rate (B3) stays
-/// the same.
+/// execution's line: fewer, smaller writes in flight keep the others' latency low
+/// during a flood (B9) without slowing the flood itself (B3); BENCHMARKS.md has the
+/// figures.
 const WRITES_IN_FLIGHT: usize = 2;
 /// How long output may keep flowing after the process group is gone (a process that
 /// escaped the group with setsid may hold the pipes open).
