@@ -259,24 +259,24 @@ fn rss_mb(pid: u32) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// CPU time (user + system) a process has used so far, in seconds ("self" for the bench).
-/// CPU seconds of a process and of its children it has reaped.
-fn cpu_seconds_with_children(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    // utime, stime, cutime, cstime are fields 14 to 17 (0-based 11 to 14 after the name).
-    let ticks: f64 = fields.iter().skip(11).take(4).filter_map(|t| t.parse::<f64>().ok()).sum();
-    // SAFETY: sysconf only reads a configuration value.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+/// CPU time (user + system) a process has used so far, in seconds ("self" for the
+/// bench).
+fn cpu_seconds(pid: &str) -> f64 {
+    cpu_ticks(pid, 2)
 }
 
-fn cpu_seconds(pid: &str) -> f64 {
+/// CPU seconds of a process and of the children it has reaped.
+fn cpu_seconds_with_children(pid: &str) -> f64 {
+    cpu_ticks(pid, 4)
+}
+
+/// The first `fields` of utime, stime, cutime, cstime (fields 14 to 17 of
+/// /proc/PID/stat; 0-based 11 on after the name), summed, in seconds.
+fn cpu_ticks(pid: &str, fields: usize) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> =
+    let after_name: Vec<&str> =
         stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    // utime and stime are fields 14 and 15; after the name, 12 and 13 (0-based 11, 12).
-    let ticks: f64 = fields.iter().skip(11).take(2).filter_map(|t| t.parse::<f64>().ok()).sum();
+    let ticks: f64 = after_name.iter().skip(11).take(fields).filter_map(|t| t.parse::<f64>().ok()).sum();
     // SAFETY: sysconf only reads a configuration value.
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }

@@ -207,7 +207,10 @@ go, result = sys.argv[1], sys.argv[2]
 url, token = os.environ.pop("WARDEN_URL"), os.environ.pop("WARDEN_TOKEN")
 os.environ.pop("WARDEN_EXECUTION_ID", None)
 open(result + ".ready", "w").close()
-while go and not os.path.exists(go):
+# Waits a minute at most: a detached process must not outlive a failed test for long.
+for _ in range(1200):
+    if not go or os.path.exists(go):
+        break
     time.sleep(0.05)
 request = urllib.request.Request(url + "/api/v1/approvals", data=json.dumps({"title": "late"}).encode(),
                                  headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
@@ -233,7 +236,7 @@ async fn a_process_left_behind_loses_the_agent_token_when_its_execution_ends() {
     // killed with it).
     let prompt = format!(
         "setsid python3 {script} {go} {result} < /dev/null > /dev/null 2>&1 & \
-         while [ ! -e {result}.ready ]; do sleep 0.02; done",
+         for i in $(seq 1000); do [ -e {result}.ready ] && break; sleep 0.02; done",
         script = script.display(),
         go = go.display(),
         result = result.display(),
