@@ -47,18 +47,24 @@ impl Tmux {
 
     /// Polls the screen until it shows every one of `texts`; returns it.
     async fn wait_for(&self, texts: &[&str]) -> String {
+        self.wait_until(&format!("{texts:?}"), |screen| texts.iter().all(|t| screen.contains(t))).await
+    }
+
+    /// Polls the screen until `shows` holds for it (the terminal may be caught halfway
+    /// through a redraw, so a test waits for everything it then reads); returns it.
+    async fn wait_until(&self, what: &str, shows: impl Fn(&str) -> bool) -> String {
         let mut last = String::new();
         let found = tokio::time::timeout(Duration::from_secs(30), async {
             loop {
                 last = self.screen();
-                if texts.iter().all(|t| last.contains(t)) {
+                if shows(&last) {
                     return last.clone();
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
         .await;
-        found.unwrap_or_else(|_| panic!("the screen never showed {texts:?}; it shows:\n{last}"))
+        found.unwrap_or_else(|_| panic!("the screen never showed {what}; it shows:\n{last}"))
     }
 }
 
@@ -100,8 +106,11 @@ async fn warden_dash_shows_executions_approves_cancels_and_restores_the_terminal
     let decided = d.get_ok(&format!("/api/v1/approvals/{}", approval["id"])).await;
     assert_eq!(decided["status"], "approved");
     assert_eq!(decided["decided_by"], "owner via warden-dash");
-    let screen = tmux.wait_for(&["Executions ("]).await;
-    assert!(!screen.contains("Approvals waiting"), "the pane goes once nothing waits:\n{screen}");
+    // The pane goes once nothing waits.
+    tmux.wait_until("the executions without the approvals pane", |screen| {
+        screen.contains("Executions (") && !screen.contains("Approvals waiting")
+    })
+    .await;
 
     // The newest execution is selected: Enter shows its output pane, `c` cancels it.
     tmux.keys(&["Enter"]);
@@ -112,8 +121,10 @@ async fn warden_dash_shows_executions_approves_cancels_and_restores_the_terminal
 
     // `f` filters by status; `?` shows the keys.
     tmux.keys(&["f"]);
-    let filtered = tmux.wait_for(&["filter: running,paused"]).await;
-    assert!(!filtered.contains("echo hello-from-dash"), "{filtered}");
+    tmux.wait_until("only running and paused executions", |screen| {
+        screen.contains("filter: running,paused") && !screen.contains("echo hello-from-dash")
+    })
+    .await;
     tmux.keys(&["?"]);
     tmux.wait_for(&["warden dash — keys"]).await;
     tmux.keys(&["Escape"]);
@@ -283,11 +294,18 @@ async fn warden_dash_shows_a_long_approval_whole_before_the_decision() {
     tmux.wait_for(&["Approvals waiting: 1", "Enter read all"]).await;
     tmux.keys(&["Tab"]);
     tmux.keys(&["Enter"]);
-    let screen = tmux.wait_for(&[&format!("Approval {}", approval["id"]), "tool_input.command"]).await;
-    assert!(screen.contains(r"\e[8m&& curl x|sh\e[0m"), "{screen}");
+    let heading = format!("Approval {}", approval["id"]);
     // Wrapped at 78 columns, the command's end is on the screen.
-    let joined: String = screen.lines().map(|l| l.trim_matches(|c| c == '│' || c == ' ')).collect();
-    assert!(joined.contains("https://example.invalid/x.sh|sh") || joined.contains("x.sh | sh"), "{screen}");
+    let command_end = |screen: &str| {
+        let joined: String = screen.lines().map(|l| l.trim_matches(|c| c == '│' || c == ' ')).collect();
+        joined.contains("https://example.invalid/x.sh|sh") || joined.contains("x.sh | sh")
+    };
+    let screen = tmux
+        .wait_until("the approval popup with the command's end", |screen| {
+            screen.contains(&heading) && screen.contains("tool_input.command") && command_end(screen)
+        })
+        .await;
+    assert!(screen.contains(r"\e[8m&& curl x|sh\e[0m"), "{screen}");
     tmux.keys(&["d"]);
     tmux.wait_for(&["your answer won"]).await;
     assert_eq!(d.get_ok(&format!("/api/v1/approvals/{}", approval["id"])).await["status"], "denied");

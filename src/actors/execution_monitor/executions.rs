@@ -177,7 +177,12 @@ impl Handler<Cancel> for ExecutionMonitor {
                 }
                 // One that waits for its start snapshot holds a slot: it is given back.
                 let starting = self.tracked.get(&id).is_some_and(|t| t.starting);
-                let cancelled = self.finish(id, ExecutionStatus::Cancelled, None, None, starting);
+                if starting {
+                    if let Some(state) = self.providers.get_mut(&provider) {
+                        state.queue.abandon_start();
+                    }
+                }
+                let cancelled = self.finish(id, ExecutionStatus::Cancelled, None, None, false);
                 if starting {
                     self.try_start(&provider, ctx);
                 }
@@ -551,7 +556,7 @@ impl ExecutionMonitor {
         if !self.accepting {
             // Shutting down: it stays queued in the database and starts at the next run.
             if let Some(state) = self.providers.get_mut(&execution.provider) {
-                state.queue.release();
+                state.queue.abandon_start();
             }
             return;
         }
@@ -584,6 +589,10 @@ impl ExecutionMonitor {
         });
         if let Some(mut shown) = self.live.get_mut(&id) {
             shown.changes = changes;
+        }
+        // The start rate counts from here; the next in line may now be given a slot.
+        if let Some(state) = self.providers.get_mut(&execution.provider) {
+            state.queue.started(Instant::now());
         }
         match spawned {
             Ok((spawned, output_gate)) => {
@@ -622,6 +631,7 @@ impl ExecutionMonitor {
                 self.finish(id, ExecutionStatus::Failed, None, Some(error), true);
             }
         }
+        self.try_start(&execution.provider, ctx);
     }
 
     fn arm_timeout(&mut self, id: ExecutionId, ctx: &mut Context<Self>) {

@@ -30,17 +30,21 @@ struct Waiting {
 pub struct ProviderQueue {
     limits: ProviderLimits,
     waiting: VecDeque<Waiting>,
-    /// Executions holding a slot: running or paused.
+    /// Executions holding a slot: starting, running or paused.
     running: u32,
+    /// Executions given a slot whose process has not started yet (their start snapshot
+    /// is being taken). Under a start rate the next one waits for them, so the rate
+    /// spaces the processes' real starts, not the grants.
+    unstarted: u32,
     /// Start tokens, 0 to 1: the bucket is one deep, so starts are evenly spaced at
-    /// 60 / rate_per_minute seconds.
+    /// 60 / rate_per_minute seconds, counted from each process's start.
     tokens: f64,
     refilled_at: Instant,
 }
 
 impl ProviderQueue {
     pub fn new(limits: ProviderLimits, now: Instant) -> Self {
-        ProviderQueue { limits, waiting: VecDeque::new(), running: 0, tokens: 1.0, refilled_at: now }
+        ProviderQueue { limits, waiting: VecDeque::new(), running: 0, unstarted: 0, tokens: 1.0, refilled_at: now }
     }
 
     pub fn limits(&self) -> ProviderLimits {
@@ -89,6 +93,27 @@ impl ProviderQueue {
         self.running = self.running.saturating_sub(1);
     }
 
+    /// The process of an execution given a slot has started (or failed to): the start
+    /// rate counts from now.
+    pub fn started(&mut self, now: Instant) {
+        self.unstarted = self.unstarted.saturating_sub(1);
+        if self.limits.rate_per_minute > 0 {
+            self.refill(now);
+            self.tokens = 0.0;
+        }
+    }
+
+    /// An execution given a slot leaves before its process starts (cancelled while its
+    /// start snapshot was taken, or the daemon is stopping): the slot is given back and
+    /// no start is counted.
+    pub fn abandon_start(&mut self) {
+        self.unstarted = self.unstarted.saturating_sub(1);
+        self.release();
+        if self.limits.rate_per_minute > 0 {
+            self.tokens = 1.0;
+        }
+    }
+
     /// Takes a slot for an execution that is already running (recovery, resume).
     pub fn occupy(&mut self) {
         self.running += 1;
@@ -104,6 +129,10 @@ impl ProviderQueue {
             return NextStart::Idle;
         }
         if self.limits.rate_per_minute > 0 {
+            if self.unstarted > 0 {
+                // `started` or `abandon_start` will ask again.
+                return NextStart::Idle;
+            }
             self.refill(now);
             if self.tokens < 1.0 {
                 let per_second = self.limits.rate_per_minute as f64 / 60.0;
@@ -115,6 +144,7 @@ impl ProviderQueue {
         }
         let head = self.waiting.pop_front().expect("checked above");
         self.running += 1;
+        self.unstarted += 1;
         NextStart::Start(head.id)
     }
 
@@ -171,11 +201,34 @@ mod tests {
         q.push(ExecutionId(1), true);
         q.push(ExecutionId(2), true);
         assert_eq!(q.next_start(t0), NextStart::Start(ExecutionId(1)));
+        q.started(t0);
         match q.next_start(t0 + Duration::from_millis(250)) {
             NextStart::WaitFor(wait) => assert!((750..=752).contains(&wait.as_millis()), "{wait:?}"),
             other => panic!("{other:?}"),
         }
         assert_eq!(q.next_start(t0 + Duration::from_secs(1)), NextStart::Start(ExecutionId(2)));
+    }
+
+    #[test]
+    fn the_rate_counts_from_the_process_start_not_the_grant() {
+        let t0 = Instant::now();
+        let mut q = ProviderQueue::new(limits(0, 60), t0);
+        for i in 1..=3 {
+            q.push(ExecutionId(i), true);
+        }
+        assert_eq!(q.next_start(t0), NextStart::Start(ExecutionId(1)));
+        // Its start snapshot takes 3 s: nothing else is granted meanwhile.
+        assert_eq!(q.next_start(t0 + Duration::from_secs(2)), NextStart::Idle);
+        q.started(t0 + Duration::from_secs(3));
+        match q.next_start(t0 + Duration::from_secs(3)) {
+            NextStart::WaitFor(wait) => assert!((1000..=1002).contains(&wait.as_millis()), "{wait:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(q.next_start(t0 + Duration::from_secs(4)), NextStart::Start(ExecutionId(2)));
+        // One cancelled before its start counts no start and gives its slot back.
+        q.abandon_start();
+        assert_eq!(q.running(), 1);
+        assert_eq!(q.next_start(t0 + Duration::from_secs(4)), NextStart::Start(ExecutionId(3)));
     }
 
     #[test]

@@ -7,30 +7,44 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-/// One client's life, over and over until `until`: connect (WebSocket or SSE), take
-/// the first live data, leave (politely or by dropping the connection). Returns how many
-/// times it got in.
+/// One client's life, over and over until `until`: connect (WebSocket or SSE), read live
+/// data for a second or two, leave (politely or by dropping the connection), rest a
+/// moment. Returns how many times it got in. The stays keep hundreds connected at once;
+/// the rests keep the connection rate (a few hundred a second) within what loopback's
+/// ephemeral ports bear, so the tests running beside this one can still connect.
 async fn churn(d: &Api, client: usize, until: std::time::Instant) -> u64 {
     use futures_util::StreamExt;
     let mut sessions: u64 = 0;
+    let mut turn: u64 = 0;
     while std::time::Instant::now() < until {
-        if client.is_multiple_of(2) {
-            let Ok(mut ws) = d.try_ws().await else { continue };
-            ws.send_json(json!({ "type": "subscribe", "topics": ["*"] })).await;
-            let _ = tokio::time::timeout(Duration::from_millis(200), ws.stream.next()).await;
-            if sessions.is_multiple_of(2) {
-                let _ = ws.stream.close(None).await;
+        turn += 1;
+        let varied = |base: u64| Duration::from_millis(base + (client as u64 * 37 + turn * 101) % base);
+        let (stay, rest) = (varied(1000), varied(500));
+        let got_in = if client.is_multiple_of(2) {
+            match d.try_ws().await {
+                Ok(mut ws) => {
+                    ws.send_json(json!({ "type": "subscribe", "topics": ["*"] })).await;
+                    let _ = tokio::time::timeout(stay, async { while ws.stream.next().await.is_some() {} }).await;
+                    if turn.is_multiple_of(2) {
+                        let _ = ws.stream.close(None).await;
+                    }
+                    true
+                }
+                Err(_) => false,
             }
         } else {
-            let Ok(response) = d.request(Method::GET, "/api/v1/events").send().await else { continue };
-            if response.status() != StatusCode::OK {
-                continue;
+            match d.request(Method::GET, "/api/v1/events").send().await {
+                Ok(mut response) if response.status() == StatusCode::OK => {
+                    let _ =
+                        tokio::time::timeout(stay, async { while let Ok(Some(_)) = response.chunk().await {} }).await;
+                    true
+                }
+                _ => false,
             }
-            let mut response = response;
-            let _ = tokio::time::timeout(Duration::from_millis(200), response.chunk()).await;
-        }
-        sessions += 1;
+        };
+        sessions += u64::from(got_in);
         let _ = d.client.get(d.url("/health")).send().await;
+        tokio::time::sleep(rest).await;
     }
     sessions
 }
