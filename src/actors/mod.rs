@@ -2,6 +2,7 @@
 //! Supervisor starts the others and hands their addresses to the HTTP layer.
 
 pub mod approval_arbiter;
+pub mod catalog;
 pub mod change_tracker;
 pub mod client_registry;
 pub mod execution_monitor;

@@ -9,7 +9,8 @@ use std::pin::Pin;
 use actix::prelude::*;
 use uuid::Uuid;
 
-use super::execution_monitor::{Cancel, Enqueue, ExecutionMonitor, MonitorError, ResolveTarget, TurnEnded};
+use super::catalog::{Catalog, CatalogError, ResolveTarget};
+use super::execution_monitor::{Cancel, Enqueue, ExecutionMonitor, MonitorError, TurnEnded};
 use crate::domain::{
     now, Execution, ExecutionId, ExecutionStatus, NewEvent, NewExecution, NewSession, Role, Session, SessionId,
     SessionMessage, SessionStatus, SessionTurn,
@@ -27,6 +28,8 @@ pub enum KeeperError {
     /// Another actor did not answer (it stopped): the daemon's trouble, not the request's.
     #[error("the {actor} did not answer: {source}")]
     Unanswered { actor: &'static str, source: actix::MailboxError },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
     #[error(transparent)]
     Monitor(#[from] MonitorError),
     #[error(transparent)]
@@ -83,6 +86,8 @@ struct Open {
 /// The actor.
 pub struct SessionKeeper {
     store: Store,
+    /// Checks a new session's profile and place.
+    catalog: Addr<Catalog>,
     monitor: Addr<ExecutionMonitor>,
     next_id: SessionId,
     open: HashMap<SessionId, Open>,
@@ -92,6 +97,7 @@ impl SessionKeeper {
     /// `open` are the sessions not closed and `waiting` their queued user messages.
     pub fn new(
         store: Store,
+        catalog: Addr<Catalog>,
         monitor: Addr<ExecutionMonitor>,
         max_id: SessionId,
         open: Vec<Session>,
@@ -111,7 +117,7 @@ impl SessionKeeper {
                 open.waiting.push_back(message);
             }
         }
-        SessionKeeper { store, monitor, next_id: max_id + 1, open: sessions }
+        SessionKeeper { store, catalog, monitor, next_id: max_id + 1, open: sessions }
     }
 
     /// Starts the next waiting turn of a session if none runs.
@@ -232,19 +238,19 @@ impl Handler<CreateSession> for SessionKeeper {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let (monitor, store) = (self.monitor.clone(), self.store.clone());
+        let (catalog, store) = (self.catalog.clone(), self.store.clone());
         let create = async move {
-            let target = monitor
+            let target = catalog
                 .send(ResolveTarget { profile, workspace, cwd })
                 .await
-                .map_err(|source| KeeperError::Unanswered { actor: "execution monitor", source })??;
+                .map_err(|source| KeeperError::Unanswered { actor: "catalog", source })??;
             let at = now();
             let session = Session {
                 id,
                 title: title.unwrap_or_else(|| format!("Session {id}")),
                 workspace: target.workspace,
                 cwd: target.cwd,
-                profile: target.profile,
+                profile: target.profile.name,
                 status: SessionStatus::Idle,
                 session_uuid: Uuid::new_v4().to_string(),
                 turns: 0,

@@ -12,6 +12,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::approval_arbiter::{ApprovalArbiter, CountPending, ExecutionListener, StopSettling};
+use super::catalog::{Catalog, CatalogSeed, StopCataloguing};
 use super::change_tracker::{git::Git, ChangeTracker, SnapshotEnd, StopRecording};
 use super::client_registry::{event_sink, ClientCounts, ClientRegistry, CountClients};
 use super::execution_monitor::TurnEnded;
@@ -38,6 +39,7 @@ pub struct DaemonInfo {
 #[derive(Clone)]
 pub struct Actors {
     pub supervisor: Addr<Supervisor>,
+    pub catalog: Addr<Catalog>,
     pub monitor: Addr<ExecutionMonitor>,
     pub arbiter: Addr<ApprovalArbiter>,
     pub registry: Addr<ClientRegistry>,
@@ -103,6 +105,7 @@ pub struct StatusCounts {
 pub struct Supervisor {
     info: DaemonInfo,
     store: Store,
+    catalog: Addr<Catalog>,
     monitor: Addr<ExecutionMonitor>,
     arbiter: Addr<ApprovalArbiter>,
     registry: Addr<ClientRegistry>,
@@ -113,7 +116,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Recovers from the last run, loads what the actors start from, starts them (the
-    /// ClientRegistry, ChangeTracker, ApprovalArbiter, ExecutionMonitor and
+    /// Catalog, ClientRegistry, ChangeTracker, ApprovalArbiter, ExecutionMonitor and
     /// SessionKeeper) and then the Supervisor itself. Must run inside an actix system.
     pub async fn launch(
         config: &Config,
@@ -126,13 +129,22 @@ impl Supervisor {
             tracing::warn!("this kernel has no Landlock: agents will run unsandboxed (sandbox: unavailable)");
         }
         let (config_profiles, config_providers) = (config.profiles.clone(), config.providers.clone());
+        let catalog_seed = store
+            .read("load the catalog", move |conn| {
+                Ok(CatalogSeed {
+                    config_profiles,
+                    workspaces: catalog::all_workspaces(conn)?,
+                    api_profiles: catalog::all_profiles(conn)?,
+                })
+            })
+            .await?;
+        let catalog = Catalog::new(store.clone(), settings.sandboxer.protected().to_path_buf(), catalog_seed);
+        let catalog_view = catalog.view();
+        let catalog = catalog.start();
         let seed = store
             .read("load state", move |conn| {
                 Ok(MonitorSeed {
-                    config_profiles,
                     config_providers,
-                    workspaces: catalog::all_workspaces(conn)?,
-                    api_profiles: catalog::all_profiles(conn)?,
                     api_providers: catalog::all_providers(conn)?,
                     queued: executions::queued(conn)?.into_iter().map(|q| (q, IssuedToken::new())).collect(),
                     high_water: executions::high_water(conn)?,
@@ -171,8 +183,15 @@ impl Supervisor {
         // Likewise the keeper: the monitor tells it when turns end.
         let keeper_context = Context::<SessionKeeper>::new();
         let turns = keeper_context.address().recipient();
-        let monitor =
-            ExecutionMonitor::new(store.clone(), settings, arbiter.clone(), Some(turns), changes.clone(), seed);
+        let monitor = ExecutionMonitor::new(
+            store.clone(),
+            settings,
+            arbiter.clone(),
+            Some(turns),
+            changes.clone(),
+            catalog_view,
+            seed,
+        );
         let executions = ExecutionReader::new(monitor.live(), store.clone());
         let monitor = monitor_context.run(monitor);
         let (max_session, open_sessions, waiting, ended) = store
@@ -192,8 +211,14 @@ impl Supervisor {
                 Ok((sessions::max_id(c)?, open, sessions::waiting(c)?, ended))
             })
             .await?;
-        let keeper =
-            keeper_context.run(SessionKeeper::new(store.clone(), monitor.clone(), max_session, open_sessions, waiting));
+        let keeper = keeper_context.run(SessionKeeper::new(
+            store.clone(),
+            catalog.clone(),
+            monitor.clone(),
+            max_session,
+            open_sessions,
+            waiting,
+        ));
         for execution in ended {
             keeper.do_send(TurnEnded { execution });
         }
@@ -210,6 +235,7 @@ impl Supervisor {
         let supervisor = Supervisor {
             info,
             store,
+            catalog: catalog.clone(),
             monitor: monitor.clone(),
             arbiter: arbiter.clone(),
             registry: registry.clone(),
@@ -217,7 +243,7 @@ impl Supervisor {
             shutting_down: false,
         }
         .start();
-        Ok(Actors { supervisor, monitor, arbiter, registry, keeper, changes, executions })
+        Ok(Actors { supervisor, catalog, monitor, arbiter, registry, keeper, changes, executions })
     }
 }
 
@@ -289,7 +315,8 @@ impl Handler<Shutdown> for Supervisor {
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
         let first = !self.shutting_down;
         self.shutting_down = true;
-        let (monitor, changes, arbiter) = (self.monitor.clone(), self.changes.clone(), self.arbiter.clone());
+        let (catalog, monitor) = (self.catalog.clone(), self.monitor.clone());
+        let (changes, arbiter) = (self.changes.clone(), self.arbiter.clone());
         let store = self.store.clone();
         Box::pin(
             async move {
@@ -302,6 +329,7 @@ impl Handler<Shutdown> for Supervisor {
                         tracing::error!(error = %e, "recording daemon.stopping failed");
                     }
                 }
+                let _ = catalog.send(StopCataloguing).await;
                 if let Err(e) = monitor.send(StopAccepting).await {
                     tracing::error!(error = %e, "execution monitor did not answer the shutdown");
                 }

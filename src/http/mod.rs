@@ -65,6 +65,7 @@ pub fn app(
         .app_data(web::Data::new(state.access.clone()))
         .app_data(web::Data::new(actors.supervisor.clone()))
         .app_data(web::Data::new(actors.monitor.clone()))
+        .app_data(web::Data::new(actors.catalog.clone()))
         .app_data(web::Data::new(actors.arbiter.clone()))
         .app_data(web::Data::new(actors.registry.clone()))
         .app_data(web::Data::new(actors.keeper.clone()))

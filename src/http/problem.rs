@@ -13,6 +13,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::actors::approval_arbiter::ArbiterError;
+use crate::actors::catalog::CatalogError;
 use crate::actors::change_tracker::ChangesError;
 use crate::actors::client_registry::TooManyClients;
 use crate::actors::execution_monitor::MonitorError;
@@ -122,14 +123,28 @@ impl ResponseError for ApiError {
     }
 }
 
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        let detail = e.to_string();
+        match e {
+            CatalogError::UnknownWorkspace(_) | CatalogError::UnknownProfile(_) => ApiError::not_found(detail),
+            CatalogError::DuplicateWorkspace(_) | CatalogError::DuplicateProfile(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", detail)
+            }
+            CatalogError::ReadOnlyProfile { .. } => ApiError::new(StatusCode::CONFLICT, "read_only", detail),
+            CatalogError::Invalid(_) => ApiError::unprocessable(detail),
+            CatalogError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", detail),
+            CatalogError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<MonitorError> for ApiError {
     fn from(e: MonitorError) -> Self {
         let detail = e.to_string();
         match e {
-            MonitorError::UnknownWorkspace(_)
-            | MonitorError::UnknownProfile(_)
-            | MonitorError::UnknownProvider(_)
-            | MonitorError::UnknownExecution(_) => ApiError::not_found(detail),
+            MonitorError::Catalog(e) => e.into(),
+            MonitorError::UnknownProvider(_) | MonitorError::UnknownExecution(_) => ApiError::not_found(detail),
             MonitorError::InvalidTransition { execution, .. } => {
                 let status = execution.status;
                 ApiError::new(StatusCode::CONFLICT, "invalid_transition", detail)
@@ -137,10 +152,6 @@ impl From<MonitorError> for ApiError {
                     .with_extra("execution", serde_json::to_value(&execution).unwrap_or_default())
             }
             MonitorError::BadQuery(_) => ApiError::bad_request(detail),
-            MonitorError::DuplicateWorkspace(_) | MonitorError::DuplicateProfile(_) => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", detail)
-            }
-            MonitorError::ReadOnlyProfile { .. } => ApiError::new(StatusCode::CONFLICT, "read_only", detail),
             MonitorError::Invalid(_) => ApiError::unprocessable(detail),
             MonitorError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", detail),
             MonitorError::Unanswered { source, .. } => source.into(),
@@ -220,6 +231,7 @@ impl From<KeeperError> for ApiError {
             KeeperError::Closed(_) => ApiError::new(StatusCode::CONFLICT, "session_closed", detail),
             KeeperError::Invalid(_) => ApiError::unprocessable(detail),
             KeeperError::Unanswered { source, .. } => source.into(),
+            KeeperError::Catalog(e) => e.into(),
             KeeperError::Monitor(e) => e.into(),
             KeeperError::Store(e) => e.into(),
         }

@@ -1,5 +1,5 @@
-//! `/api/v1/profiles` and `/api/v1/providers`: thin handlers over the
-//! ExecutionMonitor's catalog messages. Profiles are shown as [`ProfileView`]s: their
+//! `/api/v1/profiles` and `/api/v1/providers`: thin handlers over the Catalog's
+//! profile messages and the ExecutionMonitor's provider messages. Profiles are shown as [`ProfileView`]s: their
 //! env by names only.
 
 use actix::Addr;
@@ -7,19 +7,20 @@ use actix_web::{web, HttpResponse};
 
 use super::pagination::{NameCursor, NamePageQuery, Page, PageQuery};
 use super::problem::{ApiError, Problem};
-use crate::actors::execution_monitor::{
-    CreateProfile, DeleteProfile, ExecutionMonitor, GetProfile, GetProvider, ListProfiles, ListProviders, NewProfile,
-    SetProviderLimits, UpdateProfile,
+use crate::actors::catalog::{
+    Catalog, CreateProfile, DeleteProfile, GetProfile, ListProfiles, NewProfile, UpdateProfile,
 };
+use crate::actors::execution_monitor::{ExecutionMonitor, GetProvider, ListProviders, SetProviderLimits};
 use crate::domain::{ProfileSpec, ProfileView, Provider, ProviderLimits};
 
 type Monitor = web::Data<Addr<ExecutionMonitor>>;
+type CatalogAddr = web::Data<Addr<Catalog>>;
 
 /// Every profile: built-in, from the config file, and made over the API.
 #[utoipa::path(get, path = "/api/v1/profiles", operation_id = "listProfiles", tag = "profiles", params(NamePageQuery),
     responses((status = 200, body = Page<ProfileView>), (status = 400, body = Problem)))]
-pub async fn list(monitor: Monitor, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
-    let profiles = monitor.send(ListProfiles).await?;
+pub async fn list(catalog: CatalogAddr, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
+    let profiles = catalog.send(ListProfiles).await?;
     Ok(HttpResponse::Ok().json(Page::of_sorted(
         profiles.iter().map(ProfileView::from).collect(),
         |p| NameCursor(p.name.clone()),
@@ -31,16 +32,16 @@ pub async fn list(monitor: Monitor, query: web::Query<PageQuery>) -> Result<Http
 #[utoipa::path(get, path = "/api/v1/profiles/{name}", operation_id = "getProfile", tag = "profiles",
     params(("name" = String, Path)),
     responses((status = 200, body = ProfileView), (status = 404, body = Problem)))]
-pub async fn get(monitor: Monitor, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let profile = monitor.send(GetProfile { name: name.into_inner() }).await??;
+pub async fn get(catalog: CatalogAddr, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let profile = catalog.send(GetProfile { name: name.into_inner() }).await??;
     Ok(HttpResponse::Ok().json(ProfileView::from(&profile)))
 }
 
 /// Add a profile (stored; survives restarts).
 #[utoipa::path(post, path = "/api/v1/profiles", operation_id = "createProfile", tag = "profiles", request_body = NewProfile,
     responses((status = 201, body = ProfileView), (status = 409, body = Problem), (status = 422, body = Problem)))]
-pub async fn create(monitor: Monitor, body: web::Json<NewProfile>) -> Result<HttpResponse, ApiError> {
-    let profile = monitor.send(CreateProfile { request: body.into_inner() }).await??;
+pub async fn create(catalog: CatalogAddr, body: web::Json<NewProfile>) -> Result<HttpResponse, ApiError> {
+    let profile = catalog.send(CreateProfile { request: body.into_inner() }).await??;
     Ok(HttpResponse::Created().json(ProfileView::from(&profile)))
 }
 
@@ -50,11 +51,11 @@ pub async fn create(monitor: Monitor, body: web::Json<NewProfile>) -> Result<Htt
     responses((status = 200, body = ProfileView), (status = 404, body = Problem),
               (status = 409, description = "read-only profile", body = Problem), (status = 422, body = Problem)))]
 pub async fn update(
-    monitor: Monitor,
+    catalog: CatalogAddr,
     name: web::Path<String>,
     body: web::Json<ProfileSpec>,
 ) -> Result<HttpResponse, ApiError> {
-    let profile = monitor.send(UpdateProfile { name: name.into_inner(), spec: body.into_inner() }).await??;
+    let profile = catalog.send(UpdateProfile { name: name.into_inner(), spec: body.into_inner() }).await??;
     Ok(HttpResponse::Ok().json(ProfileView::from(&profile)))
 }
 
@@ -63,8 +64,8 @@ pub async fn update(
     params(("name" = String, Path)),
     responses((status = 200, description = "the deleted profile", body = ProfileView), (status = 404, body = Problem),
               (status = 409, description = "read-only profile", body = Problem)))]
-pub async fn remove(monitor: Monitor, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let profile = monitor.send(DeleteProfile { name: name.into_inner() }).await??;
+pub async fn remove(catalog: CatalogAddr, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let profile = catalog.send(DeleteProfile { name: name.into_inner() }).await??;
     Ok(HttpResponse::Ok().json(ProfileView::from(&profile)))
 }
 

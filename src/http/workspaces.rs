@@ -1,22 +1,20 @@
-//! `/api/v1/workspaces`: thin handlers over the ExecutionMonitor's workspace messages.
+//! `/api/v1/workspaces`: thin handlers over the Catalog's workspace messages.
 
 use actix::Addr;
 use actix_web::{web, HttpResponse};
 
 use super::pagination::{Page, PageQuery};
 use super::problem::{ApiError, Problem};
-use crate::actors::execution_monitor::{
-    CreateWorkspace, DeleteWorkspace, ExecutionMonitor, GetWorkspace, ListWorkspaces, NewWorkspace,
-};
+use crate::actors::catalog::{Catalog, CreateWorkspace, DeleteWorkspace, GetWorkspace, ListWorkspaces, NewWorkspace};
 use crate::domain::{Workspace, WorkspaceKey};
 
-type Monitor = web::Data<Addr<ExecutionMonitor>>;
+type CatalogAddr = web::Data<Addr<Catalog>>;
 
 /// Every workspace, oldest first.
 #[utoipa::path(get, path = "/api/v1/workspaces", operation_id = "listWorkspaces", tag = "workspaces", params(PageQuery),
     responses((status = 200, body = Page<Workspace>), (status = 400, body = Problem)))]
-pub async fn list(monitor: Monitor, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
-    let workspaces = monitor.send(ListWorkspaces).await?;
+pub async fn list(catalog: CatalogAddr, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
+    let workspaces = catalog.send(ListWorkspaces).await?;
     Ok(HttpResponse::Ok().json(Page::of_sorted(workspaces, |w| w.id.0, &query)?))
 }
 
@@ -25,8 +23,8 @@ pub async fn list(monitor: Monitor, query: web::Query<PageQuery>) -> Result<Http
     responses((status = 201, body = Workspace), (status = 400, body = Problem),
               (status = 409, description = "name taken", body = Problem),
               (status = 422, description = "bad name or path", body = Problem)))]
-pub async fn create(monitor: Monitor, body: web::Json<NewWorkspace>) -> Result<HttpResponse, ApiError> {
-    let workspace = monitor.send(CreateWorkspace { request: body.into_inner() }).await??;
+pub async fn create(catalog: CatalogAddr, body: web::Json<NewWorkspace>) -> Result<HttpResponse, ApiError> {
+    let workspace = catalog.send(CreateWorkspace { request: body.into_inner() }).await??;
     Ok(HttpResponse::Created().json(workspace))
 }
 
@@ -34,8 +32,8 @@ pub async fn create(monitor: Monitor, body: web::Json<NewWorkspace>) -> Result<H
 #[utoipa::path(get, path = "/api/v1/workspaces/{workspace}", operation_id = "getWorkspace", tag = "workspaces",
     params(("workspace" = String, Path, description = "id or name")),
     responses((status = 200, body = Workspace), (status = 404, body = Problem)))]
-pub async fn get(monitor: Monitor, key: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let workspace = monitor.send(GetWorkspace { key: WorkspaceKey::parse(&key) }).await??;
+pub async fn get(catalog: CatalogAddr, key: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let workspace = catalog.send(GetWorkspace { key: WorkspaceKey::parse(&key) }).await??;
     Ok(HttpResponse::Ok().json(workspace))
 }
 
@@ -43,7 +41,7 @@ pub async fn get(monitor: Monitor, key: web::Path<String>) -> Result<HttpRespons
 #[utoipa::path(delete, path = "/api/v1/workspaces/{workspace}", operation_id = "deleteWorkspace", tag = "workspaces",
     params(("workspace" = String, Path, description = "id or name")),
     responses((status = 200, description = "the deleted workspace", body = Workspace), (status = 404, body = Problem)))]
-pub async fn remove(monitor: Monitor, key: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let workspace = monitor.send(DeleteWorkspace { key: WorkspaceKey::parse(&key) }).await??;
+pub async fn remove(catalog: CatalogAddr, key: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let workspace = catalog.send(DeleteWorkspace { key: WorkspaceKey::parse(&key) }).await??;
     Ok(HttpResponse::Ok().json(workspace))
 }

@@ -5,11 +5,10 @@
 
 use actix::prelude::*;
 
-use super::executions::execution_event;
+use super::lifecycle::{Command, Phase};
 use super::ExecutionMonitor;
 use crate::actors::approval_arbiter::{ApprovalOpened, ApprovalSettled};
-use crate::domain::{ApprovalKind, ApprovalStatus, Decision, Execution, ExecutionId, ExecutionStatus, NewApproval};
-use crate::store::executions as rows;
+use crate::domain::{Approval, ApprovalKind, ApprovalStatus, Decision, Execution, ExecutionId, NewApproval};
 
 /// The approval a gated execution asks for: titled after its profile and prompt.
 pub(super) fn approval_request(execution: &Execution) -> NewApproval {
@@ -35,21 +34,14 @@ pub(super) fn approval_request(execution: &Execution) -> NewApproval {
     }
 }
 
-fn shown_provider(live: &super::LiveExecutions, id: ExecutionId) -> String {
-    live.get(&id).map(|e| e.provider.clone()).unwrap_or_default()
-}
-
 impl Handler<ApprovalOpened> for ExecutionMonitor {
     type Result = ();
 
     /// An agent inside a running execution waits on a human.
-    fn handle(&mut self, msg: ApprovalOpened, _: &mut Self::Context) {
+    fn handle(&mut self, msg: ApprovalOpened, ctx: &mut Self::Context) {
         let Some(id) = msg.approval.execution_id.map(ExecutionId) else { return };
-        if let Some(mut shown) = self.live.get_mut(&id) {
-            if matches!(shown.status, ExecutionStatus::Running | ExecutionStatus::Paused) {
-                shown.waiting_approval_id = Some(msg.approval.id);
-            }
-        }
+        // Not running (any more): nothing shows it waiting.
+        let _ = self.command(id, Command::AgentWaits(msg.approval.id), ctx);
     }
 }
 
@@ -62,55 +54,34 @@ impl Handler<ApprovalSettled> for ExecutionMonitor {
     fn handle(&mut self, msg: ApprovalSettled, ctx: &mut Self::Context) {
         let approval = msg.approval;
         let Some(id) = approval.execution_id.map(ExecutionId) else { return };
-        let Some((status, gate)) =
-            self.live.get(&id).filter(|_| self.tracked.contains_key(&id)).map(|e| (e.status, e.approval_id))
-        else {
-            return;
-        };
+        let Some(run) = self.runs.get(&id) else { return };
         // Its gate's id is recorded once the gate is stored; until then only a gate
         // approval naming it can be the one.
-        let own_gate = approval.kind == ApprovalKind::Gate && gate.is_none_or(|gate| gate == approval.id);
-        if status != ExecutionStatus::PendingApproval || !own_gate {
-            if let Some(mut shown) = self.live.get_mut(&id) {
-                if shown.waiting_approval_id == Some(approval.id) {
-                    shown.waiting_approval_id = None;
-                }
-            }
-            return;
+        let own_gate = approval.kind == ApprovalKind::Gate
+            && matches!(run.phase, Phase::AwaitingApproval)
+            && run.execution.approval_id.is_none_or(|gate| gate == approval.id);
+        let command = match approval.outcome() {
+            _ if !own_gate => Command::AgentAnswered(approval.id),
+            Some(Decision::Approve) => Command::GateApproved(approval.id),
+            _ => Command::GateRefused(why_refused(&approval)),
+        };
+        if let Err(e) = self.command(id, command, ctx) {
+            tracing::error!(execution = %id, error = %e, "an approval's answer did not apply");
         }
-        match approval.outcome() {
-            Some(Decision::Approve) => {
-                let Some(shown) = self.live.get_mut(&id).map(|mut shown| {
-                    shown.status = ExecutionStatus::Queued;
-                    shown.approval_id = Some(approval.id);
-                    shown.clone()
-                }) else {
-                    return;
-                };
-                self.store.record_detached("queue approved execution", move |c, log| {
-                    rows::set_status(c, id, ExecutionStatus::Queued)?;
-                    log.record(c, execution_event("execution.queued", &shown))?;
-                    Ok(())
-                });
-                // At the back of the FIFO as of the approval.
-                let provider = shown_provider(&self.live, id);
-                self.provider_mut(&provider).queue.push(id, true);
-                self.try_start(&provider, ctx);
-            }
-            _ => {
-                let by = approval.decided_by.clone().unwrap_or_else(|| "?".into());
-                let why = match approval.status {
-                    ApprovalStatus::Expired => "the approval expired (default: deny)".to_owned(),
-                    ApprovalStatus::Cancelled => {
-                        format!("the approval was cancelled: {}", approval.reason.clone().unwrap_or_default())
-                    }
-                    _ => match &approval.reason {
-                        Some(reason) => format!("denied by {by}: {reason}"),
-                        None => format!("denied by {by}"),
-                    },
-                };
-                self.finish(id, ExecutionStatus::Denied, None, Some(why), false);
-            }
+    }
+}
+
+/// Why a gate ended without approval, in words.
+fn why_refused(approval: &Approval) -> String {
+    let by = approval.decided_by.clone().unwrap_or_else(|| "?".into());
+    match approval.status {
+        ApprovalStatus::Expired => "the approval expired (default: deny)".to_owned(),
+        ApprovalStatus::Cancelled => {
+            format!("the approval was cancelled: {}", approval.reason.clone().unwrap_or_default())
         }
+        _ => match &approval.reason {
+            Some(reason) => format!("denied by {by}: {reason}"),
+            None => format!("denied by {by}"),
+        },
     }
 }

@@ -1,35 +1,42 @@
-//! `ExecutionMonitor` owns what executions run on and the executions themselves: the
-//! catalog (workspaces, profiles, providers: [`catalog`]), one FIFO queue per provider
-//! with its limits ([`queue`]), every execution's state machine ([`executions`]), its
-//! approval gate (`gating`) and its child process ([`process`]). HTTP handlers and the Supervisor send it messages; it
-//! writes through the `Store` and keeps the [`LiveExecutions`] read model current.
+//! `ExecutionMonitor` owns the executions that are not final: one [`Run`] each, in the
+//! phase its [`lifecycle`] gives it, and one FIFO queue per provider with its limits
+//! ([`queue`], [`providers`]). HTTP handlers, the SessionKeeper and the Supervisor send
+//! it messages ([`executions`]); the ApprovalArbiter tells it about approvals
+//! ([`gating`]). It carries out what each transition asks ([`effects`]): signals, rows
+//! written through the `Store`, processes spawned ([`process`]). After each change it
+//! publishes the run to the [`LiveExecutions`] read model, which nothing else writes.
+//! Workspaces and profiles are the Catalog's; the monitor reads them from its view.
 
-pub mod catalog;
+mod effects;
 pub mod executions;
 mod gating;
+pub mod lifecycle;
 pub mod process;
+pub mod providers;
 pub mod queue;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 use super::approval_arbiter::ApprovalArbiter;
+use super::catalog::{CatalogError, CatalogView};
 use super::change_tracker::ChangeTracker;
 use crate::credentials::{AgentTokens, IssuedToken};
-use crate::domain::{Execution, ExecutionId, ExecutionStatus, Origin, Profile, ProviderLimits, Workspace, WorkspaceId};
+use crate::domain::{Execution, ExecutionId, ExecutionStatus, Origin, ProviderLimits};
 use crate::sandbox::Sandboxer;
 use crate::store::executions::QueuedExecution;
 use crate::store::{Store, StoreError};
-use queue::ProviderQueue;
+use lifecycle::Run;
+use providers::ProviderState;
 
-pub use catalog::*;
 pub use executions::*;
+pub use providers::*;
 pub use view::ExecutionReader;
 
 /// Executions the monitor is working on (not final, or final but not yet committed),
@@ -39,20 +46,13 @@ pub type LiveExecutions = Arc<DashMap<ExecutionId, Execution>>;
 /// What can go wrong with a request to the ExecutionMonitor.
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
-    #[error("no workspace {0:?}")]
-    UnknownWorkspace(String),
-    #[error("no profile {0:?}")]
-    UnknownProfile(String),
+    /// The catalog refused the request's profile, workspace or cwd.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
     #[error("no provider {0:?}")]
     UnknownProvider(String),
     #[error("no execution {0}")]
     UnknownExecution(ExecutionId),
-    #[error("a workspace named {0:?} exists already")]
-    DuplicateWorkspace(String),
-    #[error("a profile named {0:?} exists already")]
-    DuplicateProfile(String),
-    #[error("profile {name:?} comes from the {origin} and cannot be changed over the API")]
-    ReadOnlyProfile { name: String, origin: &'static str },
     #[error("cannot {action} execution {} while it is {}", .execution.id, .execution.status)]
     InvalidTransition { action: &'static str, execution: Box<Execution> },
     #[error("{0}")]
@@ -97,24 +97,9 @@ impl std::fmt::Debug for MonitorSettings {
     }
 }
 
-/// One provider: where it was defined, its queue and limits.
-#[derive(Debug)]
-struct ProviderState {
-    origin: Origin,
-    queue: ProviderQueue,
-    /// A pending wake-up for the head of the queue waiting on a start token.
-    wake: Option<SpawnHandle>,
-}
-
-impl ProviderState {
-    fn new(limits: ProviderLimits, origin: Origin) -> Self {
-        ProviderState { origin, queue: ProviderQueue::new(limits, Instant::now()), wake: None }
-    }
-}
-
 /// The actor. Its fields are touched only by its handlers and the futures they spawn into
-/// its context; the read model (`live`) is shared for reading, and one detached task
-/// writes it too (a final state whose commit failed is put back, so clients see it).
+/// its context; the read model (`live`) is shared for reading and written only by
+/// [`ExecutionMonitor::publish`].
 pub struct ExecutionMonitor {
     store: Store,
     settings: MonitorSettings,
@@ -124,15 +109,16 @@ pub struct ExecutionMonitor {
     turn_listener: Option<Recipient<TurnEnded>>,
     /// Takes the work tree snapshots at each start and end.
     changes: Addr<ChangeTracker>,
-    /// Every workspace by id; the database holds the same rows.
-    workspaces: BTreeMap<WorkspaceId, Workspace>,
-    /// Built-in, config-file and API profiles by name (API ones are also stored).
-    profiles: BTreeMap<String, Profile>,
+    /// The workspaces and profiles requests name (the Catalog's).
+    catalog: CatalogView,
     /// Providers by name: config-file ones, those profiles name, and API-changed limits.
     providers: BTreeMap<String, ProviderState>,
-    /// Every execution not yet final: its request and process.
-    tracked: HashMap<ExecutionId, Tracked>,
-    /// The read model handlers read from; the monitor is its only writer.
+    /// Every execution not yet final, in its phase.
+    runs: HashMap<ExecutionId, Run>,
+    /// Final executions whose final row could not be stored: shown as they ended, so
+    /// what clients see stays true.
+    unsaved: HashMap<ExecutionId, Execution>,
+    /// The read model handlers read from: a projection of `runs` and `unsaved`.
     live: LiveExecutions,
     /// The next execution id and queue order (ids are ours to assign).
     next_id: i64,
@@ -145,13 +131,10 @@ pub struct ExecutionMonitor {
     capture: process::CapturePool,
 }
 
-/// What the ExecutionMonitor starts from: the config's profiles and providers, and what
-/// the database holds.
+/// What the ExecutionMonitor starts from: the config's providers and what the database
+/// holds.
 pub struct MonitorSeed {
-    pub config_profiles: BTreeMap<String, Profile>,
     pub config_providers: BTreeMap<String, ProviderLimits>,
-    pub workspaces: Vec<Workspace>,
-    pub api_profiles: Vec<Profile>,
     pub api_providers: Vec<(String, ProviderLimits)>,
     /// Executions still queued at the last stop, in their order, with request env and
     /// the agent token whose hash was stored for each at this start.
@@ -167,6 +150,7 @@ impl ExecutionMonitor {
         arbiter: Addr<ApprovalArbiter>,
         turn_listener: Option<Recipient<TurnEnded>>,
         changes: Addr<ChangeTracker>,
+        catalog: CatalogView,
         seed: MonitorSeed,
     ) -> Self {
         let mut providers: BTreeMap<String, ProviderState> = seed
@@ -181,30 +165,16 @@ impl ExecutionMonitor {
         for (name, limits) in seed.api_providers {
             providers.insert(name, ProviderState::new(limits, Origin::Api));
         }
-        let mut profiles = seed.config_profiles;
-        for profile in seed.api_profiles {
-            // A config-file profile of the same name wins: the file is the user's word.
-            if profiles.contains_key(&profile.name) {
-                tracing::warn!(profile = %profile.name, "stored API profile is shadowed by the config file");
-                continue;
-            }
-            profiles.insert(profile.name.clone(), profile);
-        }
-        for profile in profiles.values() {
-            providers
-                .entry(profile.spec.provider.clone())
-                .or_insert_with(|| ProviderState::new(ProviderLimits::default(), Origin::Config));
-        }
         let mut monitor = ExecutionMonitor {
             store,
             settings,
             arbiter,
             turn_listener,
             changes,
-            workspaces: seed.workspaces.into_iter().map(|w| (w.id, w)).collect(),
-            profiles,
+            catalog,
             providers,
-            tracked: HashMap::new(),
+            runs: HashMap::new(),
+            unsaved: HashMap::new(),
             live: Arc::new(DashMap::new()),
             next_id: seed.high_water.0 + 1,
             next_queue_order: seed.high_water.1 + 1,
@@ -212,6 +182,7 @@ impl ExecutionMonitor {
             drained: Vec::new(),
             capture: process::CapturePool::start(),
         };
+        monitor.add_catalog_providers();
         for (queued, token) in seed.queued {
             monitor.requeue_recovered(queued.execution, queued.env, token);
         }
@@ -222,6 +193,19 @@ impl ExecutionMonitor {
     pub fn live(&self) -> LiveExecutions {
         self.live.clone()
     }
+
+    /// The projection: shows a run (or an unsaved final execution) as it is now, or
+    /// nothing once it is final and stored. The only writer of the read model.
+    fn publish(&self, id: ExecutionId) {
+        match self.runs.get(&id).map(|run| &run.execution).or_else(|| self.unsaved.get(&id)) {
+            Some(execution) => {
+                self.live.insert(id, execution.clone());
+            }
+            None => {
+                self.live.remove(&id);
+            }
+        }
+    }
 }
 
 impl Actor for ExecutionMonitor {
@@ -230,13 +214,7 @@ impl Actor for ExecutionMonitor {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Bursts of HTTP requests queue here rather than wait on a full mailbox.
         ctx.set_mailbox_capacity(65_536);
-        tracing::debug!(
-            workspaces = self.workspaces.len(),
-            profiles = self.profiles.len(),
-            providers = self.providers.len(),
-            queued = self.tracked.len(),
-            "execution monitor started"
-        );
+        tracing::debug!(providers = self.providers.len(), queued = self.runs.len(), "execution monitor started");
         // Executions recovered from the last run start in their original order.
         let names: Vec<String> = self.providers.keys().cloned().collect();
         for provider in names {
@@ -284,10 +262,13 @@ impl Handler<GetCounts> for ExecutionMonitor {
     type Result = MessageResult<GetCounts>;
 
     fn handle(&mut self, _: GetCounts, _: &mut Self::Context) -> Self::Result {
-        let count = |wanted: &[ExecutionStatus]| self.live.iter().filter(|e| wanted.contains(&e.status)).count();
+        self.add_catalog_providers();
+        let count =
+            |wanted: &[ExecutionStatus]| self.runs.values().filter(|r| wanted.contains(&r.execution.status)).count();
+        let catalog = self.catalog.read();
         MessageResult(MonitorCounts {
-            workspaces: self.workspaces.len(),
-            profiles: self.profiles.len(),
+            workspaces: catalog.workspaces.len(),
+            profiles: catalog.profiles.len(),
             providers: self.providers.len(),
             executions_queued: count(&[ExecutionStatus::Queued]),
             executions_running: count(&[ExecutionStatus::Running, ExecutionStatus::Paused]),

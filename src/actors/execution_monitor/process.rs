@@ -49,7 +49,7 @@ pub struct SpawnSpec {
 }
 
 /// A started process group.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spawned {
     /// The leader's pid, which is also the group id.
     pub pid: i32,
