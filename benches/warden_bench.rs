@@ -31,9 +31,11 @@ impl Drop for BenchDaemon {
     }
 }
 
-/// The `warden` binary cargo built for this bench (same profile: optimised).
+/// The `warden` binary cargo built for this bench (same profile: optimised), or the one
+/// `WARDEN_BENCH_EXE` names, so that another build (e.g. the commit before a change) is
+/// measured by the same workloads.
 fn warden_exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_warden"))
+    std::env::var_os("WARDEN_BENCH_EXE").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_warden")), PathBuf::from)
 }
 
 async fn start_daemon(config: &str) -> anyhow::Result<BenchDaemon> {

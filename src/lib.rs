@@ -5,8 +5,9 @@
 //!
 //! - [`daemon`] builds one running warden: PID lock, store, actors, HTTP server.
 //! - [`actors`] hold all mutable state, one actor per concern: the `Supervisor` starts
-//!   the others and owns shutdown; the `ExecutionMonitor` owns workspaces, profiles,
-//!   providers and executions; the `ApprovalArbiter` owns approvals; the
+//!   the others and owns shutdown; the `Catalog` owns workspaces and profiles; the
+//!   `ExecutionMonitor` owns providers and the executions that are not final (their
+//!   lifecycle is one pure state machine); the `ApprovalArbiter` owns approvals; the
 //!   `ClientRegistry` owns connected clients and fans events out to them; the
 //!   `SessionKeeper` owns conversations (sessions) and their turns; the `ChangeTracker`
 //!   snapshots git work trees and answers what an execution changed; one `WsClient`

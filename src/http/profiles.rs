@@ -1,6 +1,6 @@
 //! `/api/v1/profiles` and `/api/v1/providers`: thin handlers over the Catalog's
-//! profile messages and the ExecutionMonitor's provider messages. Profiles are shown as [`ProfileView`]s: their
-//! env by names only.
+//! profile messages and the ExecutionMonitor's provider messages. Profiles are shown as
+//! [`ProfileView`]s: their env by names only.
 
 use actix::Addr;
 use actix_web::{web, HttpResponse};

@@ -1,5 +1,6 @@
 //! Rows of the catalog: workspaces, and the profiles and provider limits made over the
-//! API. The ExecutionMonitor loads them at start and writes them through the store.
+//! API. The Catalog (workspaces, profiles) and the ExecutionMonitor (provider limits) load
+//! them at start and write them through the store.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, Row};
