@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::domain::SessionId;
 use clap::{Args, Parser, Subcommand};
 
 /// warden runs and supervises AI coding-agent executions (or any command) in your
@@ -246,7 +247,7 @@ pub enum SessionCommand {
     },
     /// Send a message (it runs as the session's next turn).
     Send {
-        id: i64,
+        id: SessionId,
         /// The message; several words are joined with spaces.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         message: Vec<String>,
@@ -256,13 +257,13 @@ pub enum SessionCommand {
     },
     /// Print a session's transcript.
     Show {
-        id: i64,
+        id: SessionId,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Close a session (its running turn is cancelled; the transcript is kept).
-    Close { id: i64 },
+    Close { id: SessionId },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -271,7 +272,7 @@ pub struct ChatArgs {
     pub target: SessionTarget,
     /// Go on with this session instead of starting one.
     #[arg(long)]
-    pub session: Option<i64>,
+    pub session: Option<SessionId>,
 }
 
 #[derive(Debug, Subcommand)]

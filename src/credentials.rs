@@ -15,6 +15,7 @@ use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 
 use crate::domain::ExecutionId;
+use crate::domain::SessionId;
 
 /// Requests per second an agent token may make on average, and in a burst.
 pub const AGENT_RATE_PER_S: f64 = 20.0;
@@ -32,7 +33,7 @@ pub fn token_hash(token: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct AgentGrant {
     pub execution_id: ExecutionId,
-    pub session_id: Option<i64>,
+    pub session_id: Option<SessionId>,
     limiter: Arc<Mutex<Bucket>>,
     waits: Arc<AtomicUsize>,
 }
@@ -121,7 +122,7 @@ pub struct AgentTokens {
 impl AgentTokens {
     /// Puts an execution's token in force, as its process is about to spawn (replacing
     /// any earlier one of the same execution).
-    pub fn grant(&self, execution_id: ExecutionId, session_id: Option<i64>, token: &IssuedToken) {
+    pub fn grant(&self, execution_id: ExecutionId, session_id: Option<SessionId>, token: &IssuedToken) {
         self.revoke(execution_id);
         let bucket = Bucket { tokens: AGENT_BURST, at: Instant::now() };
         let grant = AgentGrant {
@@ -168,11 +169,11 @@ mod tests {
         let tokens = AgentTokens::default();
         let issued = IssuedToken::new();
         assert!(tokens.find(&issued.token).is_none(), "not in force before it is granted");
-        tokens.grant(ExecutionId(7), Some(3), &issued);
+        tokens.grant(ExecutionId(7), Some(SessionId(3)), &issued);
         assert_eq!(issued.hash, token_hash(&issued.token));
         assert!(!issued.hash.contains(&issued.token));
         let grant = tokens.find(&issued.token).expect("the token is in force");
-        assert_eq!((grant.execution_id, grant.session_id), (ExecutionId(7), Some(3)));
+        assert_eq!((grant.execution_id, grant.session_id), (ExecutionId(7), Some(SessionId(3))));
         assert!(tokens.find("wa_not-a-token").is_none());
         tokens.revoke(ExecutionId(7));
         assert!(tokens.find(&issued.token).is_none());

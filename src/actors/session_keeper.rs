@@ -117,7 +117,7 @@ impl SessionKeeper {
                 open.waiting.push_back(message);
             }
         }
-        SessionKeeper { store, catalog, monitor, next_id: max_id + 1, open: sessions }
+        SessionKeeper { store, catalog, monitor, next_id: max_id.next(), open: sessions }
     }
 
     /// Starts the next waiting turn of a session if none runs.
@@ -202,7 +202,7 @@ impl SessionKeeper {
                 None => self.monitor.do_send(Cancel { id: execution.id }),
             },
             Err(e) => {
-                tracing::error!(session = session_id, error = %e, "a session turn could not start");
+                tracing::error!(session = %session_id, error = %e, "a session turn could not start");
                 if let Some(open) = self.open.get_mut(&session_id) {
                     open.running = None;
                 }
@@ -237,7 +237,7 @@ impl Handler<CreateSession> for SessionKeeper {
             return Box::pin(fut::ready(Err(KeeperError::Invalid("title must be at most 200 characters".into()))));
         }
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = id.next();
         let (catalog, store) = (self.catalog.clone(), self.store.clone());
         let create = async move {
             let target = catalog
@@ -377,7 +377,7 @@ impl Handler<TurnEnded> for SessionKeeper {
                 Ok(())
             });
             if let Err(e) = record.await {
-                tracing::error!(session = session_id, error = %e, "recording an agent reply failed");
+                tracing::error!(session = %session_id, error = %e, "recording an agent reply failed");
             }
         };
         ctx.spawn(reply.into_actor(self).map(move |(), act, ctx| act.advance(session_id, ctx)));

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use super::approval_arbiter::{ApprovalArbiter, ArbiterError, Decide};
 use super::client_registry::{self, Attach, ClientId, ClientQueue, ClientRegistry, Detach, Outbound};
+use crate::domain::SessionId;
 use crate::domain::{ApprovalId, Decision, EventFilter, ExecutionId};
 use crate::store::Store;
 
@@ -33,7 +34,7 @@ enum ClientMessage {
         #[serde(default)]
         execution_id: Option<i64>,
         #[serde(default)]
-        session_id: Option<i64>,
+        session_id: Option<SessionId>,
         #[serde(default)]
         since: Option<u64>,
     },

@@ -14,7 +14,7 @@ use super::{absolute_path, print_json, print_table, Outcome, Remote};
 use crate::cli::{ChatArgs, SessionCommand, SessionTarget};
 use crate::client::Client;
 use crate::domain::Page;
-use crate::domain::{Role, Session, SessionMessage};
+use crate::domain::{Role, Session, SessionId, SessionMessage};
 
 pub async fn session(remote: &Remote, command: SessionCommand) -> anyhow::Result<Outcome> {
     let client = remote.client()?;
@@ -111,13 +111,13 @@ async fn create(client: &Client, target: &SessionTarget) -> anyhow::Result<Sessi
     Ok(client.post("/api/v1/sessions", &body).await?)
 }
 
-async fn transcript(client: &Client, id: i64) -> anyhow::Result<Vec<SessionMessage>> {
+async fn transcript(client: &Client, id: SessionId) -> anyhow::Result<Vec<SessionMessage>> {
     super::all_pages(client, &format!("/api/v1/sessions/{id}/messages")).await
 }
 
 /// Waits for a sent message's turn to start (it may wait behind another), then prints
 /// its output as it comes; returns its exit code.
-async fn follow_turn_of(client: &Client, session_id: i64, sent: &Value) -> anyhow::Result<i32> {
+async fn follow_turn_of(client: &Client, session_id: SessionId, sent: &Value) -> anyhow::Result<i32> {
     let message_id = sent["message"]["id"].as_i64().context("warden's answer names no message")?;
     let mut execution = sent["execution"]["id"].as_i64();
     // Its turn may wait behind another, for as long as that one runs.

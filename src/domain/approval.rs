@@ -1,5 +1,6 @@
 //! Approvals: a question for a human about risky work, with a deadline and a default.
 
+use super::SessionId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -7,34 +8,9 @@ use utoipa::ToSchema;
 /// The longest an approval may wait, in seconds.
 pub const MAX_TIMEOUT_S: u64 = 86_400;
 
-/// An approval's id: assigned in creation order by the ApprovalArbiter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ApprovalId(pub i64);
-
-impl std::fmt::Display for ApprovalId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::str::FromStr for ApprovalId {
-    type Err = std::num::ParseIntError;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        text.parse().map(ApprovalId)
-    }
-}
-
-impl rusqlite::ToSql for ApprovalId {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        self.0.to_sql()
-    }
-}
-
-impl rusqlite::types::FromSql for ApprovalId {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        i64::column_result(value).map(ApprovalId)
-    }
+row_id! {
+    /// An approval's id: assigned in creation order by the ApprovalArbiter.
+    ApprovalId
 }
 
 /// Who asked for an approval; told by the credential the request came with, never by
@@ -136,7 +112,8 @@ pub struct Approval {
     /// caller's own word.
     pub source: String,
     pub execution_id: Option<i64>,
-    pub session_id: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub session_id: Option<SessionId>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     /// Applied at the deadline.
@@ -213,7 +190,8 @@ pub struct NewApproval {
     #[serde(default)]
     pub execution_id: Option<i64>,
     #[serde(default)]
-    pub session_id: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub session_id: Option<SessionId>,
     #[serde(default)]
     pub source: Option<String>,
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ExecutionId;
+use super::SessionId;
 
 /// How much a client wants an event: low ones are skipped for a congested client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -40,7 +41,7 @@ pub struct NewEvent {
     pub kind: &'static str,
     pub execution_id: Option<ExecutionId>,
     pub approval_id: Option<super::ApprovalId>,
-    pub session_id: Option<i64>,
+    pub session_id: Option<SessionId>,
     pub workspace: Option<String>,
     pub data: serde_json::Value,
 }
@@ -91,7 +92,8 @@ pub struct Envelope {
     #[schema(value_type = Option<i64>)]
     pub approval_id: Option<super::ApprovalId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub session_id: Option<SessionId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
     pub data: serde_json::Value,
@@ -105,7 +107,7 @@ pub struct Event {
     pub kind: std::borrow::Cow<'static, str>,
     pub priority: Priority,
     pub execution_id: Option<ExecutionId>,
-    pub session_id: Option<i64>,
+    pub session_id: Option<SessionId>,
     /// The envelope as JSON text, or for an output line its JSON after the `seq`
     /// (rendered with the seq on first use).
     body: Body,
@@ -143,7 +145,7 @@ impl Event {
 
     /// An `execution.output` event from its envelope's JSON after the `seq` field
     /// (`,"ts":…}`); `seq` may be set until the event is shared.
-    pub fn output(seq: u64, execution_id: ExecutionId, session_id: Option<i64>, json_after_seq: String) -> Event {
+    pub fn output(seq: u64, execution_id: ExecutionId, session_id: Option<SessionId>, json_after_seq: String) -> Event {
         Event {
             seq,
             kind: std::borrow::Cow::Borrowed("execution.output"),
@@ -193,7 +195,8 @@ pub struct EventFilter {
     #[schema(value_type = Option<i64>)]
     pub execution_id: Option<ExecutionId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub session_id: Option<SessionId>,
 }
 
 impl EventFilter {

@@ -4,19 +4,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use super::SessionId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-/// An execution's id: assigned in creation order by the ExecutionMonitor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ExecutionId(pub i64);
-
-impl fmt::Display for ExecutionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
+row_id! {
+    /// An execution's id: assigned in creation order by the ExecutionMonitor.
+    ExecutionId
 }
 
 /// Where an execution is in its life. The last six are final.
@@ -147,7 +142,8 @@ pub struct Execution {
     pub queue_position: Option<u32>,
     #[schema(value_type = Option<i64>)]
     pub retry_of: Option<ExecutionId>,
-    pub session_id: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub session_id: Option<SessionId>,
     /// The approval that gated this execution's start (profiles with `approval = "always"`).
     #[schema(value_type = Option<i64>)]
     pub approval_id: Option<super::ApprovalId>,
@@ -210,14 +206,15 @@ pub struct ExecutionFilter {
     pub workspace: Option<String>,
     pub profile: Option<String>,
     pub provider: Option<String>,
-    pub session_id: Option<i64>,
+    #[param(value_type = Option<i64>)]
+    pub session_id: Option<SessionId>,
 }
 
 /// The session turn an execution is (for `{session_id}`, `{session_uuid}`, `{turn}` and
 /// the choice between `command` and `continue_command`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionTurn {
-    pub session_id: i64,
+    pub session_id: SessionId,
     pub session_uuid: String,
     /// 1 for the first turn.
     pub turn: u32,
@@ -228,7 +225,7 @@ pub struct TemplateValues<'a> {
     pub prompt: &'a str,
     pub workspace: &'a str,
     pub execution_id: ExecutionId,
-    pub session_id: Option<i64>,
+    pub session_id: Option<SessionId>,
     pub session_uuid: Option<&'a str>,
     pub turn: Option<u32>,
 }

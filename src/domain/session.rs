@@ -5,7 +5,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-pub type SessionId = i64;
+row_id! {
+    /// A session's id: assigned in creation order by the SessionKeeper.
+    SessionId
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -31,6 +34,7 @@ impl SessionStatus {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Session {
+    #[schema(value_type = i64)]
     pub id: SessionId,
     pub title: String,
     pub workspace: Option<String>,
@@ -56,6 +60,7 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SessionMessage {
     pub id: i64,
+    #[schema(value_type = i64)]
     pub session_id: SessionId,
     pub role: Role,
     pub content: String,

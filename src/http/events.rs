@@ -27,6 +27,7 @@ use crate::actors::client_registry::{
 };
 use crate::actors::execution_monitor::ExecutionReader;
 use crate::actors::ws_client::{Heartbeat, WsBody, WsClient, WsClientParts};
+use crate::domain::SessionId;
 use crate::domain::{Envelope, EventFilter, ExecutionId};
 use crate::store::{events as log, Store};
 
@@ -52,7 +53,8 @@ pub struct EventsQuery {
     )]
     pub topics: Option<String>,
     pub execution_id: Option<i64>,
-    pub session_id: Option<i64>,
+    #[param(value_type = Option<i64>)]
+    pub session_id: Option<SessionId>,
     /// Replay stored events after this `seq` first (`Last-Event-ID` overrides it).
     #[param(maximum = 9007199254740991_u64)]
     pub since: Option<u64>,

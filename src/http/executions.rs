@@ -10,6 +10,7 @@ use super::auth::Caller;
 use super::pagination::{Page, PageQuery};
 use super::problem::{ApiError, Problem};
 use crate::actors::execution_monitor::{Cancel, Enqueue, ExecutionMonitor, ExecutionReader, Pause, Resume, Retry};
+use crate::domain::SessionId;
 use crate::domain::{Execution, ExecutionFilter, ExecutionId, NewExecution, OutputLine};
 
 type Monitor = web::Data<Addr<ExecutionMonitor>>;
@@ -32,7 +33,8 @@ pub struct ListQuery {
     pub workspace: Option<String>,
     pub profile: Option<String>,
     pub provider: Option<String>,
-    pub session_id: Option<i64>,
+    #[param(value_type = Option<i64>)]
+    pub session_id: Option<SessionId>,
     /// Items per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,

@@ -8,7 +8,7 @@ use utoipa::IntoParams;
 use super::pagination::{Page, PageQuery};
 use super::problem::{ApiError, Problem};
 use crate::actors::session_keeper::{CloseSession, CreateSession, RenameSession, SendMessage, Sent, SessionKeeper};
-use crate::domain::{NewMessage, NewSession, Session, SessionMessage, SessionPatch, SessionStatus};
+use crate::domain::{NewMessage, NewSession, Session, SessionId, SessionMessage, SessionPatch, SessionStatus};
 use crate::store::{sessions as rows, Store};
 
 type Keeper = web::Data<Addr<SessionKeeper>>;
@@ -51,7 +51,7 @@ pub async fn list(store: web::Data<Store>, query: web::Query<ListQuery>) -> Resu
             })?),
         };
     let page = PageQuery { limit: query.limit, cursor: query.cursor };
-    let (limit, before) = (page.limit()?, page.cursor::<i64>()?);
+    let (limit, before) = (page.limit()?, page.cursor::<SessionId>()?);
     let workspace = query.workspace;
     let items =
         store.read("list sessions", move |c| rows::list(c, status, workspace.as_deref(), before, limit + 1)).await?;
@@ -61,7 +61,7 @@ pub async fn list(store: web::Data<Store>, query: web::Query<ListQuery>) -> Resu
 /// One session.
 #[utoipa::path(get, path = "/api/v1/sessions/{id}", operation_id = "getSession", tag = "sessions", params(("id" = i64, Path)),
     responses((status = 200, body = Session), (status = 404, body = Problem)))]
-pub async fn get(store: web::Data<Store>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+pub async fn get(store: web::Data<Store>, id: web::Path<SessionId>) -> Result<HttpResponse, ApiError> {
     let id = *id;
     let session = store.read("get session", move |c| rows::get(c, id)).await?;
     Ok(HttpResponse::Ok().json(session.ok_or_else(|| ApiError::not_found(format!("no session {id}")))?))
@@ -70,7 +70,7 @@ pub async fn get(store: web::Data<Store>, id: web::Path<i64>) -> Result<HttpResp
 /// Close: the running turn is cancelled, waiting messages never run; history is kept.
 #[utoipa::path(delete, path = "/api/v1/sessions/{id}", operation_id = "closeSession", tag = "sessions", params(("id" = i64, Path)),
     responses((status = 200, body = Session), (status = 404, body = Problem)))]
-pub async fn close(keeper: Keeper, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+pub async fn close(keeper: Keeper, id: web::Path<SessionId>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(keeper.send(CloseSession { session_id: *id }).await??))
 }
 
@@ -80,7 +80,7 @@ pub async fn close(keeper: Keeper, id: web::Path<i64>) -> Result<HttpResponse, A
     responses((status = 200, body = Session), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn rename(
     keeper: Keeper,
-    id: web::Path<i64>,
+    id: web::Path<SessionId>,
     body: web::Json<SessionPatch>,
 ) -> Result<HttpResponse, ApiError> {
     let session = keeper.send(RenameSession { session_id: *id, title: body.into_inner().title }).await??;
@@ -92,7 +92,11 @@ pub async fn rename(
     params(("id" = i64, Path)),
     responses((status = 202, body = Sent), (status = 404, body = Problem),
               (status = 409, description = "the session is closed", body = Problem), (status = 422, body = Problem)))]
-pub async fn send(keeper: Keeper, id: web::Path<i64>, body: web::Json<NewMessage>) -> Result<HttpResponse, ApiError> {
+pub async fn send(
+    keeper: Keeper,
+    id: web::Path<SessionId>,
+    body: web::Json<NewMessage>,
+) -> Result<HttpResponse, ApiError> {
     let sent = keeper.send(SendMessage { session_id: *id, content: body.into_inner().content }).await??;
     Ok(HttpResponse::Accepted().json(sent))
 }
@@ -102,7 +106,7 @@ pub async fn send(keeper: Keeper, id: web::Path<i64>, body: web::Json<NewMessage
     responses((status = 200, body = Page<SessionMessage>), (status = 404, body = Problem)))]
 pub async fn messages(
     store: web::Data<Store>,
-    id: web::Path<i64>,
+    id: web::Path<SessionId>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = *id;

@@ -8,13 +8,14 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, params_from_iter, Connection, ToSql};
 
 use super::catalog::ts_column;
+use crate::domain::SessionId;
 use crate::domain::{format_ts, now, Envelope, Event, EventFilter, ExecutionId, NewEvent, OutputStream, Priority};
 
 /// What an execution's output events say about where they come from.
 #[derive(Debug, Clone)]
 pub struct OutputSource {
     pub execution_id: ExecutionId,
-    pub session_id: Option<i64>,
+    pub session_id: Option<SessionId>,
     pub workspace: Option<String>,
 }
 
@@ -353,7 +354,7 @@ mod tests {
     /// The hand-made JSON of an output event is what serialising its envelope gives.
     #[test]
     fn output_json_is_the_envelope_serialised() {
-        for (session_id, workspace) in [(None, None), (Some(4), Some("my \"app\"".to_owned()))] {
+        for (session_id, workspace) in [(None, None), (Some(SessionId(4)), Some("my \"app\"".to_owned()))] {
             let source = OutputSource { execution_id: ExecutionId(7), session_id, workspace };
             let (ts, text) = (now(), "tab\t, quote \" é \u{1}");
             let envelope = Envelope {
