@@ -32,6 +32,7 @@ use landlock::{
     Scope, ABI,
 };
 
+use crate::domain::Word;
 use crate::domain::{SandboxApplied, SandboxMode};
 
 /// The Landlock ABI whose file system rights and scopes warden handles (vetted: file

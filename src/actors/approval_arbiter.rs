@@ -14,6 +14,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
+use crate::domain::Word;
 use crate::domain::{now, Approval, ApprovalId, ApprovalKind, ApprovalStatus, Decision, NewApproval, NewEvent};
 use crate::store::{approvals as rows, Store, StoreError};
 

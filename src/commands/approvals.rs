@@ -10,6 +10,7 @@ use super::{all_pages, print_json, print_table, Outcome, Remote};
 use crate::cli::{ClaudeHookArgs, OnError};
 use crate::client::{Client, ClientError};
 use crate::domain::Page;
+use crate::domain::Word;
 use crate::domain::{Approval, ApprovalStatus, Decision};
 
 pub async fn list(remote: &Remote, all: bool, json: bool) -> anyhow::Result<Outcome> {

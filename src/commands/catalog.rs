@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 
 use super::{absolute_path, all_pages, print_json, print_table, Outcome, Remote};
 use crate::cli::{ProfileCommand, ProviderCommand, WorkspaceCommand};
+use crate::domain::Word;
 use crate::domain::{ProfileView, Provider, Workspace};
 
 pub async fn workspace(remote: &Remote, command: WorkspaceCommand) -> anyhow::Result<Outcome> {

@@ -12,6 +12,7 @@ use super::{absolute_path, print_json, print_table, Outcome, Remote};
 use crate::cli::ExecArgs;
 use crate::client::{Client, ClientError, SseMessage};
 use crate::domain::Page;
+use crate::domain::Word;
 use crate::domain::{Approval, Envelope, Execution, OutputLine, OutputStream};
 
 pub async fn exec(remote: &Remote, args: ExecArgs) -> anyhow::Result<Outcome> {

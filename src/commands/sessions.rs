@@ -14,6 +14,7 @@ use super::{absolute_path, print_json, print_table, Outcome, Remote};
 use crate::cli::{ChatArgs, SessionCommand, SessionTarget};
 use crate::client::Client;
 use crate::domain::Page;
+use crate::domain::Word;
 use crate::domain::{Role, Session, SessionId, SessionMessage};
 
 pub async fn session(remote: &Remote, command: SessionCommand) -> anyhow::Result<Outcome> {

@@ -16,6 +16,7 @@ use tokio::sync::mpsc::{self, UnboundedSender};
 
 use crate::client::{Client, ClientError};
 use crate::domain::Page;
+use crate::domain::Word;
 use crate::domain::{Approval, ExecutionStatus, OutputLine};
 use feed::Feed;
 use model::{Focus, Link, Model, OutputPane, OUTPUT_KEPT};

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use serde::Deserialize;
 
+use crate::domain::Word;
 use crate::domain::{
     Approval, ApprovalId, ApprovalStatus, Envelope, Execution, ExecutionId, ExecutionStatus, OutputLine, OutputStream,
     Provider,
@@ -228,7 +229,7 @@ impl Model {
         let mut statuses = Vec::new();
         for word in text.split([',', ' ']).map(str::trim).filter(|w| !w.is_empty()) {
             let matching: Vec<ExecutionStatus> =
-                ExecutionStatus::ALL.into_iter().filter(|s| s.as_str().starts_with(word)).collect();
+                ExecutionStatus::all().iter().copied().filter(|s| s.as_str().starts_with(word)).collect();
             if matching.is_empty() {
                 return Err(format!("no status starts with {word:?}"));
             }

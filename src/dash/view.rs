@@ -12,6 +12,7 @@ use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, Table
 use ratatui::Frame;
 
 use super::model::{Focus, Link, Model};
+use crate::domain::Word;
 use crate::domain::{Approval, Execution, ExecutionStatus, OutputStream};
 use crate::terminal::{escape, escape_line};
 

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::SessionId;
+use super::{SessionId, Word};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use strum::{EnumString, IntoStaticStr, VariantArray};
 use utoipa::{IntoParams, ToSchema};
 
 row_id! {
@@ -15,8 +16,11 @@ row_id! {
 }
 
 /// Where an execution is in its life. The last six are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, IntoStaticStr, EnumString, VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ExecutionStatus {
     PendingApproval,
     Queued,
@@ -31,38 +35,6 @@ pub enum ExecutionStatus {
 }
 
 impl ExecutionStatus {
-    pub const ALL: [ExecutionStatus; 10] = [
-        ExecutionStatus::PendingApproval,
-        ExecutionStatus::Queued,
-        ExecutionStatus::Running,
-        ExecutionStatus::Paused,
-        ExecutionStatus::Succeeded,
-        ExecutionStatus::Failed,
-        ExecutionStatus::Cancelled,
-        ExecutionStatus::Denied,
-        ExecutionStatus::TimedOut,
-        ExecutionStatus::Interrupted,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExecutionStatus::PendingApproval => "pending_approval",
-            ExecutionStatus::Queued => "queued",
-            ExecutionStatus::Running => "running",
-            ExecutionStatus::Paused => "paused",
-            ExecutionStatus::Succeeded => "succeeded",
-            ExecutionStatus::Failed => "failed",
-            ExecutionStatus::Cancelled => "cancelled",
-            ExecutionStatus::Denied => "denied",
-            ExecutionStatus::TimedOut => "timed_out",
-            ExecutionStatus::Interrupted => "interrupted",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
     pub fn is_final(self) -> bool {
         !matches!(
             self,
@@ -162,28 +134,20 @@ pub struct Execution {
 }
 
 /// Which stream an output line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoStaticStr, EnumString, VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum OutputStream {
     Stdout,
     Stderr,
 }
 
 impl OutputStream {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutputStream::Stdout => "stdout",
-            OutputStream::Stderr => "stderr",
-        }
-    }
-
     /// The stream a stored `stream` column names (the schema allows only these two).
     pub fn from_stored(column: &str) -> OutputStream {
-        if column == "stderr" {
-            OutputStream::Stderr
-        } else {
-            OutputStream::Stdout
-        }
+        Self::parse(column).unwrap_or(OutputStream::Stdout)
     }
 }
 
@@ -201,7 +165,9 @@ pub struct OutputLine {
 #[into_params(parameter_in = Query)]
 pub struct ExecutionFilter {
     /// Comma-separated statuses, e.g. `queued,running`.
-    pub status: Option<String>,
+    #[serde(default)]
+    #[param(value_type = Option<Vec<ExecutionStatus>>, style = Form, explode = false)]
+    pub status: super::Words<ExecutionStatus>,
     /// Workspace name.
     pub workspace: Option<String>,
     pub profile: Option<String>,
@@ -293,10 +259,7 @@ mod tests {
     }
 
     #[test]
-    fn statuses_round_trip_and_know_which_are_final() {
-        for status in ExecutionStatus::ALL {
-            assert_eq!(ExecutionStatus::parse(status.as_str()), Some(status));
-        }
+    fn statuses_know_which_are_final() {
         assert!(!ExecutionStatus::Paused.is_final());
         assert!(ExecutionStatus::TimedOut.is_final());
     }

@@ -51,6 +51,7 @@ mod event;
 mod execution;
 mod page;
 mod session;
+mod word;
 
 pub use approval::*;
 pub use changes::*;
@@ -58,6 +59,7 @@ pub use event::*;
 pub use execution::*;
 pub use page::*;
 pub use session::*;
+pub use word::*;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -65,6 +67,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+use strum::{EnumString, IntoStaticStr, VariantArray};
 use utoipa::ToSchema;
 
 /// The current time, truncated to milliseconds so that what is stored and what is
@@ -166,34 +169,46 @@ pub fn canonical_dir(path: &str) -> Result<PathBuf, String> {
 }
 
 /// Whether an execution of a profile must wait for a human first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ApprovalPolicy {
     #[default]
     Never,
     Always,
 }
 
-impl ApprovalPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApprovalPolicy::Never => "never",
-            ApprovalPolicy::Always => "always",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "never" => Some(ApprovalPolicy::Never),
-            "always" => Some(ApprovalPolicy::Always),
-            _ => None,
-        }
-    }
-}
-
 /// How an execution's processes are confined: a profile's `sandbox`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum SandboxMode {
     /// Everything but warden's data dir (its token, database, logs, snapshots).
     #[default]
@@ -205,20 +220,24 @@ pub enum SandboxMode {
     Off,
 }
 
-impl SandboxMode {
-    pub fn as_str(self) -> &'static str {
-        SandboxApplied::from(self).as_str()
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [Self::ProtectData, Self::WorkspaceWrite, Self::Off].into_iter().find(|m| m.as_str() == text)
-    }
-}
-
 /// The confinement an execution's processes got: its profile's mode, or `unavailable`
 /// when the kernel has no Landlock (the execution ran unconfined).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum SandboxApplied {
     ProtectData,
     WorkspaceWrite,
@@ -229,21 +248,9 @@ pub enum SandboxApplied {
 }
 
 impl SandboxApplied {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SandboxApplied::ProtectData => "protect-data",
-            SandboxApplied::WorkspaceWrite => "workspace-write",
-            SandboxApplied::Off => "off",
-            SandboxApplied::Unavailable => "unavailable",
-        }
-    }
-
     /// A stored `sandbox` column; NULL (rows from before sandboxes) is `off`.
     pub fn from_stored(text: Option<&str>) -> Self {
-        [Self::ProtectData, Self::WorkspaceWrite, Self::Unavailable]
-            .into_iter()
-            .find(|m| Some(m.as_str()) == text)
-            .unwrap_or(Self::Off)
+        text.and_then(Self::parse).unwrap_or(Self::Off)
     }
 
     /// Whether the execution's processes could reach everything the user can.

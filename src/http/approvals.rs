@@ -15,6 +15,7 @@ use super::pagination::{Page, PageQuery};
 use super::problem::{ApiError, Problem};
 use crate::actors::approval_arbiter::{ApprovalArbiter, Decide, Request, Watch, Withdraw};
 use crate::credentials::AGENT_WAITS;
+use crate::domain::optional_word;
 use crate::domain::{Approval, ApprovalId, ApprovalKind, ApprovalStatus, DecisionRequest, NewApproval};
 use crate::store::{approvals as rows, Store};
 
@@ -27,9 +28,10 @@ pub const MAX_WAIT_S: u64 = 300;
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only this status (`pending`, `approved`, …).
-    #[param(pattern = "^(pending|approved|denied|expired|cancelled)?$")]
-    pub status: Option<String>,
+    /// Only this status.
+    #[serde(default, deserialize_with = "optional_word")]
+    #[param(value_type = Option<ApprovalStatus>)]
+    pub status: Option<ApprovalStatus>,
     /// Only the approvals about this execution.
     pub execution_id: Option<i64>,
     /// Items per page, 1 to 500 (default 50).
@@ -80,14 +82,7 @@ pub async fn create(arbiter: Arbiter, caller: Caller, body: web::Json<NewApprova
     responses((status = 200, body = Page<Approval>), (status = 400, body = Problem)))]
 pub async fn list(store: web::Data<Store>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let status = match query.status.as_deref() {
-        None | Some("") => None,
-        Some(text) => Some(ApprovalStatus::parse(text).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "unknown status {text:?}; known: pending, approved, denied, expired, cancelled"
-            ))
-        })?),
-    };
+    let status = query.status;
     let page = PageQuery { limit: query.limit, cursor: query.cursor };
     let (limit, before) = (page.limit()?, page.cursor::<ApprovalId>()?);
     let execution = query.execution_id;

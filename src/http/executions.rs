@@ -11,7 +11,7 @@ use super::pagination::{Page, PageQuery};
 use super::problem::{ApiError, Problem};
 use crate::actors::execution_monitor::{Cancel, Enqueue, ExecutionMonitor, ExecutionReader, Pause, Resume, Retry};
 use crate::domain::SessionId;
-use crate::domain::{Execution, ExecutionFilter, ExecutionId, NewExecution, OutputLine};
+use crate::domain::{Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, OutputLine, Words};
 
 type Monitor = web::Data<Addr<ExecutionMonitor>>;
 type Reader = web::Data<ExecutionReader>;
@@ -25,10 +25,9 @@ const OUTPUT_PAGE_MAX: usize = 10_000;
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Comma-separated statuses, e.g. `queued,running`.
-    #[param(
-        pattern = r"^$|^ *(pending_approval|queued|running|paused|succeeded|failed|cancelled|denied|timed_out|interrupted) *(, *(pending_approval|queued|running|paused|succeeded|failed|cancelled|denied|timed_out|interrupted) *)*$"
-    )]
-    pub status: Option<String>,
+    #[serde(default)]
+    #[param(value_type = Option<Vec<ExecutionStatus>>, style = Form, explode = false)]
+    pub status: Words<ExecutionStatus>,
     /// Workspace name.
     pub workspace: Option<String>,
     pub profile: Option<String>,

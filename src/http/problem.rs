@@ -151,7 +151,6 @@ impl From<MonitorError> for ApiError {
                     .with_extra("current_status", serde_json::json!(status))
                     .with_extra("execution", serde_json::to_value(&execution).unwrap_or_default())
             }
-            MonitorError::BadQuery(_) => ApiError::bad_request(detail),
             MonitorError::Invalid(_) => ApiError::unprocessable(detail),
             MonitorError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", detail),
             MonitorError::Unanswered { source, .. } => source.into(),

@@ -8,6 +8,7 @@ use utoipa::IntoParams;
 use super::pagination::{Page, PageQuery};
 use super::problem::{ApiError, Problem};
 use crate::actors::session_keeper::{CloseSession, CreateSession, RenameSession, SendMessage, Sent, SessionKeeper};
+use crate::domain::optional_word;
 use crate::domain::{NewMessage, NewSession, Session, SessionId, SessionMessage, SessionPatch, SessionStatus};
 use crate::store::{sessions as rows, Store};
 
@@ -17,9 +18,10 @@ type Keeper = web::Data<Addr<SessionKeeper>>;
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// `idle`, `running` or `closed`.
-    #[param(pattern = "^(idle|running|closed)?$")]
-    pub status: Option<String>,
+    /// Only this status.
+    #[serde(default, deserialize_with = "optional_word")]
+    #[param(value_type = Option<SessionStatus>)]
+    pub status: Option<SessionStatus>,
     /// Workspace name.
     pub workspace: Option<String>,
     /// Items per page, 1 to 500 (default 50).
@@ -43,13 +45,7 @@ pub async fn create(keeper: Keeper, body: web::Json<NewSession>) -> Result<HttpR
     responses((status = 200, body = Page<Session>), (status = 400, body = Problem)))]
 pub async fn list(store: web::Data<Store>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let status =
-        match query.status.as_deref() {
-            None | Some("") => None,
-            Some(text) => Some(SessionStatus::parse(text).ok_or_else(|| {
-                ApiError::bad_request(format!("unknown status {text:?}; known: idle, running, closed"))
-            })?),
-        };
+    let status = query.status;
     let page = PageQuery { limit: query.limit, cursor: query.cursor };
     let (limit, before) = (page.limit()?, page.cursor::<SessionId>()?);
     let workspace = query.workspace;

@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::catalog::ts_column;
+use crate::domain::Word;
 use crate::domain::{format_ts, Approval, ApprovalId, ApprovalKind, ApprovalStatus, Decision};
 
 const COLUMNS: &str = "id, status, title, details, source, execution_id, session_id, created_at, expires_at, \
@@ -64,14 +65,15 @@ pub fn insert(conn: &Connection, approval: &Approval) -> rusqlite::Result<()> {
 /// Records a pending approval's end (decided, expired or cancelled).
 pub fn settle(conn: &Connection, approval: &Approval) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "UPDATE approvals SET status = ?2, decided_by = ?3, decided_at = ?4, reason = ?5 WHERE id = ?1 AND status = 'pending'",
+        "UPDATE approvals SET status = ?2, decided_by = ?3, decided_at = ?4, reason = ?5 WHERE id = ?1 AND status = ?6",
     )?
     .execute(params![
         approval.id,
         approval.status.as_str(),
         approval.decided_by,
         approval.decided_at.as_ref().map(format_ts),
-        approval.reason
+        approval.reason,
+        ApprovalStatus::Pending.as_str()
     ])?;
     Ok(())
 }
@@ -101,7 +103,8 @@ pub fn list(
 }
 
 pub fn pending(conn: &Connection) -> rusqlite::Result<Vec<Approval>> {
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM approvals WHERE status = 'pending' ORDER BY id"))?;
+    let pending = ApprovalStatus::sql(&[ApprovalStatus::Pending]);
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM approvals WHERE status = {pending} ORDER BY id"))?;
     let rows = stmt.query_map([], approval_row)?;
     rows.collect()
 }
@@ -110,8 +113,10 @@ pub fn pending(conn: &Connection) -> rusqlite::Result<Vec<Approval>> {
 /// crash, before those are interrupted).
 pub fn pending_of_unfinished_executions(conn: &Connection) -> rusqlite::Result<Vec<Approval>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM approvals WHERE status = 'pending' AND execution_id IN
-             (SELECT id FROM executions WHERE status IN ('running', 'paused')) ORDER BY id"
+        "SELECT {COLUMNS} FROM approvals WHERE status = {} AND execution_id IN
+             (SELECT id FROM executions WHERE status IN ({})) ORDER BY id",
+        ApprovalStatus::sql(&[ApprovalStatus::Pending]),
+        crate::domain::ExecutionStatus::sql(&super::executions::WITH_PROCESS)
     ))?;
     let rows = stmt.query_map([], approval_row)?;
     rows.collect()

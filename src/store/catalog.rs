@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, Row};
 
+use crate::domain::Word;
 use crate::domain::{
     format_ts, parse_ts, ApprovalPolicy, Origin, Profile, ProfileSpec, ProviderLimits, SandboxMode, Workspace,
     WorkspaceId,

@@ -9,6 +9,7 @@ use rusqlite::{params, params_from_iter, Connection, ToSql};
 
 use super::catalog::ts_column;
 use crate::domain::SessionId;
+use crate::domain::Word;
 use crate::domain::{format_ts, now, Envelope, Event, EventFilter, ExecutionId, NewEvent, OutputStream, Priority};
 
 /// What an execution's output events say about where they come from.

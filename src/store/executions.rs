@@ -8,6 +8,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, ToS
 
 use super::catalog::ts_column;
 use super::events::{chunk_lines, MAX_CHUNK_LINES};
+use crate::domain::Word;
 use crate::domain::{
     format_ts, ChangesSummary, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, OutputLine,
     OutputStream, SandboxApplied,
@@ -73,6 +74,12 @@ fn execution_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
 
 /// Stores a new execution with its request's own env (kept for retries) and the hash of
 /// its agent token.
+/// The statuses of executions whose process may be alive.
+pub const WITH_PROCESS: [ExecutionStatus; 2] = [ExecutionStatus::Running, ExecutionStatus::Paused];
+/// The statuses that are not final.
+const NOT_FINAL: [ExecutionStatus; 4] =
+    [ExecutionStatus::PendingApproval, ExecutionStatus::Queued, ExecutionStatus::Running, ExecutionStatus::Paused];
+
 pub fn insert(
     conn: &Connection,
     execution: &Execution,
@@ -116,7 +123,7 @@ pub fn mark_started(
     start_ticks: Option<u64>,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "UPDATE executions SET status = 'running', started_at = ?2, pid = ?3, proc_start_ticks = ?4, changes = ?5,
+        "UPDATE executions SET status = ?7, started_at = ?2, pid = ?3, proc_start_ticks = ?4, changes = ?5,
              sandbox = ?6
          WHERE id = ?1",
     )?
@@ -127,6 +134,7 @@ pub fn mark_started(
         start_ticks.map(|t| t as i64),
         changes_json(&execution.changes)?,
         execution.sandbox.as_str(),
+        execution.status.as_str(),
     ])?;
     Ok(())
 }
@@ -158,9 +166,10 @@ fn changes_json(changes: &Option<ChangesSummary>) -> rusqlite::Result<Option<Str
 pub fn awaiting_end_snapshot(conn: &Connection) -> rusqlite::Result<Vec<Execution>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM executions
-         WHERE changes IS NOT NULL AND status NOT IN ('queued', 'pending_approval', 'running', 'paused')
+         WHERE changes IS NOT NULL AND status NOT IN ({})
            AND json_extract(changes, '$.start_tree') IS NOT NULL AND json_extract(changes, '$.end_tree') IS NULL
-           AND json_extract(changes, '$.error') IS NULL"
+           AND json_extract(changes, '$.error') IS NULL",
+        ExecutionStatus::sql(&NOT_FINAL)
     ))?;
     let rows = stmt.query_map([], execution_row)?;
     rows.collect()
@@ -289,8 +298,10 @@ pub struct UnfinishedProcess {
 }
 
 pub fn unfinished_processes(conn: &Connection) -> rusqlite::Result<Vec<UnfinishedProcess>> {
-    let mut stmt =
-        conn.prepare("SELECT id, pid, proc_start_ticks FROM executions WHERE status IN ('running', 'paused')")?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT id, pid, proc_start_ticks FROM executions WHERE status IN ({})",
+        ExecutionStatus::sql(&WITH_PROCESS)
+    ))?;
     let rows = stmt.query_map([], |row| {
         Ok(UnfinishedProcess {
             id: ExecutionId(row.get(0)?),
@@ -304,10 +315,10 @@ pub fn unfinished_processes(conn: &Connection) -> rusqlite::Result<Vec<Unfinishe
 /// The agent token hashes of the executions that could have a process: running,
 /// paused, or queued (a daemon can die between spawning a process and recording it).
 pub fn possibly_spawned(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare(
-        "SELECT agent_token_hash FROM executions
-         WHERE status IN ('running', 'paused', 'queued') AND agent_token_hash IS NOT NULL",
-    )?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT agent_token_hash FROM executions WHERE status IN ({}) AND agent_token_hash IS NOT NULL",
+        ExecutionStatus::sql(&[ExecutionStatus::Running, ExecutionStatus::Paused, ExecutionStatus::Queued])
+    ))?;
     let rows = stmt.query_map([], |row| row.get(0))?;
     rows.collect()
 }
@@ -315,7 +326,10 @@ pub fn possibly_spawned(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 /// Marks what was running or paused as interrupted; returns those executions as they
 /// are now (final), for their events.
 pub fn interrupt_unfinished(conn: &Connection, reason: &str, at: DateTime<Utc>) -> rusqlite::Result<Vec<Execution>> {
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM executions WHERE status IN ('running', 'paused')"))?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM executions WHERE status IN ({})",
+        ExecutionStatus::sql(&WITH_PROCESS)
+    ))?;
     let unfinished: Vec<Execution> = stmt.query_map([], execution_row)?.collect::<rusqlite::Result<_>>()?;
     let mut interrupted = Vec::with_capacity(unfinished.len());
     for execution in unfinished {
@@ -342,7 +356,8 @@ pub struct QueuedExecution {
 /// Queued executions (and those waiting for approval) in their original order.
 pub fn queued(conn: &Connection) -> rusqlite::Result<Vec<QueuedExecution>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS}, env FROM executions WHERE status IN ('queued', 'pending_approval') ORDER BY queue_order"
+        "SELECT {COLUMNS}, env FROM executions WHERE status IN ({}) ORDER BY queue_order",
+        ExecutionStatus::sql(&[ExecutionStatus::Queued, ExecutionStatus::PendingApproval])
     ))?;
     let rows = stmt.query_map([], |row| {
         let env: String = row.get(19)?;

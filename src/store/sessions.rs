@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::catalog::ts_column;
+use crate::domain::Word;
 use crate::domain::{format_ts, Role, Session, SessionId, SessionMessage, SessionStatus};
 
 const COLUMNS: &str =
@@ -100,7 +101,8 @@ pub fn list(
 
 /// Sessions not closed, for the keeper at start.
 pub fn open(conn: &Connection) -> rusqlite::Result<Vec<Session>> {
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM sessions WHERE status != 'closed' ORDER BY id"))?;
+    let closed = SessionStatus::sql(&[SessionStatus::Closed]);
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM sessions WHERE status != {closed} ORDER BY id"))?;
     let rows = stmt.query_map([], session_row)?;
     rows.collect()
 }
@@ -158,11 +160,13 @@ pub fn messages(
 
 /// User messages still waiting for their turn, oldest first.
 pub fn waiting(conn: &Connection) -> rusqlite::Result<Vec<SessionMessage>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare(&format!(
         "SELECT m.id, m.session_id, m.role, m.content, m.execution_id, m.created_at FROM session_messages m
          JOIN sessions s ON s.id = m.session_id
-         WHERE m.role = 'user' AND m.execution_id IS NULL AND s.status != 'closed' ORDER BY m.id",
-    )?;
+         WHERE m.role = {} AND m.execution_id IS NULL AND s.status != {} ORDER BY m.id",
+        Role::sql(&[Role::User]),
+        SessionStatus::sql(&[SessionStatus::Closed])
+    ))?;
     let rows = stmt.query_map([], message_row)?;
     rows.collect()
 }

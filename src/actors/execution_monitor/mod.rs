@@ -60,8 +60,6 @@ pub enum MonitorError {
     InvalidTransition { action: &'static str, execution: Box<Execution> },
     #[error("{0}")]
     Invalid(String),
-    #[error("{0}")]
-    BadQuery(String),
     #[error("warden is shutting down and accepts no new work")]
     ShuttingDown,
     /// Another actor did not answer (it stopped): the daemon's trouble, not the request's.

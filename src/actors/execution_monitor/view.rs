@@ -114,7 +114,7 @@ impl ExecutionReader {
         before: Option<ExecutionId>,
         limit: usize,
     ) -> Result<Bytes, MonitorError> {
-        let statuses = parse_statuses(filter.status.as_deref())?;
+        let statuses = filter.status.0.clone();
         // Read before the page: a commit while it is being read makes it stale at once.
         let commits = self.store.commits();
         let cacheable = before.is_none() && self.live.is_empty();
@@ -176,16 +176,4 @@ impl ExecutionReader {
             .await?
             .ok_or(MonitorError::UnknownExecution(id))
     }
-}
-
-fn parse_statuses(text: Option<&str>) -> Result<Vec<ExecutionStatus>, MonitorError> {
-    let Some(text) = text.filter(|t| !t.is_empty()) else { return Ok(Vec::new()) };
-    text.split(',')
-        .map(|s| {
-            ExecutionStatus::parse(s.trim_matches(' ')).ok_or_else(|| {
-                let known: Vec<&str> = ExecutionStatus::ALL.iter().map(|s| s.as_str()).collect();
-                MonitorError::BadQuery(format!("unknown status {s:?}; known: {}", known.join(", ")))
-            })
-        })
-        .collect()
 }
