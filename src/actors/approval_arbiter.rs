@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::domain::Word;
 use crate::domain::{now, Approval, ApprovalId, ApprovalKind, ApprovalStatus, Decision, NewApproval, NewEvent};
+use crate::store::idempotency::Claim;
 use crate::store::{approvals as rows, Store, StoreError};
 
 pub use crate::domain::MAX_TIMEOUT_S;
@@ -51,6 +52,8 @@ pub struct Request {
     pub request: NewApproval,
     /// Who asks, from the credential (the ExecutionMonitor's gates are `Gate`).
     pub kind: ApprovalKind,
+    /// The request's `Idempotency-Key`: remembered with the approval's row.
+    pub claim: Option<Claim>,
 }
 
 /// A decision from some client. The first one for a pending approval wins.
@@ -320,7 +323,7 @@ impl Handler<Request> for ApprovalArbiter {
         if self.stopping {
             return Box::pin(fut::ready(Err(ArbiterError::ShuttingDown)));
         }
-        let Request { request, kind } = msg;
+        let Request { request, kind, claim } = msg;
         let title = request.title.trim().to_owned();
         let timeout = request.timeout_s.map(Duration::from_secs).unwrap_or(self.default_timeout);
         let invalid = if title.is_empty() {
@@ -359,6 +362,9 @@ impl Handler<Request> for ApprovalArbiter {
             store
                 .record("insert approval", move |c, log| {
                     rows::insert(c, &stored)?;
+                    if let Some(claim) = &claim {
+                        claim.remember(c, 201, &stored)?;
+                    }
                     log.record(c, NewEvent::about_approval("approval.requested", &stored)).map(|_| ())
                 })
                 .await
@@ -569,7 +575,7 @@ mod tests {
             session_id: None,
             source: None,
         };
-        Request { request, kind: ApprovalKind::Owner }
+        Request { request, kind: ApprovalKind::Owner, claim: None }
     }
 
     /// Fifty answers sent at once, through the mailbox: one wins, every other is told

@@ -15,6 +15,7 @@ use crate::domain::{
     now, Execution, ExecutionId, ExecutionStatus, NewEvent, NewExecution, NewSession, Role, Session, SessionId,
     SessionMessage, SessionStatus, SessionTurn,
 };
+use crate::store::idempotency::Claim;
 use crate::store::{sessions as rows, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,8 @@ pub enum KeeperError {
 #[rtype(result = "Result<Session, KeeperError>")]
 pub struct CreateSession {
     pub request: NewSession,
+    /// The request's `Idempotency-Key`: remembered with the session's row.
+    pub claim: Option<Claim>,
 }
 
 /// Send a user message: it becomes the next turn, now or after the running one.
@@ -49,6 +52,9 @@ pub struct CreateSession {
 pub struct SendMessage {
     pub session_id: SessionId,
     pub content: String,
+    /// The request's `Idempotency-Key`: remembered with the message's row (as sent, its
+    /// turn not yet started), so a retry never sends it twice.
+    pub claim: Option<Claim>,
 }
 
 /// What `SendMessage` did: the stored message and, if its turn started at once, the
@@ -166,7 +172,7 @@ impl SessionKeeper {
         let (monitor, store) = (self.monitor.clone(), self.store.clone());
         async move {
             let execution = monitor
-                .send(Enqueue { request, turn: Some(turn) })
+                .send(Enqueue { request, turn: Some(turn), claim: None })
                 .await
                 .map_err(|source| KeeperError::Unanswered { actor: "execution monitor", source })??;
             let mut session = session;
@@ -232,6 +238,7 @@ impl Handler<CreateSession> for SessionKeeper {
 
     fn handle(&mut self, msg: CreateSession, _: &mut Self::Context) -> Self::Result {
         let NewSession { workspace, cwd, profile, title } = msg.request;
+        let claim = msg.claim;
         let title = title.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
         if title.as_ref().is_some_and(|t| t.chars().count() > 200) {
             return Box::pin(fut::ready(Err(KeeperError::Invalid("title must be at most 200 characters".into()))));
@@ -262,6 +269,9 @@ impl Handler<CreateSession> for SessionKeeper {
             store
                 .record("insert session", move |c, log| {
                     rows::insert(c, &stored)?;
+                    if let Some(claim) = &claim {
+                        claim.remember(c, 201, &stored)?;
+                    }
                     let data = serde_json::to_value(&stored).unwrap_or_default();
                     log.record(c, session_event("session.created", &stored, data)).map(|_| ())
                 })
@@ -280,7 +290,7 @@ impl Handler<SendMessage> for SessionKeeper {
     type Result = ResponseActFuture<Self, Result<Sent, KeeperError>>;
 
     fn handle(&mut self, msg: SendMessage, _: &mut Self::Context) -> Self::Result {
-        let SendMessage { session_id, content } = msg;
+        let SendMessage { session_id, content, claim } = msg;
         if content.trim().is_empty() {
             return Box::pin(fut::ready(Err(KeeperError::Invalid("content must not be empty".into()))));
         }
@@ -305,6 +315,9 @@ impl Handler<SendMessage> for SessionKeeper {
             store
                 .record("insert user message", move |c, log| {
                     let message = rows::insert_message(c, session_id, Role::User, &content, None, now())?;
+                    if let Some(claim) = &claim {
+                        claim.remember(c, 202, &Sent { message: message.clone(), execution: None })?;
+                    }
                     let data = serde_json::to_value(&message).unwrap_or_default();
                     log.record(c, session_event("session.message", &session, data))?;
                     Ok(message)

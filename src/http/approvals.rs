@@ -17,6 +17,7 @@ use crate::actors::approval_arbiter::{ApprovalArbiter, Decide, Request, Watch, W
 use crate::credentials::AGENT_WAITS;
 use crate::domain::optional_word;
 use crate::domain::{Approval, ApprovalId, ApprovalKind, ApprovalStatus, DecisionRequest, NewApproval};
+use crate::store::idempotency::Claim;
 use crate::store::{approvals as rows, Store};
 
 type Arbiter = web::Data<Addr<ApprovalArbiter>>;
@@ -57,7 +58,12 @@ pub struct WaitQuery {
 #[utoipa::path(post, path = "/api/v1/approvals", operation_id = "createApproval", tag = "approvals", request_body = NewApproval,
     responses((status = 201, body = Approval), (status = 400, body = Problem), (status = 403, body = Problem),
               (status = 422, body = Problem)))]
-pub async fn create(arbiter: Arbiter, caller: Caller, body: web::Json<NewApproval>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    arbiter: Arbiter,
+    caller: Caller,
+    claim: Option<web::ReqData<Claim>>,
+    body: web::Json<NewApproval>,
+) -> Result<HttpResponse, ApiError> {
     let mut request = body.into_inner();
     let kind = match &caller {
         Caller::Owner { .. } => ApprovalKind::Owner,
@@ -73,7 +79,8 @@ pub async fn create(arbiter: Arbiter, caller: Caller, body: web::Json<NewApprova
             ApprovalKind::Agent
         }
     };
-    let approval = arbiter.send(Request { request, kind }).await??;
+    let claim = claim.map(web::ReqData::into_inner);
+    let approval = arbiter.send(Request { request, kind, claim }).await??;
     Ok(HttpResponse::Created().json(approval))
 }
 

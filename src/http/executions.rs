@@ -12,6 +12,7 @@ use super::problem::{ApiError, Problem};
 use crate::actors::execution_monitor::{Cancel, Enqueue, ExecutionMonitor, ExecutionReader, Pause, Resume, Retry};
 use crate::domain::SessionId;
 use crate::domain::{Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, OutputLine, Words};
+use crate::store::idempotency::Claim;
 
 type Monitor = web::Data<Addr<ExecutionMonitor>>;
 type Reader = web::Data<ExecutionReader>;
@@ -63,8 +64,13 @@ pub struct OutputQuery {
     responses((status = 201, body = Execution), (status = 400, body = Problem),
               (status = 404, description = "unknown profile or workspace", body = Problem),
               (status = 422, body = Problem), (status = 503, description = "shutting down", body = Problem)))]
-pub async fn create(monitor: Monitor, body: web::Json<NewExecution>) -> Result<HttpResponse, ApiError> {
-    let execution = monitor.send(Enqueue { request: body.into_inner(), turn: None }).await??;
+pub async fn create(
+    monitor: Monitor,
+    claim: Option<web::ReqData<Claim>>,
+    body: web::Json<NewExecution>,
+) -> Result<HttpResponse, ApiError> {
+    let claim = claim.map(web::ReqData::into_inner);
+    let execution = monitor.send(Enqueue { request: body.into_inner(), turn: None, claim }).await??;
     Ok(HttpResponse::Created().json(execution))
 }
 
@@ -161,9 +167,15 @@ pub async fn resume(monitor: Monitor, id: web::Path<i64>) -> Result<HttpResponse
 #[utoipa::path(post, path = "/api/v1/executions/{id}/retry", operation_id = "retryExecution", tag = "executions", params(("id" = i64, Path)),
     responses((status = 201, body = Execution), (status = 404, body = Problem),
               (status = 409, description = "not final yet", body = Problem)))]
-pub async fn retry(monitor: Monitor, reader: Reader, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+pub async fn retry(
+    monitor: Monitor,
+    reader: Reader,
+    claim: Option<web::ReqData<Claim>>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     let id = ExecutionId(*id);
     let request = reader.request_of(id).await?;
-    let execution = monitor.send(Retry { id, request }).await??;
+    let claim = claim.map(web::ReqData::into_inner);
+    let execution = monitor.send(Retry { id, request, claim }).await??;
     Ok(HttpResponse::Created().json(execution))
 }

@@ -6,6 +6,12 @@
 //! database, so they survive a restart. Keys belong to their credential (the owner, or
 //! one execution's agent): one caller never replays or blocks another's. This
 //! middleware wraps `/api/v1`, inside the credential check.
+//!
+//! A create (an execution, a retry, an approval, a session, a session message) gets the
+//! key as a [`Claim`] and remembers it in its own transaction; the exact response is
+//! then written over it without holding the reply. Other POSTs (decisions, cancels,
+//! catalog changes: repeating them changes nothing twice) store their response before
+//! it is sent.
 
 use std::sync::Arc;
 
@@ -21,7 +27,7 @@ use futures_util::StreamExt;
 use super::problem::ApiError;
 use super::BODY_LIMIT;
 use crate::domain::now;
-use crate::store::idempotency::{self as keys, Remembered};
+use crate::store::idempotency::{self as keys, Claim};
 use crate::store::Store;
 
 const HEADER: &str = "idempotency-key";
@@ -32,12 +38,12 @@ const REPLAYED: &str = "idempotent-replayed";
 pub struct InFlight(Arc<DashMap<String, ()>>);
 
 /// Removes the key from `InFlight` however the request ends.
-struct Claim {
+struct Holding {
     in_flight: InFlight,
     key: String,
 }
 
-impl Drop for Claim {
+impl Drop for Holding {
     fn drop(&mut self) {
         self.in_flight.0.remove(&self.key);
     }
@@ -80,8 +86,8 @@ pub async fn idempotency(
         );
         return Ok(refuse(http, refused));
     }
-    let _claim = Claim { in_flight: in_flight.get_ref().clone(), key: key.clone() };
-    let since = now() - chrono::Duration::hours(24);
+    let _holding = Holding { in_flight: in_flight.get_ref().clone(), key: key.clone() };
+    let since = now() - keys::KEPT_FOR;
     let lookup = key.clone();
     let found = store.read("read idempotency key", move |c| keys::get(c, &lookup, since)).await;
     match found {
@@ -107,7 +113,9 @@ pub async fn idempotency(
         }
         Ok(None) => {}
     }
-    let req = ServiceRequest::from_parts(http, Payload::from(Bytes::from(body.clone())));
+    let claim = Claim::new(key, method, path, body.clone());
+    let req = ServiceRequest::from_parts(http, Payload::from(Bytes::from(body)));
+    req.extensions_mut().insert(claim.clone());
     let response = next.call(req).await?.map_into_boxed_body();
     let status = response.status();
     if status.is_server_error() {
@@ -116,17 +124,20 @@ pub async fn idempotency(
     let (http, response) = response.into_parts();
     let (head, response_body) = response.into_parts();
     let response_bytes = actix_web::body::to_bytes(response_body).await.unwrap_or_default();
-    let remembered = Remembered {
-        key,
-        method,
-        path,
-        body,
-        status: status.as_u16(),
-        content_type: head.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned),
-        response: response_bytes.to_vec(),
-    };
+    let content_type = head.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let remembered = claim.answered(status.as_u16(), content_type, response_bytes.to_vec());
     let at = now();
-    if let Err(e) = store.write("remember idempotency key", move |c| keys::put(c, &remembered, at, since)).await {
+    let store = store.get_ref().clone();
+    let write =
+        async move { store.write("remember idempotency key", move |c| keys::put(c, &remembered, at, since)).await };
+    if claim.is_remembered() {
+        // The create remembered the key with itself: this only makes the replay exact.
+        actix_web::rt::spawn(async move {
+            if let Err(e) = write.await {
+                tracing::warn!(error = %e, "storing the exact response of an idempotency key failed");
+            }
+        });
+    } else if let Err(e) = write.await {
         tracing::error!(error = %e, "storing an idempotency key failed; a retry with it would run again");
     }
     Ok(ServiceResponse::new(http, head.set_body(BoxBody::new(response_bytes))))

@@ -10,6 +10,7 @@ use super::problem::{ApiError, Problem};
 use crate::actors::session_keeper::{CloseSession, CreateSession, RenameSession, SendMessage, Sent, SessionKeeper};
 use crate::domain::optional_word;
 use crate::domain::{NewMessage, NewSession, Session, SessionId, SessionMessage, SessionPatch, SessionStatus};
+use crate::store::idempotency::Claim;
 use crate::store::{sessions as rows, Store};
 
 type Keeper = web::Data<Addr<SessionKeeper>>;
@@ -35,8 +36,13 @@ pub struct ListQuery {
 /// Start a conversation with a profile in a workspace or directory.
 #[utoipa::path(post, path = "/api/v1/sessions", operation_id = "createSession", tag = "sessions", request_body = NewSession,
     responses((status = 201, body = Session), (status = 404, body = Problem), (status = 422, body = Problem)))]
-pub async fn create(keeper: Keeper, body: web::Json<NewSession>) -> Result<HttpResponse, ApiError> {
-    let session = keeper.send(CreateSession { request: body.into_inner() }).await??;
+pub async fn create(
+    keeper: Keeper,
+    claim: Option<web::ReqData<Claim>>,
+    body: web::Json<NewSession>,
+) -> Result<HttpResponse, ApiError> {
+    let claim = claim.map(web::ReqData::into_inner);
+    let session = keeper.send(CreateSession { request: body.into_inner(), claim }).await??;
     Ok(HttpResponse::Created().json(session))
 }
 
@@ -91,9 +97,11 @@ pub async fn rename(
 pub async fn send(
     keeper: Keeper,
     id: web::Path<SessionId>,
+    claim: Option<web::ReqData<Claim>>,
     body: web::Json<NewMessage>,
 ) -> Result<HttpResponse, ApiError> {
-    let sent = keeper.send(SendMessage { session_id: *id, content: body.into_inner().content }).await??;
+    let (content, claim) = (body.into_inner().content, claim.map(web::ReqData::into_inner));
+    let sent = keeper.send(SendMessage { session_id: *id, content, claim }).await??;
     Ok(HttpResponse::Accepted().json(sent))
 }
 

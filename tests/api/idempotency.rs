@@ -121,3 +121,35 @@ async fn racing_requests_with_one_key_create_one_thing() {
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert_eq!(d.count("/api/v1/approvals").await, 1);
 }
+
+/// A create remembers its key in its own transaction: killed right after its reply (the
+/// exact response is written after it, and may never be), the daemon still replays it
+/// after a restart, and the retry creates nothing.
+#[actix_web::test]
+async fn a_create_answered_just_before_a_crash_is_replayed_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let creates = [
+        ("/api/v1/executions", json!({ "prompt": "true", "cwd": work })),
+        ("/api/v1/approvals", json!({ "title": "deploy" })),
+        ("/api/v1/sessions", json!({ "cwd": work })),
+    ];
+    for (round, (path, body)) in creates.iter().enumerate() {
+        let d = ServeProcess::start(&home).await;
+        let key = format!("crash-{round}");
+        let sent = d.request(Method::POST, path).header("idempotency-key", &key).json(body).send().await.unwrap();
+        let first = expect_json(sent, StatusCode::CREATED).await;
+        d.kill_9().await;
+
+        let d = ServeProcess::start(&home).await;
+        let again = d.request(Method::POST, path).header("idempotency-key", &key).json(body).send().await.unwrap();
+        assert_eq!(again.headers().get("idempotent-replayed").map(|v| v.to_str().unwrap()), Some("true"), "{path}");
+        let replayed = expect_json(again, StatusCode::CREATED).await;
+        assert_eq!(replayed["id"], first["id"], "{path}: the same one, not a second");
+        let listed = d.get_ok(&format!("{path}?limit=500")).await;
+        assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{path}: {listed}");
+        d.stop().await;
+    }
+}

@@ -19,6 +19,7 @@ use crate::domain::{
     ExecutionStatus, NewEvent, NewExecution, SessionTurn, TemplateValues,
 };
 use crate::store::executions as rows;
+use crate::store::idempotency::Claim;
 
 pub(super) type Reply = ResponseActFuture<ExecutionMonitor, Result<Execution, MonitorError>>;
 
@@ -29,6 +30,8 @@ pub struct Enqueue {
     pub request: NewExecution,
     /// Set when the execution is a turn of a session.
     pub turn: Option<SessionTurn>,
+    /// The request's `Idempotency-Key`: remembered with the execution's row.
+    pub claim: Option<Claim>,
 }
 
 /// Told to the SessionKeeper when a turn's execution is final and stored.
@@ -45,6 +48,8 @@ pub struct Retry {
     pub id: ExecutionId,
     /// The original request, as stored.
     pub request: NewExecution,
+    /// The request's `Idempotency-Key`: remembered with the new execution's row.
+    pub claim: Option<Claim>,
 }
 
 /// Cancel: a queued execution leaves its queue; a running one's process group gets
@@ -89,7 +94,7 @@ impl Handler<Enqueue> for ExecutionMonitor {
     type Result = Reply;
 
     fn handle(&mut self, msg: Enqueue, _: &mut Self::Context) -> Reply {
-        self.enqueue(msg.request, None, msg.turn)
+        self.enqueue(msg.request, None, msg.turn, msg.claim)
     }
 }
 
@@ -101,7 +106,7 @@ impl Handler<Retry> for ExecutionMonitor {
             let execution = Box::new(run.execution.clone());
             return Box::pin(fut::ready(Err(MonitorError::InvalidTransition { action: "retry", execution })));
         }
-        self.enqueue(msg.request, Some(msg.id), None)
+        self.enqueue(msg.request, Some(msg.id), None, msg.claim)
     }
 }
 
@@ -174,7 +179,13 @@ impl ExecutionMonitor {
     /// Validates a request, gives it an id and a place at the back of its provider's
     /// queue (or asks for its gate approval), and replies once its row is committed
     /// (only then may it start).
-    fn enqueue(&mut self, request: NewExecution, retry_of: Option<ExecutionId>, turn: Option<SessionTurn>) -> Reply {
+    fn enqueue(
+        &mut self,
+        request: NewExecution,
+        retry_of: Option<ExecutionId>,
+        turn: Option<SessionTurn>,
+        claim: Option<Claim>,
+    ) -> Reply {
         let (mut execution, env) = match self.prepare(request, retry_of, turn) {
             Ok(prepared) => prepared,
             Err(e) => return Box::pin(fut::ready(Err(e))),
@@ -201,6 +212,9 @@ impl ExecutionMonitor {
             store
                 .record("insert execution", move |c, log| {
                     rows::insert(c, &stored, &env, order, &hash)?;
+                    if let Some(claim) = &claim {
+                        claim.remember(c, 201, &stored)?;
+                    }
                     log.record(c, execution_event("execution.created", &stored))?;
                     if !gated {
                         log.record(c, execution_event("execution.queued", &stored))?;
@@ -210,7 +224,7 @@ impl ExecutionMonitor {
                 .await?;
             let Some(request) = request else { return Ok(None) };
             let approval = arbiter
-                .send(Request { request, kind: ApprovalKind::Gate })
+                .send(Request { request, kind: ApprovalKind::Gate, claim: None })
                 .await
                 .map_err(|source| MonitorError::Unanswered { actor: "approval arbiter", source })?
                 .map_err(|e| MonitorError::Approval(Box::new(e)))?;

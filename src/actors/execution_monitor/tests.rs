@@ -77,7 +77,11 @@ impl Daemon {
             env: BTreeMap::new(),
             timeout_s: None,
         };
-        self.monitor.send(Enqueue { request, turn: None }).await.expect("the monitor answers").expect("enqueued")
+        self.monitor
+            .send(Enqueue { request, turn: None, claim: None })
+            .await
+            .expect("the monitor answers")
+            .expect("enqueued")
     }
 
     /// Polls the read model, then the database once it has left it, until `done`.
