@@ -1,7 +1,7 @@
 //! Noticing that a client hung up while its request waits (a long poll, an event
 //! stream). actix-web finds out only when it next writes to the connection, so each
 //! connection's socket is remembered when it is accepted ([`ConnectionFd`], set by
-//! `daemon.rs`) and [`hung_up`] watches a duplicate of it for the peer's close: what
+//! `daemon`) and [`hung_up`] watches a duplicate of it for the peer's close: what
 //! waits for that client is released at once, not at its deadline or next keep-alive.
 
 use std::future::Future;

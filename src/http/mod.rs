@@ -30,7 +30,7 @@ use actix_web::middleware::{from_fn, ErrorHandlers, Next};
 use actix_web::{web, App};
 use tracing::Instrument;
 
-use crate::actors::supervisor::Actors;
+use crate::daemon::Actors;
 use auth::Access;
 
 /// The largest request body accepted.

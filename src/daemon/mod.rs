@@ -1,7 +1,9 @@
 //! `Daemon`: one running warden. `Daemon::build(config)` takes the PID lock, opens the
 //! store, launches the actors, binds the listener and starts the HTTP server;
 //! `run_until_stopped` serves until a [`DaemonHandle::shutdown`]. `warden serve` and the
-//! integration tests both start warden through here.
+//! integration tests both start warden through here; [`launch`] starts the actors.
+
+mod launch;
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 
@@ -11,7 +13,7 @@ use actix_web::HttpServer;
 use anyhow::Context;
 
 use crate::actors::execution_monitor::MonitorSettings;
-use crate::actors::supervisor::{Actors, DaemonInfo, Shutdown, Supervisor};
+use crate::actors::supervisor::{DaemonInfo, Shutdown, Supervisor};
 use crate::config::Config;
 use crate::credentials::AgentTokens;
 use crate::domain::now;
@@ -19,6 +21,7 @@ use crate::home::{Home, PidLock, ServerInfo};
 use crate::http::{self, auth::Access, events::LiveSettings, HttpState};
 use crate::sandbox::Sandboxer;
 use crate::store::Store;
+pub use launch::Actors;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -99,7 +102,7 @@ impl Daemon {
             shutdown_grace: config.shutdown_grace,
         };
         let actors: Actors =
-            Supervisor::launch(&config, store.clone(), info, settings).await.context("starting the actors")?;
+            launch::start_actors(&config, store.clone(), info, settings).await.context("starting the actors")?;
 
         let state = HttpState {
             actors: actors.clone(),
