@@ -77,7 +77,11 @@ impl ExecutionMonitor {
                     self.refresh_positions(&provider);
                 }
                 Effect::TakeStartSnapshot => self.take_start_snapshot(id, ctx),
-                Effect::CountStart => self.provider_mut(&provider).queue.started(Instant::now()),
+                Effect::CountStart => {
+                    if self.provider_mut(&provider).queue.started(Instant::now()) {
+                        self.try_start(&provider, ctx);
+                    }
+                }
                 Effect::RecordStart(spawned) => self.record_start(id, spawned),
                 Effect::AbandonStart => self.provider_mut(&provider).queue.abandon_start(),
                 Effect::ReleaseSlot => self.provider_mut(&provider).queue.release(),

@@ -100,7 +100,7 @@ impl std::fmt::Debug for MonitorSettings {
 
 /// The actor. Its fields are touched only by its handlers and the futures they spawn into
 /// its context; the read model (`live`) is shared for reading and written only by
-/// [`ExecutionMonitor::publish`].
+/// `publish` and `refresh_positions`.
 pub struct ExecutionMonitor {
     store: Store,
     settings: MonitorSettings,
@@ -195,8 +195,24 @@ impl ExecutionMonitor {
         self.live.clone()
     }
 
+    /// Keeps `queue_position` exact for every waiting run of a provider, in the runs and
+    /// in the read model (in place: a queue of thousands moves up at every start).
+    fn refresh_positions(&mut self, provider: &str) {
+        let Some(state) = self.providers.get(provider) else { return };
+        for (position, id) in state.queue.order().enumerate() {
+            let position = Some(position as u32);
+            if let Some(run) = self.runs.get_mut(&id).filter(|run| run.execution.queue_position != position) {
+                run.execution.queue_position = position;
+                if let Some(mut shown) = self.live.get_mut(&id) {
+                    shown.queue_position = position;
+                }
+            }
+        }
+    }
+
     /// The projection: shows a run (or an unsaved final execution) as it is now, or
-    /// nothing once it is final and stored. The only writer of the read model.
+    /// nothing once it is final and stored. With `refresh_positions`, the only writer of
+    /// the read model.
     fn publish(&self, id: ExecutionId) {
         match self.runs.get(&id).map(|run| &run.execution).or_else(|| self.unsaved.get(&id)) {
             Some(execution) => {

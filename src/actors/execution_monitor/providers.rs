@@ -144,10 +144,12 @@ impl ExecutionMonitor {
         if !self.accepting {
             return;
         }
+        let mut started = false;
         loop {
             let Some(state) = self.providers.get_mut(provider) else { return };
             match state.queue.next_start(Instant::now()) {
                 NextStart::Start(id) => {
+                    started = true;
                     if let Err(e) = self.command(id, Command::SlotGranted, ctx) {
                         tracing::error!(execution = %id, error = %e, "a queued execution could not start");
                     }
@@ -167,20 +169,9 @@ impl ExecutionMonitor {
                 NextStart::Idle => break,
             }
         }
-        self.refresh_positions(provider);
-    }
-
-    /// Keeps `queue_position` exact for every waiting execution of a provider.
-    pub(super) fn refresh_positions(&mut self, provider: &str) {
-        let Some(state) = self.providers.get(provider) else { return };
-        let order: Vec<_> = state.queue.order().collect();
-        for (position, id) in order.into_iter().enumerate() {
-            if let Some(run) = self.runs.get_mut(&id) {
-                if run.execution.queue_position != Some(position as u32) {
-                    run.execution.queue_position = Some(position as u32);
-                    self.publish(id);
-                }
-            }
+        // Those still waiting moved up.
+        if started {
+            self.refresh_positions(provider);
         }
     }
 }

@@ -94,13 +94,16 @@ impl ProviderQueue {
     }
 
     /// The process of an execution given a slot has started (or failed to): the start
-    /// rate counts from now.
-    pub fn started(&mut self, now: Instant) {
+    /// rate counts from now. True when the next in line was held back for it (under a
+    /// start rate), so the caller should ask again.
+    pub fn started(&mut self, now: Instant) -> bool {
         self.unstarted = self.unstarted.saturating_sub(1);
-        if self.limits.rate_per_minute > 0 {
-            self.refill(now);
-            self.tokens = 0.0;
+        if self.limits.rate_per_minute == 0 {
+            return false;
         }
+        self.refill(now);
+        self.tokens = 0.0;
+        true
     }
 
     /// An execution given a slot leaves before its process starts (cancelled while its

@@ -167,7 +167,8 @@ pub enum Effect {
     LeaveQueue,
     /// Take its start snapshot; a `Spawned` or `SpawnFailed` (or `StartPostponed`) follows.
     TakeStartSnapshot,
-    /// Its process started (or failed to): the start rate counts from now.
+    /// Its process started (or failed to): the start rate counts from now, and the next
+    /// in line, held back under a start rate while this one started, may go.
     CountStart,
     /// Store its start (pid and start time, `execution.started`).
     RecordStart(Spawned),
@@ -276,7 +277,6 @@ pub fn apply(run: &mut Run, command: Command, now: Now) -> Result<Vec<Effect>, R
             };
             let mut effects = vec![E::CountStart, E::RecordStart(spawned)];
             effects.extend(remaining.map(E::ArmTimeout));
-            effects.push(E::StartNext);
             (Phase::Running(process), effects)
         }
         (Phase::Starting, C::SpawnFailed(error)) => {

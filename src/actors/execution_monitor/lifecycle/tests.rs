@@ -124,7 +124,7 @@ const ALLOWED: &[(&str, &str, &str, &[&str])] = &[
     ("queued", "agent_answered", "queued", &[]),
     ("starting", "gate_stored", "starting", &[]),
     ("starting", "start_postponed", "queued", &["abandon start"]),
-    ("starting", "spawned", "running", &["count start", "record start", "arm timeout 60s", "start next"]),
+    ("starting", "spawned", "running", &["count start", "record start", "arm timeout 60s"]),
     ("starting", "spawn_failed", "ended", &["count start", "finish", "release slot", "start next"]),
     ("starting", "cancel", "ended", &["abandon start", "finish", "start next"]),
     ("starting", "agent_answered", "starting", &[]),
