@@ -15,7 +15,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use crate::domain::Word;
-use crate::domain::{now, Approval, ApprovalId, ApprovalKind, ApprovalStatus, Decision, NewApproval, NewEvent};
+use crate::domain::{
+    now, Approval, ApprovalId, ApprovalKind, ApprovalStatus, Decision, ExecutionId, NewApproval, NewEvent,
+};
 use crate::store::idempotency::Claim;
 use crate::store::{approvals as rows, Store, StoreError};
 
@@ -90,7 +92,7 @@ pub struct Withdraw {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct CancelForExecution {
-    pub execution_id: i64,
+    pub execution_id: ExecutionId,
     pub reason: String,
 }
 
@@ -565,7 +567,7 @@ mod tests {
         ApprovalArbiter::new(store, listener, Duration::from_secs(600), ApprovalId(0), Vec::new()).start()
     }
 
-    fn asking(execution_id: Option<i64>) -> Request {
+    fn asking(execution_id: Option<ExecutionId>) -> Request {
         let request = NewApproval {
             title: "rm -rf build".into(),
             details: serde_json::Value::Null,
@@ -586,7 +588,7 @@ mod tests {
         let store = Store::open(&dir.path().join("a.db")).expect("a store");
         let listener = Listener::default().start();
         let arbiter = arbiter(store.clone(), &listener);
-        let asked = arbiter.send(asking(Some(7))).await.expect("answered").expect("asked");
+        let asked = arbiter.send(asking(Some(ExecutionId(7)))).await.expect("answered").expect("asked");
         let answers = futures_util::future::join_all((0..50).map(|i| {
             let decision = if i % 2 == 0 { Decision::Approve } else { Decision::Deny };
             arbiter.send(Decide { id: asked.id, decision, reason: None, decided_by: format!("owner via {i}") })

@@ -112,9 +112,7 @@ impl SessionKeeper {
         let mut sessions: HashMap<SessionId, Open> = open
             .into_iter()
             .map(|session| {
-                let running = (session.status == SessionStatus::Running)
-                    .then_some(session.last_execution_id.map(ExecutionId))
-                    .flatten();
+                let running = (session.status == SessionStatus::Running).then_some(session.last_execution_id).flatten();
                 (session.id, Open { session, running, waiting: VecDeque::new() })
             })
             .collect();
@@ -176,8 +174,8 @@ impl SessionKeeper {
                 .await
                 .map_err(|source| KeeperError::Unanswered { actor: "execution monitor", source })??;
             let mut session = session;
-            session.last_execution_id = Some(execution.id.0);
-            let execution_id = execution.id.0;
+            session.last_execution_id = Some(execution.id);
+            let execution_id = execution.id;
             store
                 .record("start session turn", move |c, _| {
                     rows::set_message_execution(c, message.id, execution_id)?;
@@ -202,7 +200,7 @@ impl SessionKeeper {
             Ok(execution) => match self.open.get_mut(&session_id) {
                 Some(open) => {
                     open.running = Some(execution.id);
-                    open.session.last_execution_id = Some(execution.id.0);
+                    open.session.last_execution_id = Some(execution.id);
                 }
                 // Closed while its turn was being queued: that turn must not run.
                 None => self.monitor.do_send(Cancel { id: execution.id }),
@@ -339,7 +337,7 @@ impl Handler<SendMessage> for SessionKeeper {
                             act.turn_started(session_id, &started, ctx);
                             let execution = started?;
                             let mut message = message;
-                            message.execution_id = Some(execution.id.0);
+                            message.execution_id = Some(execution.id);
                             Ok(Sent { message, execution: Some(execution) })
                         }))
                     }
@@ -369,7 +367,7 @@ impl Handler<TurnEnded> for SessionKeeper {
         };
         let store = self.store.clone();
         let reply = async move {
-            let execution_id = execution.id.0;
+            let execution_id = execution.id;
             let record = store.record("record agent reply", move |c, log| {
                 if rows::has_reply(c, execution_id)? {
                     return Ok(());

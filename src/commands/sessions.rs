@@ -15,7 +15,7 @@ use crate::cli::{ChatArgs, SessionCommand, SessionTarget};
 use crate::client::Client;
 use crate::domain::Page;
 use crate::domain::Word;
-use crate::domain::{Role, Session, SessionId, SessionMessage};
+use crate::domain::{ExecutionId, Role, Session, SessionId, SessionMessage};
 
 pub async fn session(remote: &Remote, command: SessionCommand) -> anyhow::Result<Outcome> {
     let client = remote.client()?;
@@ -120,7 +120,7 @@ async fn transcript(client: &Client, id: SessionId) -> anyhow::Result<Vec<Sessio
 /// its output as it comes; returns its exit code.
 async fn follow_turn_of(client: &Client, session_id: SessionId, sent: &Value) -> anyhow::Result<i32> {
     let message_id = sent["message"]["id"].as_i64().context("warden's answer names no message")?;
-    let mut execution = sent["execution"]["id"].as_i64();
+    let mut execution = sent["execution"]["id"].as_i64().map(ExecutionId);
     // Its turn may wait behind another, for as long as that one runs.
     let execution = loop {
         if let Some(id) = execution {
@@ -130,7 +130,7 @@ async fn follow_turn_of(client: &Client, session_id: SessionId, sent: &Value) ->
         let messages = transcript(client, session_id).await?;
         execution = messages.iter().find(|m| m.id == message_id).and_then(|m| m.execution_id);
     };
-    let finished = follow(client, execution, false).await?;
+    let finished = follow(client, execution.0, false).await?;
     Ok(finished.exit_code.unwrap_or(if finished.status.is_final() && finished.error.is_none() { 0 } else { 1 }))
 }
 

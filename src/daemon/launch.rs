@@ -120,7 +120,7 @@ pub async fn start_actors(
             let mut ended = Vec::new();
             for session in open.iter().filter(|s| s.status == SessionStatus::Running) {
                 if let Some(id) = session.last_execution_id {
-                    if let Some(execution) = executions::get(c, ExecutionId(id))? {
+                    if let Some(execution) = executions::get(c, id)? {
                         if execution.status.is_final() {
                             ended.push(execution);
                         }

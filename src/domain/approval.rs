@@ -1,6 +1,6 @@
 //! Approvals: a question for a human about risky work, with a deadline and a default.
 
-use super::SessionId;
+use super::{ExecutionId, SessionId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use strum::{EnumString, IntoStaticStr, VariantArray};
@@ -83,7 +83,8 @@ pub struct Approval {
     /// Who asked: `warden` for gated executions, `claude-code` for the hook, or the
     /// caller's own word.
     pub source: String,
-    pub execution_id: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub execution_id: Option<ExecutionId>,
     #[schema(value_type = Option<i64>)]
     pub session_id: Option<SessionId>,
     pub created_at: DateTime<Utc>,
@@ -160,7 +161,8 @@ pub struct NewApproval {
     #[serde(default)]
     pub default: Option<Decision>,
     #[serde(default)]
-    pub execution_id: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub execution_id: Option<ExecutionId>,
     #[serde(default)]
     #[schema(value_type = Option<i64>)]
     pub session_id: Option<SessionId>,

@@ -70,7 +70,7 @@ impl NewEvent {
     pub fn about_approval(kind: &'static str, approval: &super::Approval) -> Self {
         NewEvent {
             approval_id: Some(approval.id),
-            execution_id: approval.execution_id.map(ExecutionId),
+            execution_id: approval.execution_id,
             session_id: approval.session_id,
             ..NewEvent::new(kind, serde_json::to_value(approval).unwrap_or_default())
         }

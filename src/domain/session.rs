@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use strum::{EnumString, IntoStaticStr, VariantArray};
 use utoipa::ToSchema;
 
+use super::ExecutionId;
+
 row_id! {
     /// A session's id: assigned in creation order by the SessionKeeper.
     SessionId
@@ -37,7 +39,8 @@ pub struct Session {
     pub turns: u32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    pub last_execution_id: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub last_execution_id: Option<ExecutionId>,
 }
 
 #[derive(
@@ -58,7 +61,8 @@ pub struct SessionMessage {
     pub role: Role,
     pub content: String,
     /// The turn's execution (null for a user message still waiting for its turn).
-    pub execution_id: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub execution_id: Option<ExecutionId>,
     pub created_at: DateTime<Utc>,
 }
 

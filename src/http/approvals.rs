@@ -68,13 +68,13 @@ pub async fn create(
     let kind = match &caller {
         Caller::Owner { .. } => ApprovalKind::Owner,
         Caller::Agent(grant) => {
-            if request.execution_id.is_some_and(|id| id != grant.execution_id.0) {
+            if request.execution_id.is_some_and(|id| id != grant.execution_id) {
                 return Err(forbidden_scope(grant, "asking about another execution"));
             }
             if request.session_id.is_some() && request.session_id != grant.session_id {
                 return Err(forbidden_scope(grant, "asking about another session"));
             }
-            request.execution_id = Some(grant.execution_id.0);
+            request.execution_id = Some(grant.execution_id);
             request.session_id = grant.session_id;
             ApprovalKind::Agent
         }
@@ -148,7 +148,7 @@ pub async fn get(
 /// An agent reaches only its own execution's approvals; others are as if missing.
 async fn require_own(store: &Store, grant: &crate::credentials::AgentGrant, id: ApprovalId) -> Result<(), ApiError> {
     let approval = store.read("get approval", move |c| rows::get(c, id)).await?;
-    if approval.and_then(|a| a.execution_id) != Some(grant.execution_id.0) {
+    if approval.and_then(|a| a.execution_id) != Some(grant.execution_id) {
         return Err(ApiError::not_found(format!("no approval {id} of execution {}", grant.execution_id)));
     }
     Ok(())

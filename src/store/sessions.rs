@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::catalog::ts_column;
 use crate::domain::Word;
-use crate::domain::{format_ts, Role, Session, SessionId, SessionMessage, SessionStatus};
+use crate::domain::{format_ts, ExecutionId, Role, Session, SessionId, SessionMessage, SessionStatus};
 
 const COLUMNS: &str =
     "id, title, workspace, cwd, profile, status, session_uuid, turns, created_at, updated_at, last_execution_id";
@@ -116,13 +116,10 @@ pub fn insert_message(
     session_id: SessionId,
     role: Role,
     content: &str,
-    execution_id: Option<i64>,
+    execution_id: Option<ExecutionId>,
     at: DateTime<Utc>,
 ) -> rusqlite::Result<SessionMessage> {
-    let role_text = match role {
-        Role::User => "user",
-        Role::Agent => "agent",
-    };
+    let role_text = role.as_str();
     conn.prepare_cached(
         "INSERT INTO session_messages (session_id, role, content, execution_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
@@ -137,7 +134,7 @@ pub fn insert_message(
     })
 }
 
-pub fn set_message_execution(conn: &Connection, message_id: i64, execution_id: i64) -> rusqlite::Result<()> {
+pub fn set_message_execution(conn: &Connection, message_id: i64, execution_id: ExecutionId) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE session_messages SET execution_id = ?2 WHERE id = ?1")?
         .execute(params![message_id, execution_id])?;
     Ok(())
@@ -172,16 +169,18 @@ pub fn waiting(conn: &Connection) -> rusqlite::Result<Vec<SessionMessage>> {
 }
 
 /// Whether a turn's reply is stored already.
-pub fn has_reply(conn: &Connection, execution_id: i64) -> rusqlite::Result<bool> {
-    conn.query_row("SELECT 1 FROM session_messages WHERE role = 'agent' AND execution_id = ?1", [execution_id], |_| {
-        Ok(())
-    })
+pub fn has_reply(conn: &Connection, execution_id: ExecutionId) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT 1 FROM session_messages WHERE role = ?2 AND execution_id = ?1",
+        params![execution_id, Role::Agent.as_str()],
+        |_| Ok(()),
+    )
     .optional()
     .map(|found| found.is_some())
 }
 
 /// The stdout of an execution, lines joined: a turn's reply.
-pub fn stdout_of(conn: &Connection, execution_id: i64) -> rusqlite::Result<String> {
+pub fn stdout_of(conn: &Connection, execution_id: ExecutionId) -> rusqlite::Result<String> {
     // A chunk's text is its lines joined by '\n' already.
     let mut stmt = conn.prepare_cached(
         "SELECT text FROM output_chunks WHERE execution_id = ?1 AND stream = 'stdout' ORDER BY first_n",

@@ -93,7 +93,7 @@ impl ExecutionMonitor {
                 }
                 Effect::Terminate { pid, why } => self.terminate(id, pid, why, ctx),
                 Effect::CancelApprovals(reason) => {
-                    self.arbiter.do_send(CancelForExecution { execution_id: id.0, reason });
+                    self.arbiter.do_send(CancelForExecution { execution_id: id, reason });
                 }
                 Effect::Finish => self.finish(id, ctx),
             }
@@ -231,7 +231,7 @@ impl ExecutionMonitor {
         self.settings.agent_tokens.revoke(id);
         // Nothing can wait on an ended execution's approvals any more.
         let reason = format!("the execution ended {}", finished.status);
-        self.arbiter.do_send(CancelForExecution { execution_id: id.0, reason });
+        self.arbiter.do_send(CancelForExecution { execution_id: id, reason });
         if finished.changes.as_ref().is_some_and(ChangesSummary::awaits_end) {
             self.changes.do_send(SnapshotEnd { execution: finished.clone() });
         }

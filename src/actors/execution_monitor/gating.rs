@@ -8,7 +8,7 @@ use actix::prelude::*;
 use super::lifecycle::{Command, Phase};
 use super::ExecutionMonitor;
 use crate::actors::approval_arbiter::{ApprovalOpened, ApprovalSettled};
-use crate::domain::{Approval, ApprovalKind, ApprovalStatus, Decision, Execution, ExecutionId, NewApproval};
+use crate::domain::{Approval, ApprovalKind, ApprovalStatus, Decision, Execution, NewApproval};
 
 /// The approval a gated execution asks for: titled after its profile and prompt.
 pub(super) fn approval_request(execution: &Execution) -> NewApproval {
@@ -28,7 +28,7 @@ pub(super) fn approval_request(execution: &Execution) -> NewApproval {
         }),
         timeout_s: None,
         default: None,
-        execution_id: Some(execution.id.0),
+        execution_id: Some(execution.id),
         session_id: execution.session_id,
         source: Some("warden".into()),
     }
@@ -39,7 +39,7 @@ impl Handler<ApprovalOpened> for ExecutionMonitor {
 
     /// An agent inside a running execution waits on a human.
     fn handle(&mut self, msg: ApprovalOpened, ctx: &mut Self::Context) {
-        let Some(id) = msg.approval.execution_id.map(ExecutionId) else { return };
+        let Some(id) = msg.approval.execution_id else { return };
         // Not running (any more): nothing shows it waiting.
         let _ = self.command(id, Command::AgentWaits(msg.approval.id), ctx);
     }
@@ -53,7 +53,7 @@ impl Handler<ApprovalSettled> for ExecutionMonitor {
     /// any other approval that names it (an agent's, the owner's) never does.
     fn handle(&mut self, msg: ApprovalSettled, ctx: &mut Self::Context) {
         let approval = msg.approval;
-        let Some(id) = approval.execution_id.map(ExecutionId) else { return };
+        let Some(id) = approval.execution_id else { return };
         let Some(run) = self.runs.get(&id) else { return };
         // Its gate's id is recorded once the gate is stored; until then only a gate
         // approval naming it can be the one.
