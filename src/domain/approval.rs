@@ -3,7 +3,6 @@
 use super::{ExecutionId, SessionId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use strum::{EnumString, IntoStaticStr, VariantArray};
 use utoipa::ToSchema;
 
 /// The longest an approval may wait, in seconds.
@@ -14,57 +13,40 @@ row_id! {
     ApprovalId
 }
 
-/// Who asked for an approval; told by the credential the request came with, never by
-/// the request itself.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    Serialize,
-    Deserialize,
-    ToSchema,
-    IntoStaticStr,
-    EnumString,
-    VariantArray,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum ApprovalKind {
-    /// warden itself, before it starts a gated execution: only this approval releases
-    /// that execution.
-    Gate,
-    /// An agent, with its execution's agent token (e.g. `warden hook claude`).
-    Agent,
-    /// The owner, with the owner token (a script, the CLI).
-    #[default]
-    Owner,
+words! {
+    "snake_case" [Default]
+    /// Who asked for an approval; told by the credential the request came with, never by
+    /// the request itself.
+    pub enum ApprovalKind {
+        /// warden itself, before it starts a gated execution: only this approval releases
+        /// that execution.
+        Gate,
+        /// An agent, with its execution's agent token (e.g. `warden hook claude`).
+        Agent,
+        /// The owner, with the owner token (a script, the CLI).
+        #[default]
+        Owner,
+    }
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoStaticStr, EnumString, VariantArray,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum ApprovalStatus {
-    Pending,
-    Approved,
-    Denied,
-    Expired,
-    Cancelled,
+words! {
+    "snake_case" []
+    pub enum ApprovalStatus {
+        Pending,
+        Approved,
+        Denied,
+        Expired,
+        Cancelled,
+    }
 }
 
-/// What a human (or the deadline) decided.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoStaticStr, EnumString, VariantArray,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum Decision {
-    Approve,
-    Deny,
+words! {
+    "snake_case" []
+    /// What a human (or the deadline) decided.
+    pub enum Decision {
+        Approve,
+        Deny,
+    }
 }
 
 /// An approval as the API shows it.

@@ -7,7 +7,6 @@ use std::fmt;
 use super::{SessionId, Word};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use strum::{EnumString, IntoStaticStr, VariantArray};
 use utoipa::{IntoParams, ToSchema};
 
 row_id! {
@@ -15,23 +14,21 @@ row_id! {
     ExecutionId
 }
 
-/// Where an execution is in its life. The last six are final.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, IntoStaticStr, EnumString, VariantArray,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum ExecutionStatus {
-    PendingApproval,
-    Queued,
-    Running,
-    Paused,
-    Succeeded,
-    Failed,
-    Cancelled,
-    Denied,
-    TimedOut,
-    Interrupted,
+words! {
+    "snake_case" [Hash]
+    /// Where an execution is in its life. The last six are final.
+    pub enum ExecutionStatus {
+        PendingApproval,
+        Queued,
+        Running,
+        Paused,
+        Succeeded,
+        Failed,
+        Cancelled,
+        Denied,
+        TimedOut,
+        Interrupted,
+    }
 }
 
 impl ExecutionStatus {
@@ -133,15 +130,13 @@ pub struct Execution {
     pub sandbox: super::SandboxApplied,
 }
 
-/// Which stream an output line came from.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoStaticStr, EnumString, VariantArray,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum OutputStream {
-    Stdout,
-    Stderr,
+words! {
+    "snake_case" []
+    /// Which stream an output line came from.
+    pub enum OutputStream {
+        Stdout,
+        Stderr,
+    }
 }
 
 impl OutputStream {

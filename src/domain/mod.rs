@@ -45,6 +45,23 @@ macro_rules! row_id {
     };
 }
 
+/// Declares an enum of words (see [`Word`]): its words are written once, as the case
+/// rule given, for serde and strum alike (a `tt`, so derives see a plain string, as
+/// utoipa needs to follow serde's renaming). Extra derives (`Default`, `Hash`) go in
+/// the brackets.
+macro_rules! words {
+    ($case:tt [$($extra:ident),*] $(#[$meta:meta])* pub enum $name:ident { $($body:tt)* }) => {
+        $(#[$meta])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+            strum::IntoStaticStr, strum::EnumString, strum::VariantArray $(, $extra)*
+        )]
+        #[serde(rename_all = $case)]
+        #[strum(serialize_all = $case)]
+        pub enum $name { $($body)* }
+    };
+}
+
 mod approval;
 mod changes;
 mod event;
@@ -67,7 +84,6 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use strum::{EnumString, IntoStaticStr, VariantArray};
 use utoipa::ToSchema;
 
 /// The current time, truncated to milliseconds so that what is stored and what is
@@ -168,83 +184,43 @@ pub fn canonical_dir(path: &str) -> Result<PathBuf, String> {
     Ok(canonical)
 }
 
-/// Whether an execution of a profile must wait for a human first.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    Serialize,
-    Deserialize,
-    ToSchema,
-    IntoStaticStr,
-    EnumString,
-    VariantArray,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum ApprovalPolicy {
-    #[default]
-    Never,
-    Always,
+words! {
+    "snake_case" [Default]
+    /// Whether an execution of a profile must wait for a human first.
+    pub enum ApprovalPolicy {
+        #[default]
+        Never,
+        Always,
+    }
 }
 
-/// How an execution's processes are confined: a profile's `sandbox`.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    Serialize,
-    Deserialize,
-    ToSchema,
-    IntoStaticStr,
-    EnumString,
-    VariantArray,
-)]
-#[serde(rename_all = "kebab-case")]
-#[strum(serialize_all = "kebab-case")]
-pub enum SandboxMode {
-    /// Everything but warden's data dir (its token, database, logs, snapshots).
-    #[default]
-    ProtectData,
-    /// As `protect-data`, and writes only in the work tree, the temp dirs and the agent's
-    /// own state under `$HOME`.
-    WorkspaceWrite,
-    /// No confinement: the agent can reach everything the user can, warden's token too.
-    Off,
+words! {
+    "kebab-case" [Hash, Default]
+    /// How an execution's processes are confined: a profile's `sandbox`.
+    pub enum SandboxMode {
+        /// Everything but warden's data dir (its token, database, logs, snapshots).
+        #[default]
+        ProtectData,
+        /// As `protect-data`, and writes only in the work tree, the temp dirs and the agent's
+        /// own state under `$HOME`.
+        WorkspaceWrite,
+        /// No confinement: the agent can reach everything the user can, warden's token too.
+        Off,
+    }
 }
 
-/// The confinement an execution's processes got: its profile's mode, or `unavailable`
-/// when the kernel has no Landlock (the execution ran unconfined).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    Serialize,
-    Deserialize,
-    ToSchema,
-    IntoStaticStr,
-    EnumString,
-    VariantArray,
-)]
-#[serde(rename_all = "kebab-case")]
-#[strum(serialize_all = "kebab-case")]
-pub enum SandboxApplied {
-    ProtectData,
-    WorkspaceWrite,
-    /// Unsandboxed on purpose; also what executions from before sandboxes show.
-    #[default]
-    Off,
-    Unavailable,
+words! {
+    "kebab-case" [Default]
+    /// The confinement an execution's processes got: its profile's mode, or `unavailable`
+    /// when the kernel has no Landlock (the execution ran unconfined).
+    pub enum SandboxApplied {
+        ProtectData,
+        WorkspaceWrite,
+        /// Unsandboxed on purpose; also what executions from before sandboxes show.
+        #[default]
+        Off,
+        Unavailable,
+    }
 }
 
 impl SandboxApplied {

@@ -90,11 +90,14 @@ mod tests {
         SandboxMode, SessionStatus,
     };
 
-    /// The words strum derives are the serde names: the words are written in one place.
-    fn agree<T: Word + serde::Serialize + std::fmt::Debug>() {
+    /// The words strum derives and the OpenAPI document lists are the serde names: the
+    /// words are written in one place.
+    fn agree<T: Word + serde::Serialize + utoipa::PartialSchema + std::fmt::Debug>() {
+        let schema = serde_json::to_value(T::schema()).unwrap();
         for word in T::VARIANTS {
             assert_eq!(serde_json::to_value(word).unwrap(), word.as_str(), "{word:?}");
             assert_eq!(T::parse(word.as_str()).map(|w| w.as_str()), Some(word.as_str()));
+            assert!(schema["enum"].as_array().unwrap().contains(&word.as_str().into()), "{word:?} in {schema}");
         }
     }
 
