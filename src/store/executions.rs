@@ -72,14 +72,14 @@ fn execution_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
     })
 }
 
-/// Stores a new execution with its request's own env (kept for retries) and the hash of
-/// its agent token.
 /// The statuses of executions whose process may be alive.
 pub const WITH_PROCESS: [ExecutionStatus; 2] = [ExecutionStatus::Running, ExecutionStatus::Paused];
 /// The statuses that are not final.
 const NOT_FINAL: [ExecutionStatus; 4] =
     [ExecutionStatus::PendingApproval, ExecutionStatus::Queued, ExecutionStatus::Running, ExecutionStatus::Paused];
 
+/// Stores a new execution with its request's own env (kept for retries) and the hash of
+/// its agent token.
 pub fn insert(
     conn: &Connection,
     execution: &Execution,
