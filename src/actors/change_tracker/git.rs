@@ -33,7 +33,7 @@ pub struct GitError {
 }
 
 impl GitError {
-    fn new(op: &'static str, detail: impl Into<String>) -> Self {
+    pub(super) fn new(op: &'static str, detail: impl Into<String>) -> Self {
         GitError { op, detail: detail.into() }
     }
 }
@@ -46,7 +46,7 @@ pub struct Repo {
     /// The common git dir (shared between worktrees): its `info/exclude` is honoured.
     common: PathBuf,
     /// Where its objects live (`<common dir>/objects`).
-    objects: PathBuf,
+    pub(super) objects: PathBuf,
     /// The user's index, copied to seed a snapshot's temporary index.
     index: PathBuf,
     /// `sha1` or `sha256`.
@@ -57,7 +57,7 @@ pub struct Repo {
 /// git dirs.
 #[derive(Debug, Clone)]
 pub struct Git {
-    objects: PathBuf,
+    pub(super) objects: PathBuf,
     scratch: PathBuf,
     shadows: PathBuf,
     /// The user's own `core.excludesFile`, read once (global config is not read after).
@@ -246,7 +246,7 @@ impl Git {
 
     /// A git over the user's work tree with warden's shadow git dir, which writes objects
     /// to warden's own directory and reads the repository's through it.
-    fn in_repo(&self, repo: &Repo) -> Command {
+    pub(super) fn in_repo(&self, repo: &Repo) -> Command {
         let mut cmd = command(&repo.root);
         cmd.env("GIT_DIR", self.shadow(repo))
             .env("GIT_WORK_TREE", &repo.root)
@@ -268,7 +268,7 @@ impl Git {
     /// object format is the repository's) and the repository's `info/exclude`, whose
     /// patterns a snapshot honours. Files change by rename, so a git reading them never
     /// sees half of one.
-    async fn prepare_shadow(&self, repo: &Repo) -> Result<(), GitError> {
+    pub(super) async fn prepare_shadow(&self, repo: &Repo) -> Result<(), GitError> {
         let shadow = self.shadow(repo);
         let failed = |what: &Path, e: std::io::Error| GitError::new("snapshot", format!("{}: {e}", what.display()));
         for dir in [shadow.join("refs"), shadow.join("info")] {
@@ -301,7 +301,7 @@ impl Git {
 /// A git in `dir` with none of the caller's `GIT_*` variables, no system or global
 /// config, the [`NEUTRAL`] settings, no prompts and no optional locks (so it never
 /// refreshes the user's index), in a process group of its own.
-fn command(dir: &Path) -> Command {
+pub(super) fn command(dir: &Path) -> Command {
     let mut cmd = Command::new("git");
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("GIT_") {
@@ -347,11 +347,32 @@ async fn output(mut cmd: Command) -> std::io::Result<std::process::Output> {
     output
 }
 
-async fn run(cmd: Command, op: &'static str) -> Result<Vec<u8>, GitError> {
+pub(super) async fn run(cmd: Command, op: &'static str) -> Result<Vec<u8>, GitError> {
     let output = output(cmd).await.map_err(|e| not_runnable(op, e))?;
     if !output.status.success() {
         return Err(GitError::new(op, String::from_utf8_lossy(&output.stderr).trim()));
     }
+    Ok(output.stdout)
+}
+
+/// Like [`run`], writing `input` to the git's stdin (which `cmd` must pipe).
+pub(super) async fn run_with_input(mut cmd: Command, op: &'static str, input: Vec<u8>) -> Result<Vec<u8>, GitError> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = cmd.spawn().map_err(|e| not_runnable(op, e))?;
+    let mut group = GroupKill(child.id().map(|pid| pid as i32));
+    let mut stdin = child.stdin.take().ok_or_else(|| GitError::new(op, "no stdin"))?;
+    let write = async move {
+        let written = stdin.write_all(&input).await;
+        drop(stdin);
+        written
+    };
+    let (written, output) = tokio::join!(write, child.wait_with_output());
+    group.0 = None;
+    let output = output.map_err(|e| GitError::new(op, e.to_string()))?;
+    if !output.status.success() {
+        return Err(GitError::new(op, String::from_utf8_lossy(&output.stderr).trim()));
+    }
+    written.map_err(|e| GitError::new(op, format!("writing to git: {e}")))?;
     Ok(output.stdout)
 }
 

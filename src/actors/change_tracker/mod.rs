@@ -9,6 +9,7 @@
 //! each also sees what the others changed meanwhile.
 
 pub mod git;
+pub mod worktree;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

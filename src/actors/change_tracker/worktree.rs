@@ -1,0 +1,288 @@
+//! Git worktrees for isolated executions: one made on a branch of its own from a base
+//! (the work tree as a snapshot saw it, with the user's uncommitted and untracked files,
+//! or a commit), and removed with its branch.
+//!
+//! The user's work tree, index, HEAD, stash and other branches are never touched: the
+//! worktree gets a new branch and a git dir under the repository's `worktrees/`, and
+//! its files are checked out through warden's shadow git dir (so no filter, hook or
+//! fsmonitor the repository configures runs). When the base holds uncommitted work, a
+//! base commit on top of HEAD records it, its objects written into the repository (the
+//! branch must not depend on warden's own object store).
+//!
+//! Not wired into executions yet: the ExecutionMonitor's `preparing` phase will call it
+//! (issue 20).
+
+use std::path::{Path, PathBuf};
+
+use super::git::{command, run, Git, GitError, Repo};
+
+/// What a worktree starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// A snapshot of the user's work tree (a tree id in warden's object store): HEAD
+    /// plus their uncommitted and untracked, not ignored, files.
+    WorkTree { tree: String },
+    /// A commit (any revision naming one, e.g. `HEAD` or a branch): a clean start.
+    Revision(String),
+}
+
+/// A worktree made for an execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    pub path: PathBuf,
+    pub branch: String,
+    /// The commit the branch starts at: what the execution's work is compared with.
+    pub base_commit: String,
+}
+
+impl Git {
+    /// Makes a worktree at `path` on a new branch `branch` from `base`. What an earlier
+    /// attempt left at that path or branch (a crash while preparing) is removed first.
+    pub async fn create_worktree(
+        &self,
+        repo: &Repo,
+        path: &Path,
+        branch: &str,
+        base: &Base,
+    ) -> Result<Prepared, GitError> {
+        let start = match base {
+            Base::WorkTree { .. } => self.head(repo).await?.ok_or_else(|| {
+                GitError::new("worktree", "the repository has no commit yet: isolation needs one to branch from")
+            })?,
+            Base::Revision(revision) => self.resolve_commit(repo, revision).await?,
+        };
+        tokio::fs::create_dir_all(&self.objects)
+            .await
+            .map_err(|e| GitError::new("worktree", format!("{}: {e}", self.objects.display())))?;
+        self.prepare_shadow(repo).await?;
+        self.remove_worktree(repo, path, branch).await?;
+        if path.exists() {
+            return Err(GitError::new("worktree", format!("{} exists and is not a worktree", path.display())));
+        }
+        let mut add = command(&repo.root);
+        add.args(["worktree", "add", "--quiet", "--no-checkout", "-b", branch]).arg(path).arg(&start);
+        run(add, "worktree add").await?;
+        let tree = match base {
+            Base::WorkTree { tree } => tree.clone(),
+            Base::Revision(_) => format!("{start}^{{tree}}"),
+        };
+        let index = self.worktree_index(path).await?;
+        let mut checkout = self.in_worktree(repo, path, &index);
+        checkout.args(["read-tree", "-u", "--reset", &tree]);
+        run(checkout, "read-tree").await?;
+        let base_commit = match base {
+            Base::WorkTree { tree } if *tree != self.tree_of(repo, &start).await? => {
+                self.commit_work_tree(repo, path, &index, &start, branch).await?
+            }
+            _ => start,
+        };
+        Ok(Prepared { path: path.to_owned(), branch: branch.to_owned(), base_commit })
+    }
+
+    /// Removes a worktree and its branch; what is already gone (a directory the user
+    /// deleted, a branch never made) is fine.
+    pub async fn remove_worktree(&self, repo: &Repo, path: &Path, branch: &str) -> Result<(), GitError> {
+        let mut remove = command(&repo.root);
+        remove.args(["worktree", "remove", "--force", "--force"]).arg(path);
+        let _ = run(remove, "worktree remove").await;
+        let mut prune = command(&repo.root);
+        prune.args(["worktree", "prune"]);
+        run(prune, "worktree prune").await?;
+        let mut exists = command(&repo.root);
+        exists.args(["rev-parse", "--verify", "--quiet", &format!("refs/heads/{branch}")]);
+        if run(exists, "rev-parse").await.is_ok() {
+            let mut delete = command(&repo.root);
+            delete.args(["branch", "--quiet", "-D", branch]);
+            run(delete, "branch -D").await?;
+        }
+        Ok(())
+    }
+
+    async fn resolve_commit(&self, repo: &Repo, revision: &str) -> Result<String, GitError> {
+        if revision.starts_with('-') {
+            return Err(GitError::new("rev-parse", format!("{revision:?} is not a revision")));
+        }
+        let mut cmd = command(&repo.root);
+        cmd.args(["rev-parse", "--verify", "--quiet", "--end-of-options", &format!("{revision}^{{commit}}")]);
+        let found =
+            run(cmd, "rev-parse").await.map_err(|_| GitError::new("rev-parse", format!("no commit {revision:?}")))?;
+        Ok(String::from_utf8_lossy(&found).trim().to_owned())
+    }
+
+    async fn tree_of(&self, repo: &Repo, commit: &str) -> Result<String, GitError> {
+        let mut cmd = command(&repo.root);
+        cmd.args(["rev-parse", "--verify", &format!("{commit}^{{tree}}")]);
+        Ok(String::from_utf8_lossy(&run(cmd, "rev-parse").await?).trim().to_owned())
+    }
+
+    /// The index file of a worktree (in its git dir under the repository's `worktrees/`).
+    async fn worktree_index(&self, path: &Path) -> Result<PathBuf, GitError> {
+        let mut cmd = command(path);
+        cmd.args(["rev-parse", "--path-format=absolute", "--git-dir"]);
+        let dir = String::from_utf8_lossy(&run(cmd, "rev-parse --git-dir").await?).trim().to_owned();
+        Ok(Path::new(&dir).join("index"))
+    }
+
+    /// A git over a worktree with warden's shadow git dir and the worktree's own index;
+    /// objects are read from the repository and warden's store.
+    fn in_worktree(&self, repo: &Repo, path: &Path, index: &Path) -> tokio::process::Command {
+        let mut cmd = self.in_repo(repo);
+        cmd.current_dir(path).env("GIT_WORK_TREE", path).env("GIT_INDEX_FILE", index);
+        cmd
+    }
+
+    /// Records the checked-out work tree (the user's uncommitted work) as a commit on
+    /// top of `head`, its objects written into the repository, and points the branch
+    /// at it.
+    async fn commit_work_tree(
+        &self,
+        repo: &Repo,
+        path: &Path,
+        index: &Path,
+        head: &str,
+        branch: &str,
+    ) -> Result<String, GitError> {
+        // The blobs the repository lacks are those of the files that differ from HEAD.
+        let mut differ = self.in_worktree(repo, path, index);
+        differ.args(["diff-index", "--cached", "--name-only", "-z", "--no-renames", "--diff-filter=d", head]);
+        let paths = run(differ, "diff-index").await?;
+        let into_repository = |cmd: &mut tokio::process::Command| {
+            cmd.env("GIT_OBJECT_DIRECTORY", &repo.objects).env_remove("GIT_ALTERNATE_OBJECT_DIRECTORIES");
+        };
+        let mut hash = self.in_worktree(repo, path, index);
+        into_repository(&mut hash);
+        hash.args(["hash-object", "-w", "--stdin-paths"]).stdin(std::process::Stdio::piped());
+        let listed: Vec<u8> =
+            paths.split(|&b| b == 0).filter(|p| !p.is_empty()).flat_map(|p| p.iter().copied().chain([b'\n'])).collect();
+        super::git::run_with_input(hash, "hash-object", listed).await?;
+        let mut write = self.in_worktree(repo, path, index);
+        into_repository(&mut write);
+        write.arg("write-tree");
+        let tree = String::from_utf8_lossy(&run(write, "write-tree").await?).trim().to_owned();
+        let mut commit = self.in_worktree(repo, path, index);
+        into_repository(&mut commit);
+        commit
+            .env("GIT_AUTHOR_NAME", "warden")
+            .env("GIT_AUTHOR_EMAIL", "warden@localhost")
+            .env("GIT_COMMITTER_NAME", "warden")
+            .env("GIT_COMMITTER_EMAIL", "warden@localhost")
+            .args(["commit-tree", &tree, "-p", head, "-m", "warden: the work tree as the execution started from it"]);
+        let base = String::from_utf8_lossy(&run(commit, "commit-tree").await?).trim().to_owned();
+        let mut update = command(&repo.root);
+        update.args(["update-ref", &format!("refs/heads/{branch}"), &base, head]);
+        run(update, "update-ref").await?;
+        Ok(base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            // Reading never refreshes the index: its bytes are compared.
+            .env("GIT_OPTIONAL_LOCKS", "0")
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A repository with one commit, an edit, an untracked file and an ignored one.
+    fn repository(dir: &Path) -> PathBuf {
+        let root = dir.join("repo");
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        git(&root, &["init", "-q"]);
+        std::fs::write(root.join("src/a.txt"), "one\n").unwrap();
+        std::fs::write(root.join(".gitignore"), "*.log\n").unwrap();
+        git(&root, &["add", "-A"]);
+        git(&root, &["commit", "-qm", "first"]);
+        std::fs::write(root.join("src/a.txt"), "one\ntwo, not committed\n").unwrap();
+        std::fs::write(root.join("new.txt"), "untracked\n").unwrap();
+        std::fs::write(root.join("debug.log"), "ignored\n").unwrap();
+        root
+    }
+
+    /// What a user would notice changed in their repository: work tree files, index,
+    /// HEAD, branches other than warden's, stash.
+    fn user_state(root: &Path) -> (Vec<u8>, String, String, String, String) {
+        let index = std::fs::read(root.join(".git/index")).unwrap();
+        let files = ["src/a.txt", "new.txt", "debug.log"].map(|f| std::fs::read_to_string(root.join(f)).unwrap());
+        let branches =
+            git(root, &["for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/main", "refs/stash"]);
+        (index, files.join("|"), git(root, &["rev-parse", "HEAD"]), branches, git(root, &["status", "--porcelain"]))
+    }
+
+    #[tokio::test]
+    async fn a_worktree_from_the_work_tree_has_the_users_uncommitted_files_and_touches_nothing_of_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = repository(dir.path());
+        let tools = Git::new(&dir.path().join("warden-git"));
+        let repo = tools.locate(&root).await.unwrap().expect("a work tree");
+        let tree = tools.snapshot(&repo, "t").await.unwrap();
+        let before = user_state(&root);
+        let path = dir.path().join("worktrees/7");
+        let made = tools.create_worktree(&repo, &path, "warden/7-edit", &Base::WorkTree { tree }).await.unwrap();
+
+        assert_eq!(std::fs::read_to_string(path.join("src/a.txt")).unwrap(), "one\ntwo, not committed\n");
+        assert_eq!(std::fs::read_to_string(path.join("new.txt")).unwrap(), "untracked\n");
+        assert!(!path.join("debug.log").exists(), "ignored files are not copied");
+        // The base commit holds that work on top of HEAD, and the worktree is clean on it.
+        assert_eq!(git(&root, &["rev-parse", "refs/heads/warden/7-edit"]), made.base_commit);
+        assert_eq!(git(&root, &["rev-parse", &format!("{}^", made.base_commit)]), git(&root, &["rev-parse", "HEAD"]));
+        assert_eq!(git(&path, &["status", "--porcelain"]), "");
+        assert_eq!(git(&path, &["show", "HEAD:new.txt"]), "untracked");
+        assert_eq!(user_state(&root), before, "the user's repository changed");
+
+        tools.remove_worktree(&repo, &path, &made.branch).await.unwrap();
+        assert!(!path.exists());
+        assert_eq!(git(&root, &["branch", "--list", "warden/*"]), "");
+        assert_eq!(user_state(&root), before);
+    }
+
+    #[tokio::test]
+    async fn a_revision_base_is_a_clean_start_and_a_leftover_attempt_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = repository(dir.path());
+        let tools = Git::new(&dir.path().join("warden-git"));
+        let repo = tools.locate(&root).await.unwrap().expect("a work tree");
+        let path = dir.path().join("worktrees/8");
+        let head = Base::Revision("HEAD".into());
+        tools.create_worktree(&repo, &path, "warden/8-x", &head).await.unwrap();
+        std::fs::write(path.join("half-made"), "from a crash").unwrap();
+        // Made again (a crash while preparing): the leftover goes, the new one is clean.
+        let made = tools.create_worktree(&repo, &path, "warden/8-x", &head).await.unwrap();
+        assert_eq!(made.base_commit, git(&root, &["rev-parse", "HEAD"]));
+        assert_eq!(std::fs::read_to_string(path.join("src/a.txt")).unwrap(), "one\n");
+        assert!(!path.join("new.txt").exists() && !path.join("half-made").exists());
+        // A worktree directory the user deleted is removed cleanly with its branch.
+        std::fs::remove_dir_all(&path).unwrap();
+        tools.remove_worktree(&repo, &path, "warden/8-x").await.unwrap();
+        assert_eq!(git(&root, &["worktree", "list", "--porcelain"]).matches("worktree ").count(), 1);
+
+        let unknown = tools.create_worktree(&repo, &path, "warden/8-y", &Base::Revision("nope".into())).await;
+        assert!(unknown.unwrap_err().to_string().contains("no commit \"nope\""));
+        let option = tools.create_worktree(&repo, &path, "warden/8-y", &Base::Revision("--help".into())).await;
+        assert!(option.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_repository_without_a_commit_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("empty");
+        std::fs::create_dir_all(&root).unwrap();
+        git(&root, &["init", "-q"]);
+        std::fs::write(root.join("f"), "x").unwrap();
+        let tools = Git::new(&dir.path().join("warden-git"));
+        let repo = tools.locate(&root).await.unwrap().expect("a work tree");
+        let tree = tools.snapshot(&repo, "t").await.unwrap();
+        let refused = tools.create_worktree(&repo, &dir.path().join("w"), "warden/1", &Base::WorkTree { tree }).await;
+        assert!(refused.unwrap_err().to_string().contains("no commit yet"));
+        assert!(!dir.path().join("w").exists());
+    }
+}
