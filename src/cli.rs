@@ -123,6 +123,8 @@ pub enum Command {
     Resume { id: i64 },
     /// Run an ended execution's request again.
     Retry { id: i64 },
+    /// Discard an isolated execution's work: remove its worktree and its branch.
+    Discard { id: i64 },
     /// List approvals waiting for a decision (all of them with --all).
     Approvals {
         /// Also decided, expired and cancelled ones.
@@ -183,6 +185,13 @@ pub struct ExecArgs {
     /// Seconds of running before it is killed.
     #[arg(long)]
     pub timeout: Option<u64>,
+    /// Run in a git worktree of its own, on a branch of its own (`warden discard` removes it).
+    #[arg(long)]
+    pub isolated: bool,
+    /// With --isolated: the revision its branch starts from (default: the work tree as
+    /// it is, uncommitted and untracked files included).
+    #[arg(long, requires = "isolated", value_name = "REF")]
+    pub base: Option<String>,
     /// Print the output until it ends, then exit with the execution's exit code.
     #[arg(long, short)]
     pub follow: bool,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -24,6 +24,8 @@ struct ConfigFile {
     approvals: ApprovalsSection,
     #[serde(default)]
     changes: ChangesSection,
+    #[serde(default)]
+    worktrees: WorktreesSection,
     #[serde(default)]
     providers: BTreeMap<String, ProviderLimits>,
     #[serde(default)]
@@ -84,6 +86,14 @@ struct ChangesSection {
     live_interval_ms: u64,
     /// Diffs longer than this are cut.
     max_diff_bytes: usize,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct WorktreesSection {
+    /// Where isolated executions' worktrees are made (outside the data dir, which the
+    /// sandbox hides from agents). Default: `warden-worktrees` beside the data dir.
+    dir: Option<PathBuf>,
 }
 
 impl Default for ChangesSection {
@@ -179,6 +189,14 @@ impl Config {
             return Err("server.workers must be between 1 and 64".into());
         }
         let changes = file.changes;
+        let worktrees_dir = match file.worktrees.dir {
+            Some(dir) if dir.is_absolute() => dir,
+            Some(dir) => return Err(format!("worktrees.dir must be an absolute path, not {}", dir.display())),
+            None => home.dir().parent().unwrap_or(home.dir()).join("warden-worktrees"),
+        };
+        if worktrees_dir.starts_with(home.dir()) {
+            return Err("worktrees.dir must be outside the data dir (the sandbox hides it from agents)".into());
+        }
         if !(1..=600_000).contains(&changes.start_timeout_ms) {
             return Err("changes.start_timeout_ms must be between 1 and 600000".into());
         }
@@ -237,6 +255,7 @@ impl Config {
                 start_timeout: Duration::from_millis(changes.start_timeout_ms),
                 live_interval: Duration::from_millis(changes.live_interval_ms),
                 max_diff_bytes: changes.max_diff_bytes,
+                worktrees: worktrees_dir,
                 ..ChangeSettings::default()
             },
         })
@@ -270,6 +289,8 @@ pub struct ChangeSettings {
     pub live_interval: Duration,
     /// Diffs longer than this are cut, with a marker.
     pub max_diff_bytes: usize,
+    /// Where isolated executions' worktrees are made (`[worktrees] dir`).
+    pub worktrees: PathBuf,
 }
 
 impl Default for ChangeSettings {
@@ -280,6 +301,7 @@ impl Default for ChangeSettings {
             snapshot_timeout: Duration::from_secs(300),
             live_interval: Duration::from_secs(2),
             max_diff_bytes: 1 << 20,
+            worktrees: std::env::temp_dir().join("warden-worktrees"),
         }
     }
 }

@@ -275,6 +275,8 @@ pub struct NewProfile {
     pub env: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub sandbox: crate::domain::SandboxMode,
+    #[serde(default)]
+    pub isolation: crate::domain::Isolation,
 }
 
 impl std::fmt::Debug for NewProfile {
@@ -295,6 +297,7 @@ impl NewProfile {
                 timeout_s: self.timeout_s,
                 env: self.env,
                 sandbox: self.sandbox,
+                isolation: self.isolation,
             },
             origin: Origin::Api,
         }

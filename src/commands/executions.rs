@@ -29,6 +29,12 @@ pub async fn exec(remote: &Remote, args: ExecArgs) -> anyhow::Result<Outcome> {
     if let Some(timeout) = args.timeout {
         body["timeout_s"] = timeout.into();
     }
+    if args.isolated {
+        body["isolation"] = "worktree".into();
+    }
+    if let Some(base) = args.base {
+        body["base"] = base.into();
+    }
     match (args.workspace, args.cwd) {
         (Some(workspace), _) => body["workspace"] = workspace.into(),
         (None, cwd) => {
@@ -333,6 +339,7 @@ pub async fn control(remote: &Remote, id: i64, action: &str) -> anyhow::Result<O
     let execution: Execution = client.post(&format!("/api/v1/executions/{id}/{action}"), &json!({})).await?;
     match action {
         "retry" => println!("{} (retry of {id})", execution.id),
+        "discard" => println!("{id}: its worktree and branch are removed"),
         "cancel" if !execution.status.is_final() => println!("cancelling {id}: its process group got SIGTERM"),
         _ => println!("{} {}", execution.id, execution.status),
     }

@@ -71,6 +71,13 @@ pub struct NewExecution {
     /// Seconds of running (pauses excluded) before it is killed; default: the profile's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,
+    /// `worktree` runs it in a git worktree of its own; default: the profile's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<super::Isolation>,
+    /// With `worktree`: the revision its branch starts from (e.g. `HEAD`); default: the
+    /// work tree as the user sees it, uncommitted and untracked files included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 impl fmt::Debug for NewExecution {
@@ -82,6 +89,8 @@ impl fmt::Debug for NewExecution {
             .field("prompt_len", &self.prompt.len())
             .field("env", &format_args!("<{} vars hidden>", self.env.len()))
             .field("timeout_s", &self.timeout_s)
+            .field("isolation", &self.isolation)
+            .field("base", &self.base)
             .finish()
     }
 }
@@ -128,6 +137,22 @@ pub struct Execution {
     /// what was applied (`unavailable` when the kernel could not confine it).
     #[serde(default)]
     pub sandbox: super::SandboxApplied,
+    /// `worktree`: it works in a git worktree of its own, on `branch`, from `base`.
+    #[serde(default)]
+    pub isolation: super::Isolation,
+    /// Its branch (`warden/<id>-<words>`), once its worktree is made; null after discard.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Its worktree's directory, once made; null after discard.
+    #[serde(default)]
+    pub worktree: Option<String>,
+    /// The commit its branch starts at: its changes are counted from there.
+    #[serde(default)]
+    pub base: Option<String>,
+    /// The revision its worktree was asked to start from (null: the user's work tree);
+    /// kept with its row until its worktree is made, not shown.
+    #[serde(skip)]
+    pub base_ref: Option<String>,
 }
 
 words! {

@@ -210,6 +210,18 @@ words! {
 }
 
 words! {
+    "snake_case" [Default]
+    /// Where an execution works: in its work tree as it is (`none`), or in a git worktree
+    /// of its own on a branch of its own (`worktree`), whose work comes back only on
+    /// request.
+    pub enum Isolation {
+        #[default]
+        None,
+        Worktree,
+    }
+}
+
+words! {
     "kebab-case" [Default]
     /// The confinement an execution's processes got: its profile's mode, or `unavailable`
     /// when the kernel has no Landlock (the execution ran unconfined).
@@ -280,6 +292,9 @@ pub struct ProfileSpec {
     /// How its executions' processes are confined (default `protect-data`).
     #[serde(default)]
     pub sandbox: SandboxMode,
+    /// Where its executions work (default `none`: in the work tree as it is).
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 impl fmt::Debug for ProfileSpec {
@@ -292,6 +307,7 @@ impl fmt::Debug for ProfileSpec {
             .field("timeout_s", &self.timeout_s)
             .field("env", &format_args!("<{} vars hidden>", self.env.len()))
             .field("sandbox", &self.sandbox)
+            .field("isolation", &self.isolation)
             .finish()
     }
 }
@@ -367,6 +383,7 @@ impl Profile {
                 timeout_s: None,
                 env: BTreeMap::new(),
                 sandbox: SandboxMode::default(),
+                isolation: Isolation::None,
             },
             origin: Origin::Builtin,
         }
@@ -387,6 +404,8 @@ pub struct ProfileView {
     /// The names of the variables the profile sets; their values are never shown.
     pub env: Vec<String>,
     pub sandbox: SandboxMode,
+    #[serde(default)]
+    pub isolation: Isolation,
     pub origin: Origin,
 }
 
@@ -402,6 +421,7 @@ impl From<&Profile> for ProfileView {
             timeout_s: spec.timeout_s,
             env: spec.env.keys().cloned().collect(),
             sandbox: spec.sandbox,
+            isolation: spec.isolation,
             origin: profile.origin,
         }
     }

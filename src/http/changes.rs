@@ -1,14 +1,14 @@
 //! `/api/v1/executions/{id}/changes` and `/diff`: what an execution changed in its git
-//! work tree. The execution comes from the `ExecutionReader`; the ChangeTracker compares
+//! work tree; `/discard`: an isolated execution's worktree and branch removed. The execution comes from the `ExecutionReader`; the ChangeTracker compares
 //! its snapshots (or, while it runs, its start with the working tree now).
 
 use actix::Addr;
 use actix_web::{web, HttpResponse};
 
 use super::problem::{ApiError, Problem};
-use crate::actors::change_tracker::{ChangeTracker, Diff, GetChanges, GetDiff};
+use crate::actors::change_tracker::{ChangeTracker, Diff, Discard, GetChanges, GetDiff};
 use crate::actors::execution_monitor::ExecutionReader;
-use crate::domain::{ChangesReport, DiffQuery, DiffReport, ExecutionId};
+use crate::domain::{ChangesReport, DiffQuery, DiffReport, Execution, ExecutionId};
 
 type Tracker = web::Data<Addr<ChangeTracker>>;
 type Reader = web::Data<ExecutionReader>;
@@ -48,4 +48,15 @@ pub async fn diff(
             .body(text),
         Diff::Json(report) => HttpResponse::Ok().json(report),
     })
+}
+
+/// Discard an isolated execution's work: its worktree and its branch are removed (the
+/// user's work tree and other branches are not touched). Final executions only.
+#[utoipa::path(post, path = "/api/v1/executions/{id}/discard", operation_id = "discardExecutionWork", tag = "changes", params(("id" = i64, Path)),
+    responses((status = 200, body = Execution), (status = 404, body = Problem),
+              (status = 409, description = "not final, not isolated, or discarded already", body = Problem),
+              (status = 500, description = "git failed", body = Problem)))]
+pub async fn discard(tracker: Tracker, reader: Reader, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let execution = reader.get(ExecutionId(*id)).await?;
+    Ok(HttpResponse::Ok().json(tracker.send(Discard { execution }).await??))
 }

@@ -167,6 +167,11 @@ impl From<ChangesError> for ApiError {
             ChangesError::NotRecorded(_) => ApiError::new(StatusCode::CONFLICT, "no_snapshots", detail),
             ChangesError::UnknownPath { .. } => ApiError::new(StatusCode::NOT_FOUND, "unknown_path", detail),
             ChangesError::Invalid(_) => ApiError::unprocessable(detail),
+            ChangesError::NoWorktree(_) => ApiError::new(StatusCode::CONFLICT, "no_worktree", detail),
+            ChangesError::Worktree(_) => {
+                tracing::error!(error = ?detail, "git failed on a worktree");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "git_failed", detail)
+            }
             ChangesError::Git(_) => {
                 tracing::error!(error = ?detail, "git failed while reading changes");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "git_failed", detail)

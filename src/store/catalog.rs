@@ -7,8 +7,8 @@ use rusqlite::{params, Connection, Row};
 
 use crate::domain::Word;
 use crate::domain::{
-    format_ts, parse_ts, ApprovalPolicy, Origin, Profile, ProfileSpec, ProviderLimits, SandboxMode, Workspace,
-    WorkspaceId,
+    format_ts, parse_ts, ApprovalPolicy, Isolation, Origin, Profile, ProfileSpec, ProviderLimits, SandboxMode,
+    Workspace, WorkspaceId,
 };
 
 fn conversion_error(column: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
@@ -71,10 +71,10 @@ pub fn upsert_profile(conn: &Connection, profile: &Profile, now: DateTime<Utc>) 
     let continue_command = spec.continue_command.as_ref().map(to_json).transpose()?;
     conn.prepare_cached(
         "INSERT INTO profiles (name, provider, command, continue_command, approval, timeout_s, env, created_at, updated_at,
-             sandbox)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
+             sandbox, isolation)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)
          ON CONFLICT (name) DO UPDATE SET provider = ?2, command = ?3, continue_command = ?4,
-             approval = ?5, timeout_s = ?6, env = ?7, updated_at = ?8, sandbox = ?9",
+             approval = ?5, timeout_s = ?6, env = ?7, updated_at = ?8, sandbox = ?9, isolation = ?10",
     )?
     .execute(params![
         profile.name,
@@ -86,6 +86,7 @@ pub fn upsert_profile(conn: &Connection, profile: &Profile, now: DateTime<Utc>) 
         to_json(&spec.env)?,
         format_ts(&now),
         spec.sandbox.as_str(),
+        spec.isolation.as_str(),
     ])?;
     Ok(())
 }
@@ -96,7 +97,8 @@ pub fn delete_profile(conn: &Connection, name: &str) -> rusqlite::Result<usize> 
 
 pub fn all_profiles(conn: &Connection) -> rusqlite::Result<Vec<Profile>> {
     let mut stmt = conn.prepare(
-        "SELECT name, provider, command, continue_command, approval, timeout_s, env, sandbox FROM profiles ORDER BY name",
+        "SELECT name, provider, command, continue_command, approval, timeout_s, env, sandbox, isolation
+         FROM profiles ORDER BY name",
     )?;
     let rows = stmt.query_map([], |row| {
         let approval: String = row.get(4)?;
@@ -113,6 +115,7 @@ pub fn all_profiles(conn: &Connection) -> rusqlite::Result<Vec<Profile>> {
                 timeout_s: row.get::<_, Option<i64>>(5)?.map(|t| t as u64),
                 env: json_column(row, 6)?,
                 sandbox: SandboxMode::parse(row.get_ref(7)?.as_str()?).unwrap_or_default(),
+                isolation: Isolation::parse(row.get_ref(8)?.as_str()?).unwrap_or_default(),
             },
             origin: Origin::Api,
         })

@@ -10,12 +10,13 @@ use super::catalog::ts_column;
 use super::events::{chunk_lines, MAX_CHUNK_LINES};
 use crate::domain::Word;
 use crate::domain::{
-    format_ts, ChangesSummary, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, OutputLine,
-    OutputStream, SandboxApplied,
+    format_ts, ChangesSummary, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, Isolation, NewExecution,
+    OutputLine, OutputStream, SandboxApplied,
 };
 
 const COLUMNS: &str = "id, status, profile, provider, workspace, cwd, prompt, argv, timeout_s, exit_code, error, \
-     created_at, started_at, finished_at, retry_of, session_id, approval_id, changes, sandbox";
+     created_at, started_at, finished_at, retry_of, session_id, approval_id, changes, sandbox, \
+     isolation, branch, worktree, base, base_ref";
 
 fn json_err(e: serde_json::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
@@ -69,6 +70,11 @@ fn execution_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
             None => None,
         },
         sandbox: SandboxApplied::from_stored(row.get_ref(18)?.as_str_or_null()?),
+        isolation: Isolation::parse(row.get_ref(19)?.as_str()?).unwrap_or_default(),
+        branch: row.get(20)?,
+        worktree: row.get(21)?,
+        base: row.get(22)?,
+        base_ref: row.get(23)?,
     })
 }
 
@@ -89,8 +95,9 @@ pub fn insert(
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO executions (id, status, profile, provider, workspace, cwd, prompt, argv, env, timeout_s,
-             created_at, retry_of, session_id, approval_id, queue_order, sandbox, agent_token_hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+             created_at, retry_of, session_id, approval_id, queue_order, sandbox, agent_token_hash, isolation,
+             base_ref)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
     )?
     .execute(params![
         execution.id.0,
@@ -110,6 +117,8 @@ pub fn insert(
         queue_order,
         execution.sandbox.as_str(),
         agent_token_hash,
+        execution.isolation.as_str(),
+        execution.base_ref,
     ])?;
     Ok(())
 }
@@ -124,7 +133,7 @@ pub fn mark_started(
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE executions SET status = ?7, started_at = ?2, pid = ?3, proc_start_ticks = ?4, changes = ?5,
-             sandbox = ?6
+             sandbox = ?6, branch = ?8, worktree = ?9, base = ?10
          WHERE id = ?1",
     )?
     .execute(params![
@@ -135,6 +144,9 @@ pub fn mark_started(
         changes_json(&execution.changes)?,
         execution.sandbox.as_str(),
         execution.status.as_str(),
+        execution.branch,
+        execution.worktree,
+        execution.base,
     ])?;
     Ok(())
 }
@@ -210,6 +222,14 @@ pub fn mark_finished(conn: &Connection, execution: &Execution) -> rusqlite::Resu
     Ok(())
 }
 
+/// A final execution's worktree and branch are gone (discarded): its row and stored
+/// JSON say so.
+pub fn mark_discarded(conn: &Connection, execution: &Execution) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE executions SET branch = NULL, worktree = NULL WHERE id = ?1")?
+        .execute([execution.id.0])?;
+    mark_finished(conn, execution)
+}
+
 pub fn get(conn: &Connection, id: ExecutionId) -> rusqlite::Result<Option<Execution>> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM executions WHERE id = ?1"))?
         .query_row([id.0], execution_row)
@@ -218,22 +238,25 @@ pub fn get(conn: &Connection, id: ExecutionId) -> rusqlite::Result<Option<Execut
 
 /// The request an execution was made from, for a retry.
 pub fn request_of(conn: &Connection, id: ExecutionId) -> rusqlite::Result<Option<NewExecution>> {
-    conn.prepare_cached("SELECT prompt, profile, workspace, cwd, env, timeout_s FROM executions WHERE id = ?1")?
-        .query_row([id.0], |row| {
-            let workspace: Option<String> = row.get(2)?;
-            let env: String = row.get(4)?;
-            Ok(NewExecution {
-                prompt: row.get(0)?,
-                profile: Some(row.get(1)?),
-                cwd: if workspace.is_none() { Some(row.get(3)?) } else { None },
-                workspace,
-                env: serde_json::from_str(&env).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
-                })?,
-                timeout_s: row.get::<_, Option<i64>>(5)?.map(|t| t as u64),
-            })
+    conn.prepare_cached(
+        "SELECT prompt, profile, workspace, cwd, env, timeout_s, isolation, base_ref FROM executions WHERE id = ?1",
+    )?
+    .query_row([id.0], |row| {
+        let workspace: Option<String> = row.get(2)?;
+        let env: String = row.get(4)?;
+        Ok(NewExecution {
+            prompt: row.get(0)?,
+            profile: Some(row.get(1)?),
+            cwd: if workspace.is_none() { Some(row.get(3)?) } else { None },
+            workspace,
+            env: serde_json::from_str(&env)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?,
+            timeout_s: row.get::<_, Option<i64>>(5)?.map(|t| t as u64),
+            isolation: Isolation::parse(row.get_ref(6)?.as_str()?),
+            base: row.get(7)?,
         })
-        .optional()
+    })
+    .optional()
 }
 
 /// Newest first, after `before` (an id), filtered, at most `limit`: for `each` row its
@@ -360,9 +383,9 @@ pub fn queued(conn: &Connection) -> rusqlite::Result<Vec<QueuedExecution>> {
         ExecutionStatus::sql(&[ExecutionStatus::Queued, ExecutionStatus::PendingApproval])
     ))?;
     let rows = stmt.query_map([], |row| {
-        let env: String = row.get(19)?;
+        let env: String = row.get(24)?;
         let env = serde_json::from_str(&env)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(19, rusqlite::types::Type::Text, Box::new(e)))?;
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(24, rusqlite::types::Type::Text, Box::new(e)))?;
         Ok(QueuedExecution { execution: execution_row(row)?, env })
     })?;
     rows.collect()

@@ -133,6 +133,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0009_final_execution_json.sql")),
         M::up(include_str!("../../migrations/0010_output_chunks.sql")),
         M::up(include_str!("../../migrations/0011_trust_boundary.sql")),
+        M::up(include_str!("../../migrations/0012_worktree_isolation.sql")),
     ])
 }
 

@@ -12,12 +12,12 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 
 /// A git repository in a temp dir, with a commit.
-struct Repo {
+pub struct Repo {
     dir: tempfile::TempDir,
 }
 
 impl Repo {
-    fn new(files: &[(&str, &str)]) -> Repo {
+    pub fn new(files: &[(&str, &str)]) -> Repo {
         let repo = Repo { dir: tempfile::tempdir().unwrap() };
         repo.git(&["init", "-q", "-b", "main"]);
         for (path, text) in files {
@@ -28,17 +28,17 @@ impl Repo {
         repo
     }
 
-    fn path(&self) -> PathBuf {
+    pub fn path(&self) -> PathBuf {
         self.dir.path().canonicalize().unwrap()
     }
 
-    fn write(&self, path: &str, text: &str) {
+    pub fn write(&self, path: &str, text: &str) {
         std::fs::write(self.dir.path().join(path), text).unwrap();
     }
 
     /// Runs git as the user would, without taking optional locks (so that looking does
     /// not itself rewrite the index).
-    fn git(&self, args: &[&str]) -> String {
+    pub fn git(&self, args: &[&str]) -> String {
         let output = std::process::Command::new("git")
             .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
             .args(args)
@@ -51,7 +51,7 @@ impl Repo {
     }
 
     /// Every file under `.git` with its bytes.
-    fn git_dir_contents(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+    pub fn git_dir_contents(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         fn walk(dir: &Path, into: &mut BTreeMap<PathBuf, Vec<u8>>) {
             for entry in std::fs::read_dir(dir).unwrap() {
                 let path = entry.unwrap().path();

@@ -15,6 +15,7 @@ mod executions;
 mod faults;
 mod fuzz;
 mod idempotency;
+mod isolation;
 mod lifecycle;
 mod live;
 mod metrics;

@@ -9,7 +9,10 @@
 //! each also sees what the others changed meanwhile.
 
 pub mod git;
+mod isolation;
 pub mod worktree;
+
+pub use isolation::{Discard, Isolated, PrepareWorktree, RemoveWorktree};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +43,11 @@ pub enum ChangesError {
     UnknownPath { id: ExecutionId, path: String },
     #[error("{0}")]
     Invalid(String),
+    /// The execution has no worktree (not isolated, not final yet, or discarded).
+    #[error("{0}")]
+    NoWorktree(String),
+    #[error("{0}")]
+    Worktree(String),
     #[error(transparent)]
     Git(#[from] GitError),
     #[error(transparent)]

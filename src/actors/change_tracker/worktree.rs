@@ -9,8 +9,6 @@
 //! base commit on top of HEAD records it, its objects written into the repository (the
 //! branch must not depend on warden's own object store).
 //!
-//! Not wired into executions yet: the ExecutionMonitor's `preparing` phase will call it
-//! (issue 20).
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +31,7 @@ pub struct Prepared {
     pub branch: String,
     /// The commit the branch starts at: what the execution's work is compared with.
     pub base_commit: String,
+    pub base_tree: String,
 }
 
 impl Git {
@@ -70,13 +69,14 @@ impl Git {
         let mut checkout = self.in_worktree(repo, path, &index);
         checkout.args(["read-tree", "-u", "--reset", &tree]);
         run(checkout, "read-tree").await?;
-        let base_commit = match base {
-            Base::WorkTree { tree } if *tree != self.tree_of(repo, &start).await? => {
+        let start_tree = self.tree_of(repo, &start).await?;
+        let (base_commit, base_tree) = match base {
+            Base::WorkTree { tree } if *tree != start_tree => {
                 self.commit_work_tree(repo, path, &index, &start, branch).await?
             }
-            _ => start,
+            _ => (start, start_tree),
         };
-        Ok(Prepared { path: path.to_owned(), branch: branch.to_owned(), base_commit })
+        Ok(Prepared { path: path.to_owned(), branch: branch.to_owned(), base_commit, base_tree })
     }
 
     /// Removes a worktree and its branch; what is already gone (a directory the user
@@ -133,7 +133,7 @@ impl Git {
 
     /// Records the checked-out work tree (the user's uncommitted work) as a commit on
     /// top of `head`, its objects written into the repository, and points the branch
-    /// at it.
+    /// at it. Returns the commit and its tree.
     async fn commit_work_tree(
         &self,
         repo: &Repo,
@@ -141,7 +141,7 @@ impl Git {
         index: &Path,
         head: &str,
         branch: &str,
-    ) -> Result<String, GitError> {
+    ) -> Result<(String, String), GitError> {
         // The blobs the repository lacks are those of the files that differ from HEAD.
         let mut differ = self.in_worktree(repo, path, index);
         differ.args(["diff-index", "--cached", "--name-only", "-z", "--no-renames", "--diff-filter=d", head]);
@@ -171,7 +171,7 @@ impl Git {
         let mut update = command(&repo.root);
         update.args(["update-ref", &format!("refs/heads/{branch}"), &base, head]);
         run(update, "update-ref").await?;
-        Ok(base)
+        Ok((base, tree))
     }
 }
 

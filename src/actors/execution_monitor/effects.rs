@@ -13,8 +13,8 @@ use super::lifecycle::{self, Command, Effect, Ending, Now, Phase, Refused};
 use super::process::{self, signal_group, SpawnSpec};
 use super::{ExecutionMonitor, MonitorError};
 use crate::actors::approval_arbiter::CancelForExecution;
-use crate::actors::change_tracker::{SnapshotEnd, SnapshotStart};
-use crate::domain::{ChangesSummary, ExecutionId, SandboxMode};
+use crate::actors::change_tracker::{PrepareWorktree, RemoveWorktree, SnapshotEnd, SnapshotStart};
+use crate::domain::{ChangesSummary, ExecutionId, Isolation, SandboxMode};
 use crate::sandbox::Confinement;
 use crate::store::executions as rows;
 use crate::store::OutputSource;
@@ -77,6 +77,8 @@ impl ExecutionMonitor {
                     self.refresh_positions(&provider);
                 }
                 Effect::TakeStartSnapshot => self.take_start_snapshot(id, ctx),
+                Effect::PrepareWorktree => self.prepare_worktree(id, ctx),
+                Effect::SpawnIn(dir) => self.spawn_in(id, dir, ctx),
                 Effect::CountStart => {
                     if self.provider_mut(&provider).queue.started(Instant::now()) {
                         self.try_start(&provider, ctx);
@@ -132,20 +134,62 @@ impl ExecutionMonitor {
             let changes = changes.unwrap_or_else(|e| {
                 Some(ChangesSummary::failed("", format!("the change tracker did not answer: {e}")))
             });
-            act.spawn_process(id, changes, ctx);
+            act.start_snapshot_taken(id, changes, ctx);
         }));
     }
 
-    /// Spawns the process of a run whose start snapshot is taken.
-    fn spawn_process(&mut self, id: ExecutionId, changes: Option<ChangesSummary>, ctx: &mut Context<Self>) {
+    /// A run's start snapshot is taken: an isolated one gets its worktree made, any
+    /// other is spawned where it was asked to run.
+    fn start_snapshot_taken(&mut self, id: ExecutionId, changes: Option<ChangesSummary>, ctx: &mut Context<Self>) {
         // Cancelled while the snapshot was taken: its slot is already given back.
         let Some(run) = self.runs.get_mut(&id).filter(|run| matches!(run.phase, Phase::Starting)) else { return };
         run.execution.changes = changes;
+        let (isolated, cwd) = (run.execution.isolation == Isolation::Worktree, run.execution.cwd.clone());
         if !self.accepting {
             // Shutting down: it stays queued in the database and starts at the next run.
             let _ = self.command(id, Command::StartPostponed, ctx);
-            return;
+        } else if isolated {
+            let _ = self.command(id, Command::Prepare, ctx);
+        } else {
+            self.spawn_in(id, cwd.into(), ctx);
         }
+        self.publish(id);
+    }
+
+    /// Asks the ChangeTracker for a run's worktree; a worktree made for a run that is
+    /// gone meanwhile (cancelled) is removed again.
+    fn prepare_worktree(&mut self, id: ExecutionId, ctx: &mut Context<Self>) {
+        let Some(execution) = self.runs.get(&id).map(|run| &run.execution) else { return };
+        let prepare = PrepareWorktree {
+            id,
+            cwd: execution.cwd.clone().into(),
+            prompt: execution.prompt.clone(),
+            base_ref: execution.base_ref.clone(),
+            start_tree: execution.changes.as_ref().and_then(|c| c.start_tree.clone()),
+        };
+        let cwd = prepare.cwd.clone();
+        ctx.spawn(self.changes.send(prepare).into_actor(self).map(move |prepared, act, ctx| {
+            let prepared = prepared.unwrap_or_else(|e| Err(format!("the change tracker did not answer: {e}")));
+            match prepared {
+                Ok(isolated) => {
+                    let (worktree, branch) = (isolated.worktree.clone(), isolated.branch.clone());
+                    if !act.accepting {
+                        let _ = act.command(id, Command::StartPostponed, ctx);
+                    } else if act.command(id, Command::Prepared(Box::new(isolated)), ctx).is_err() {
+                        act.changes.do_send(RemoveWorktree { cwd, worktree, branch });
+                    }
+                }
+                Err(error) => {
+                    tracing::info!(execution = %id, %error, "an isolated execution could not be prepared");
+                    let _ = act.command(id, Command::PrepareFailed(error), ctx);
+                }
+            }
+        }));
+    }
+
+    /// Spawns a run's process in `dir`.
+    fn spawn_in(&mut self, id: ExecutionId, dir: std::path::PathBuf, ctx: &mut Context<Self>) {
+        let Some(run) = self.runs.get_mut(&id).filter(|run| matches!(run.phase, Phase::Starting)) else { return };
         let execution = &run.execution;
         let (mut env, sandbox) = {
             let catalog = self.catalog.read();
@@ -168,13 +212,12 @@ impl ExecutionMonitor {
         let confinement = (sandbox != SandboxMode::Off).then(|| Confinement {
             sandboxer: self.settings.sandboxer.clone(),
             mode: sandbox,
-            cwd: execution.cwd.clone().into(),
+            cwd: dir.clone(),
             tmpdir: env.get("TMPDIR").map(Into::into).or_else(|| std::env::var_os("TMPDIR").map(Into::into)),
         });
         let source =
             OutputSource { execution_id: id, session_id: execution.session_id, workspace: execution.workspace.clone() };
-        let spec =
-            SpawnSpec { source, argv: execution.argv.clone(), cwd: execution.cwd.clone().into(), env, confinement };
+        let spec = SpawnSpec { source, argv: execution.argv.clone(), cwd: dir, env, confinement };
         let monitor = ctx.address();
         let spawned = process::spawn(&self.capture, spec, self.store.clone(), move |exit| {
             monitor.do_send(ProcessEnded { id, exit })

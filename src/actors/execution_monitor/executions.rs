@@ -4,6 +4,7 @@
 //! `effects`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use actix::prelude::*;
 
@@ -16,7 +17,7 @@ use crate::actors::change_tracker::ChangesRecorded;
 use crate::credentials::IssuedToken;
 use crate::domain::{
     fill_template, now, validate_env, ApprovalId, ApprovalKind, ApprovalPolicy, Execution, ExecutionId,
-    ExecutionStatus, NewEvent, NewExecution, SessionTurn, TemplateValues,
+    ExecutionStatus, Isolation, NewEvent, NewExecution, SessionTurn, TemplateValues,
 };
 use crate::store::executions as rows;
 use crate::store::idempotency::Claim;
@@ -280,6 +281,8 @@ impl ExecutionMonitor {
         if request.timeout_s == Some(0) {
             return Err(MonitorError::Invalid("timeout_s must be at least 1".into()));
         }
+        let isolation = request.isolation.unwrap_or(profile.spec.isolation);
+        check_isolation(isolation, request.base.as_deref(), &cwd)?;
         let id = ExecutionId(self.next_id);
         self.next_id += 1;
         // From a session's second turn on, the profile's continue_command (if any).
@@ -324,6 +327,11 @@ impl ExecutionMonitor {
             waiting_approval_id: None,
             changes: None,
             sandbox: profile.spec.sandbox.into(),
+            isolation,
+            branch: None,
+            worktree: None,
+            base: None,
+            base_ref: request.base,
         };
         Ok((execution, request.env))
     }
@@ -348,5 +356,25 @@ impl ExecutionMonitor {
         self.runs.insert(id, Run { execution, env, token, phase });
         self.publish(id);
         self.refresh_positions(&provider);
+    }
+}
+
+/// A worktree needs a git work tree to branch from, and a base is a plain revision.
+fn check_isolation(isolation: Isolation, base: Option<&str>, cwd: &str) -> Result<(), MonitorError> {
+    match (isolation, base) {
+        (Isolation::None, Some(_)) => {
+            Err(MonitorError::Invalid("base applies only with isolation = \"worktree\"".into()))
+        }
+        (Isolation::Worktree, _) if !crate::actors::change_tracker::git::may_be_in_work_tree(Path::new(cwd)) => {
+            Err(MonitorError::Invalid(format!(
+                "isolation = \"worktree\" needs a directory inside a git work tree; {cwd} is not in one"
+            )))
+        }
+        (Isolation::Worktree, Some(base))
+            if base.is_empty() || base.len() > 256 || base.starts_with('-') || base.chars().any(char::is_control) =>
+        {
+            Err(MonitorError::Invalid(format!("base {base:?} is not a revision")))
+        }
+        _ => Ok(()),
     }
 }

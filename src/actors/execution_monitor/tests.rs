@@ -76,6 +76,8 @@ impl Daemon {
             cwd: Some(self.work.path().to_string_lossy().into_owned()),
             env: BTreeMap::new(),
             timeout_s: None,
+            isolation: None,
+            base: None,
         };
         self.monitor
             .send(Enqueue { request, turn: None, claim: None })

@@ -7,11 +7,13 @@
 //! ```text
 //!                  gate approved            slot granted              spawned
 //! AwaitingApproval ─────────────▶ Queued ──────────────▶ Starting ──────────────▶ Running ⇄ Paused
-//!        │                          ▲                      │                     (pause / resume)
-//!        │                          └── start postponed ───┤                          │
-//!        │ gate refused, cancel     │ cancel               │ spawn failed, cancel     │ cancel, shutdown,
-//!        ▼                          ▼                      ▼                          ▼ timeout (running)
-//!      Ended                      Ended                  Ended                   Stopping { why }
+//!        │                         ▲  │                  │   ▲                  (pause / resume)
+//!        │                         │  │        prepare   ▼   │ prepared                 │
+//!        │                         │  │     (isolated) Preparing                        │
+//!        │                         └──┼── start postponed (from Starting or Preparing)  │
+//!        │ gate refused, cancel       │ cancel        spawn or prepare failed, cancel  │ cancel, shutdown,
+//!        ▼                            ▼                      ▼                         ▼ timeout (running)
+//!      Ended                        Ended                  Ended                  Stopping { why }
 //!
 //!                 Running, Paused, Stopping ─── exited ───▶ Ended
 //! ```
@@ -26,6 +28,7 @@ use chrono::{DateTime, Utc};
 use nix::sys::signal::Signal;
 
 use super::process::{ProcessExit, Spawned};
+use crate::actors::change_tracker::Isolated;
 use crate::credentials::IssuedToken;
 use crate::domain::{ApprovalId, Execution, ExecutionStatus};
 
@@ -50,6 +53,8 @@ pub enum Phase {
     Queued,
     /// Holds a slot; its start snapshot is being taken, then its process is spawned.
     Starting,
+    /// Isolated: its worktree is being made, then its process is spawned there.
+    Preparing,
     Running(Process),
     /// SIGSTOPped; keeps its slot, its timeout clock stands still.
     Paused(Process),
@@ -69,6 +74,7 @@ impl Phase {
             Phase::AwaitingApproval => "awaiting_approval",
             Phase::Queued => "queued",
             Phase::Starting => "starting",
+            Phase::Preparing => "preparing",
             Phase::Running(_) => "running",
             Phase::Paused(_) => "paused",
             Phase::Stopping { .. } => "stopping",
@@ -120,6 +126,11 @@ pub enum Command {
     /// The daemon began to stop while its start snapshot was taken: it stays queued in
     /// the database and starts at the next run.
     StartPostponed,
+    /// Isolated, its start snapshot taken: its worktree is to be made.
+    Prepare,
+    /// Its worktree is made.
+    Prepared(Box<Isolated>),
+    PrepareFailed(String),
     Spawned(Spawned),
     SpawnFailed(String),
     Cancel,
@@ -143,6 +154,7 @@ impl Command {
             Command::GateRefused(_) => "deny",
             Command::SlotGranted => "start",
             Command::StartPostponed => "postpone",
+            Command::Prepare | Command::Prepared(_) | Command::PrepareFailed(_) => "prepare",
             Command::Spawned(_) | Command::SpawnFailed(_) => "spawn",
             Command::Cancel => "cancel",
             Command::Pause => "pause",
@@ -167,6 +179,10 @@ pub enum Effect {
     LeaveQueue,
     /// Take its start snapshot; a `Spawned` or `SpawnFailed` (or `StartPostponed`) follows.
     TakeStartSnapshot,
+    /// Make its worktree; `Prepared` or `PrepareFailed` follows.
+    PrepareWorktree,
+    /// Spawn its process in this directory (its worktree).
+    SpawnIn(std::path::PathBuf),
     /// Its process started (or failed to): the start rate counts from now, and the next
     /// in line, held back under a start rate while this one started, may go.
     CountStart,
@@ -283,8 +299,25 @@ pub fn apply(run: &mut Run, command: Command, now: Now) -> Result<Vec<Effect>, R
             end(execution, ExecutionStatus::Failed, None, Some(error), now);
             (Phase::Ended, vec![E::CountStart, E::Finish, E::ReleaseSlot, E::StartNext])
         }
-        (Phase::Starting, C::StartPostponed) => (Phase::Queued, vec![E::AbandonStart]),
-        (Phase::Starting, C::Cancel) => {
+        (Phase::Starting | Phase::Preparing, C::StartPostponed) => (Phase::Queued, vec![E::AbandonStart]),
+        (Phase::Starting, C::Prepare) => (Phase::Preparing, vec![E::PrepareWorktree]),
+        (Phase::Preparing, C::Prepared(isolated)) => {
+            execution.branch = Some(isolated.branch.clone());
+            execution.worktree = Some(isolated.worktree.display().to_string());
+            execution.base = Some(isolated.base_commit.clone());
+            // Its changes are counted from its base, in its worktree.
+            if let Some(changes) = execution.changes.as_mut().filter(|c| c.error.is_none()) {
+                changes.repo_root = isolated.worktree.display().to_string();
+                changes.head = Some(isolated.base_commit.clone());
+                changes.start_tree = Some(isolated.base_tree.clone());
+            }
+            (Phase::Starting, vec![E::SpawnIn(isolated.work_dir)])
+        }
+        (Phase::Preparing, C::PrepareFailed(error)) => {
+            end(execution, ExecutionStatus::Failed, None, Some(error), now);
+            (Phase::Ended, vec![E::CountStart, E::Finish, E::ReleaseSlot, E::StartNext])
+        }
+        (Phase::Starting | Phase::Preparing, C::Cancel) => {
             end(execution, ExecutionStatus::Cancelled, None, None, now);
             (Phase::Ended, vec![E::AbandonStart, E::Finish, E::StartNext])
         }

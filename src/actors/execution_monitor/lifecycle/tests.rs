@@ -1,6 +1,7 @@
 //! The lifecycle, pair by pair: every phase with every command.
 
 use super::*;
+use crate::actors::change_tracker::Isolated;
 use crate::domain::SandboxApplied;
 
 const TIMER: fn() -> SpawnHandle = || SpawnHandle::default().next();
@@ -25,6 +26,7 @@ fn run_in(phase: &str, start: Instant) -> Run {
         "awaiting_approval" => (Phase::AwaitingApproval, ExecutionStatus::PendingApproval),
         "queued" => (Phase::Queued, ExecutionStatus::Queued),
         "starting" => (Phase::Starting, ExecutionStatus::Queued),
+        "preparing" => (Phase::Preparing, ExecutionStatus::Queued),
         "running" => (Phase::Running(process(start, None)), ExecutionStatus::Running),
         "paused" => {
             let mut paused = process(start, None);
@@ -55,6 +57,15 @@ fn command(name: &str) -> Command {
         "gate_refused" => Command::GateRefused("denied by owner".into()),
         "slot_granted" => Command::SlotGranted,
         "start_postponed" => Command::StartPostponed,
+        "prepare" => Command::Prepare,
+        "prepared" => Command::Prepared(Box::new(Isolated {
+            worktree: "/w/7".into(),
+            branch: "warden/7-x".into(),
+            base_commit: "c0ffee".into(),
+            base_tree: "7ree".into(),
+            work_dir: "/w/7/src".into(),
+        })),
+        "prepare_failed" => Command::PrepareFailed("making its worktree failed".into()),
         "spawned" => Command::Spawned(spawned),
         "spawn_failed" => Command::SpawnFailed("command not found: nope".into()),
         "cancel" => Command::Cancel,
@@ -76,6 +87,8 @@ fn label(effect: &Effect) -> String {
         Effect::JoinQueue => "join queue".into(),
         Effect::LeaveQueue => "leave queue".into(),
         Effect::TakeStartSnapshot => "snapshot".into(),
+        Effect::PrepareWorktree => "prepare worktree".into(),
+        Effect::SpawnIn(dir) => format!("spawn in {}", dir.display()),
         Effect::CountStart => "count start".into(),
         Effect::RecordStart(_) => "record start".into(),
         Effect::AbandonStart => "abandon start".into(),
@@ -91,13 +104,17 @@ fn label(effect: &Effect) -> String {
     }
 }
 
-const PHASES: [&str; 7] = ["awaiting_approval", "queued", "starting", "running", "paused", "stopping", "ended"];
-const COMMANDS: [&str; 15] = [
+const PHASES: [&str; 8] =
+    ["awaiting_approval", "queued", "starting", "preparing", "running", "paused", "stopping", "ended"];
+const COMMANDS: [&str; 18] = [
     "gate_stored",
     "gate_approved",
     "gate_refused",
     "slot_granted",
     "start_postponed",
+    "prepare",
+    "prepared",
+    "prepare_failed",
     "spawned",
     "spawn_failed",
     "cancel",
@@ -128,6 +145,13 @@ const ALLOWED: &[(&str, &str, &str, &[&str])] = &[
     ("starting", "spawn_failed", "ended", &["count start", "finish", "release slot", "start next"]),
     ("starting", "cancel", "ended", &["abandon start", "finish", "start next"]),
     ("starting", "agent_answered", "starting", &[]),
+    ("starting", "prepare", "preparing", &["prepare worktree"]),
+    ("preparing", "gate_stored", "preparing", &[]),
+    ("preparing", "prepared", "starting", &["spawn in /w/7/src"]),
+    ("preparing", "prepare_failed", "ended", &["count start", "finish", "release slot", "start next"]),
+    ("preparing", "start_postponed", "queued", &["abandon start"]),
+    ("preparing", "cancel", "ended", &["abandon start", "finish", "start next"]),
+    ("preparing", "agent_answered", "preparing", &[]),
     ("running", "gate_stored", "running", &[]),
     ("running", "cancel", "stopping", &["cancel approvals", "cancel timeout", "terminate Cancel"]),
     ("running", "pause", "paused", &["SIGSTOP", "cancel timeout", "record execution.paused"]),

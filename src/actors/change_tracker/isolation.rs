@@ -1,0 +1,201 @@
+//! The ChangeTracker's worktree messages: make an isolated execution's worktree (the
+//! ExecutionMonitor asks when the execution's slot is granted and its start snapshot
+//! taken) and remove one (a discard, or a worktree made for an execution cancelled
+//! meanwhile). Git runs in child processes, never on the actor's thread, within the
+//! snapshot timeout.
+
+use std::path::{Path, PathBuf};
+
+use actix::prelude::*;
+
+use super::worktree::Base;
+use super::{too_slow, ChangeTracker, ChangesError};
+use crate::domain::{Execution, ExecutionId, NewEvent};
+use crate::store::executions as rows;
+
+/// Make the worktree of an isolated execution, on its own branch, from `base_ref` (or,
+/// without one, from the user's work tree as `start_tree` recorded it).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Isolated, String>")]
+pub struct PrepareWorktree {
+    pub id: ExecutionId,
+    /// The directory the execution was asked to run in (in the user's work tree).
+    pub cwd: PathBuf,
+    /// Words for the branch name.
+    pub prompt: String,
+    pub base_ref: Option<String>,
+    /// The start snapshot's tree, when one was taken.
+    pub start_tree: Option<String>,
+}
+
+/// A made worktree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Isolated {
+    /// The worktree's top.
+    pub worktree: PathBuf,
+    pub branch: String,
+    pub base_commit: String,
+    pub base_tree: String,
+    /// Where the agent runs: the same place below the top as `cwd` in the user's tree.
+    pub work_dir: PathBuf,
+}
+
+/// Discard a final isolated execution's work: its worktree and branch are removed, its
+/// row says so and `execution.discarded` is sent. Replies with the execution as it is
+/// now.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Execution, ChangesError>")]
+pub struct Discard {
+    pub execution: Execution,
+}
+
+/// Remove an execution's worktree and its branch (what is gone already is fine).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), String>")]
+pub struct RemoveWorktree {
+    /// A directory of the user's repository (the execution's `cwd`).
+    pub cwd: PathBuf,
+    pub worktree: PathBuf,
+    pub branch: String,
+}
+
+impl Handler<PrepareWorktree> for ChangeTracker {
+    type Result = ResponseFuture<Result<Isolated, String>>;
+
+    fn handle(&mut self, msg: PrepareWorktree, _: &mut Self::Context) -> Self::Result {
+        let (git, timeout, dir) = (self.git.clone(), self.settings.snapshot_timeout, self.settings.worktrees.clone());
+        let prepare = async move {
+            let repo =
+                git.locate(&msg.cwd).await.map_err(|e| e.to_string())?.ok_or_else(|| {
+                    format!("{} is not inside a git work tree: it cannot be isolated", msg.cwd.display())
+                })?;
+            let base = match (msg.base_ref, msg.start_tree) {
+                (Some(revision), _) => Base::Revision(revision),
+                (None, Some(tree)) => Base::WorkTree { tree },
+                (None, None) => Base::WorkTree {
+                    tree: git.snapshot(&repo, &format!("{}-base", msg.id)).await.map_err(|e| e.to_string())?,
+                },
+            };
+            let path = dir.join(repository_dir_name(&repo.root)).join(msg.id.to_string());
+            let branch = format!("warden/{}{}", msg.id, slug(&msg.prompt));
+            let prepared = git.create_worktree(&repo, &path, &branch, &base).await.map_err(|e| e.to_string())?;
+            let below = msg.cwd.strip_prefix(&repo.root).unwrap_or(Path::new(""));
+            Ok::<_, String>(Isolated {
+                work_dir: path.join(below),
+                worktree: path,
+                branch,
+                base_commit: prepared.base_commit,
+                base_tree: prepared.base_tree,
+            })
+        };
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, prepare).await {
+                Ok(done) => done.map_err(|e| format!("making its worktree failed: {e}")),
+                Err(_) => Err(format!("making its worktree failed: {}", too_slow(timeout))),
+            }
+        })
+    }
+}
+
+impl Handler<RemoveWorktree> for ChangeTracker {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, msg: RemoveWorktree, _: &mut Self::Context) -> Self::Result {
+        let (git, timeout) = (self.git.clone(), self.settings.snapshot_timeout);
+        let remove = async move {
+            let repo = git
+                .locate(&msg.cwd)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("{} is no longer inside a git work tree", msg.cwd.display()))?;
+            git.remove_worktree(&repo, &msg.worktree, &msg.branch).await.map_err(|e| e.to_string())
+        };
+        Box::pin(async move { tokio::time::timeout(timeout, remove).await.unwrap_or_else(|_| Err(too_slow(timeout))) })
+    }
+}
+
+impl Handler<Discard> for ChangeTracker {
+    type Result = ResponseFuture<Result<Execution, ChangesError>>;
+
+    fn handle(&mut self, msg: Discard, ctx: &mut Self::Context) -> Self::Result {
+        let mut execution = msg.execution;
+        let (worktree, branch) = match (&execution.worktree, &execution.branch) {
+            _ if !execution.status.is_final() => {
+                let why = format!(
+                    "execution {} is {}: only a final one's work can be discarded",
+                    execution.id, execution.status
+                );
+                return Box::pin(async move { Err(ChangesError::NoWorktree(why)) });
+            }
+            (Some(worktree), Some(branch)) => (PathBuf::from(worktree), branch.clone()),
+            _ => {
+                let why = format!("execution {} has no worktree (not isolated, or discarded already)", execution.id);
+                return Box::pin(async move { Err(ChangesError::NoWorktree(why)) });
+            }
+        };
+        let remove = ctx.address().send(RemoveWorktree { cwd: execution.cwd.clone().into(), worktree, branch });
+        let store = self.store.clone();
+        Box::pin(async move {
+            remove
+                .await
+                .map_err(|e| ChangesError::Worktree(format!("the change tracker did not answer: {e}")))?
+                .map_err(ChangesError::Worktree)?;
+            execution.branch = None;
+            execution.worktree = None;
+            let stored = execution.clone();
+            store
+                .record("discard worktree", move |c, log| {
+                    rows::mark_discarded(c, &stored)?;
+                    log.record(c, NewEvent::about_execution("execution.discarded", &stored)).map(|_| ())
+                })
+                .await?;
+            Ok(execution)
+        })
+    }
+}
+
+/// One directory per repository under the worktrees dir: its name and a digest of its
+/// path, so two repositories of one name never share it.
+fn repository_dir_name(root: &Path) -> String {
+    let name: String = root
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).collect()
+        })
+        .unwrap_or_default();
+    let digest = crate::credentials::token_hash(&root.to_string_lossy());
+    format!("{}-{}", name.trim_start_matches('.'), &digest[..8])
+}
+
+/// `-` and the prompt's first words, lower case, as a branch name allows: at most 32
+/// characters; empty when the prompt has no such words.
+fn slug(prompt: &str) -> String {
+    let words: Vec<String> = prompt
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let mut slug = String::new();
+    for word in words {
+        if slug.len() + word.len() + 1 > 32 {
+            break;
+        }
+        slug.push('-');
+        slug.push_str(&word);
+    }
+    slug
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branch_words_come_from_the_prompt_and_stay_short_and_plain() {
+        assert_eq!(slug("Fix the login bug, please!"), "-fix-the-login-bug-please");
+        assert_eq!(slug("../../etc; rm -rf ~ && echo $HOME"), "-etc-rm-rf-echo-home");
+        assert_eq!(slug("日本語"), "");
+        assert!(slug(&"word ".repeat(50)).len() <= 32);
+        assert_eq!(repository_dir_name(Path::new("/home/u/.my app")).split('-').next(), Some("myapp"));
+    }
+}
