@@ -123,6 +123,8 @@ pub enum Command {
     Resume { id: i64 },
     /// Run an ended execution's request again.
     Retry { id: i64 },
+    /// Apply an isolated execution's work onto this work tree (uncommitted, 3-way; all or nothing).
+    Apply { id: i64 },
     /// Discard an isolated execution's work: remove its worktree and its branch.
     Discard { id: i64 },
     /// List approvals waiting for a decision (all of them with --all).

@@ -346,6 +346,19 @@ pub async fn control(remote: &Remote, id: i64, action: &str) -> anyhow::Result<O
     Ok(Outcome::Done)
 }
 
+/// `warden apply ID`: the execution's work onto the user's work tree, or the files that
+/// conflict (nothing changed then).
+pub async fn apply(remote: &Remote, id: i64) -> anyhow::Result<Outcome> {
+    let client = remote.client()?;
+    let applied: crate::domain::AppliedWork =
+        client.post(&format!("/api/v1/executions/{id}/apply"), &json!({})).await?;
+    println!("applied the work of {id}: {} file(s) changed, uncommitted", applied.files.len());
+    for file in &applied.files {
+        println!("  {}", crate::terminal::escape_line(file));
+    }
+    Ok(Outcome::Done)
+}
+
 /// `warden events`: tails the event stream, resuming after the last event on reconnect.
 pub async fn events(
     remote: &Remote,

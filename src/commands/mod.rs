@@ -67,6 +67,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Resume { id } => block_on(executions::control(&remote, id, "resume")),
         Command::Retry { id } => block_on(executions::control(&remote, id, "retry")),
         Command::Discard { id } => block_on(executions::control(&remote, id, "discard")),
+        Command::Apply { id } => block_on(executions::apply(&remote, id)),
         Command::Approvals { all, json } => block_on(approvals::list(&remote, all, json)),
         Command::Approve { id, reason } => block_on(approvals::decide(&remote, id, "approve", reason)),
         Command::Deny { id, reason } => block_on(approvals::decide(&remote, id, "deny", reason)),

@@ -147,3 +147,12 @@ pub struct FileDiff {
     /// This file's diff is cut short or missing because of the limit.
     pub truncated: bool,
 }
+
+/// What `POST /api/v1/executions/{id}/apply` did: the files of the user's work tree it
+/// changed (left uncommitted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AppliedWork {
+    #[schema(value_type = i64)]
+    pub execution_id: super::ExecutionId,
+    pub files: Vec<String>,
+}

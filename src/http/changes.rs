@@ -1,14 +1,15 @@
 //! `/api/v1/executions/{id}/changes` and `/diff`: what an execution changed in its git
-//! work tree; `/discard`: an isolated execution's worktree and branch removed. The execution comes from the `ExecutionReader`; the ChangeTracker compares
+//! work tree; `/apply` and `/discard`: an isolated execution's work brought back or
+//! dropped. The execution comes from the `ExecutionReader`; the ChangeTracker compares
 //! its snapshots (or, while it runs, its start with the working tree now).
 
 use actix::Addr;
 use actix_web::{web, HttpResponse};
 
 use super::problem::{ApiError, Problem};
-use crate::actors::change_tracker::{ChangeTracker, Diff, Discard, GetChanges, GetDiff};
+use crate::actors::change_tracker::{Apply, ChangeTracker, Diff, Discard, GetChanges, GetDiff};
 use crate::actors::execution_monitor::ExecutionReader;
-use crate::domain::{ChangesReport, DiffQuery, DiffReport, Execution, ExecutionId};
+use crate::domain::{AppliedWork, ChangesReport, DiffQuery, DiffReport, Execution, ExecutionId};
 
 type Tracker = web::Data<Addr<ChangeTracker>>;
 type Reader = web::Data<ExecutionReader>;
@@ -59,4 +60,16 @@ pub async fn diff(
 pub async fn discard(tracker: Tracker, reader: Reader, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
     let execution = reader.get(ExecutionId(*id)).await?;
     Ok(HttpResponse::Ok().json(tracker.send(Discard { execution }).await??))
+}
+
+/// Apply an isolated execution's work onto your work tree as uncommitted changes, 3-way,
+/// only when every file merges cleanly: otherwise 409 `conflict` with the `files` that
+/// conflict, and nothing is changed. Your index, HEAD and branches are not touched.
+#[utoipa::path(post, path = "/api/v1/executions/{id}/apply", operation_id = "applyExecutionWork", tag = "changes", params(("id" = i64, Path)),
+    responses((status = 200, body = AppliedWork), (status = 404, body = Problem),
+              (status = 409, description = "conflicts, or not final, not isolated, discarded", body = Problem),
+              (status = 500, description = "git failed", body = Problem)))]
+pub async fn apply(tracker: Tracker, reader: Reader, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let execution = reader.get(ExecutionId(*id)).await?;
+    Ok(HttpResponse::Ok().json(tracker.send(Apply { execution }).await??))
 }

@@ -129,6 +129,7 @@ route_table! {
     "/executions/{id}/stream" => [get: events::execution_stream],
     "/executions/{id}/changes" => [get: changes::changes],
     "/executions/{id}/diff" => [get: changes::diff],
+    "/executions/{id}/apply" => [post: changes::apply],
     "/executions/{id}/discard" => [post: changes::discard],
     "/events" => [get: events::sse],
     "/events/history" => [get: events::history],

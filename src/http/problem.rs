@@ -168,6 +168,9 @@ impl From<ChangesError> for ApiError {
             ChangesError::UnknownPath { .. } => ApiError::new(StatusCode::NOT_FOUND, "unknown_path", detail),
             ChangesError::Invalid(_) => ApiError::unprocessable(detail),
             ChangesError::NoWorktree(_) => ApiError::new(StatusCode::CONFLICT, "no_worktree", detail),
+            ChangesError::Conflict { files, .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", detail).with_extra("files", serde_json::json!(files))
+            }
             ChangesError::Worktree(_) => {
                 tracing::error!(error = ?detail, "git failed on a worktree");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "git_failed", detail)

@@ -93,6 +93,23 @@ async fn three_isolated_executions_each_show_only_their_own_work_and_leave_the_u
     )
     .await;
     assert_eq!(user_state(&repo), before, "discarding changed the user's repository");
+
+    // The second one's work applies onto the user's work tree, their edit kept and their
+    // index untouched; the third then conflicts on the same line and changes nothing.
+    let index = std::fs::read(repo.path().join(".git/index")).unwrap();
+    let (second, third) = (&worktrees[1].0, &worktrees[2].0);
+    let applied =
+        expect_json(d.post(&format!("/api/v1/executions/{second}/apply"), &json!({})).await, StatusCode::OK).await;
+    assert_eq!(applied["files"], json!(["app.txt"]));
+    let app = std::fs::read_to_string(repo.path().join("app.txt")).unwrap();
+    assert_eq!(app, "line one\nthe user's edit\nagent 2\n");
+    assert_eq!(std::fs::read(repo.path().join(".git/index")).unwrap(), index, "the index changed");
+    let conflict = d.post(&format!("/api/v1/executions/{third}/apply"), &json!({})).await;
+    let problem = expect_problem(conflict, StatusCode::CONFLICT, "conflict").await;
+    assert_eq!(problem["files"], json!(["app.txt"]), "{problem}");
+    assert_eq!(std::fs::read_to_string(repo.path().join("app.txt")).unwrap(), app, "a conflict changed the file");
+    let discarded = d.post(&format!("/api/v1/executions/{id}/apply"), &json!({})).await;
+    expect_problem(discarded, StatusCode::CONFLICT, "no_worktree").await;
 }
 
 #[actix_web::test]

@@ -58,7 +58,7 @@ pub struct Repo {
 #[derive(Debug, Clone)]
 pub struct Git {
     pub(super) objects: PathBuf,
-    scratch: PathBuf,
+    pub(super) scratch: PathBuf,
     shadows: PathBuf,
     /// The user's own `core.excludesFile`, read once (global config is not read after).
     excludes_file: Option<PathBuf>,
@@ -339,7 +339,7 @@ impl Drop for GroupKill {
 }
 
 /// Runs a git to its end and collects what it wrote.
-async fn output(mut cmd: Command) -> std::io::Result<std::process::Output> {
+pub(super) async fn output(mut cmd: Command) -> std::io::Result<std::process::Output> {
     let child = cmd.spawn()?;
     let mut group = GroupKill(child.id().map(|pid| pid as i32));
     let output = child.wait_with_output().await;

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 
 use actix::prelude::*;
 
-use super::worktree::Base;
+use super::git::GitError;
+use super::worktree::{Applied, Base};
 use super::{too_slow, ChangeTracker, ChangesError};
-use crate::domain::{Execution, ExecutionId, NewEvent};
+use crate::domain::{AppliedWork, Execution, ExecutionId, NewEvent};
 use crate::store::executions as rows;
 
 /// Make the worktree of an isolated execution, on its own branch, from `base_ref` (or,
@@ -46,6 +47,15 @@ pub struct Isolated {
 #[derive(Message, Debug)]
 #[rtype(result = "Result<Execution, ChangesError>")]
 pub struct Discard {
+    pub execution: Execution,
+}
+
+/// Apply a final isolated execution's work onto the user's work tree, 3-way, as
+/// uncommitted changes; only when every file merges cleanly (else `Conflict`, nothing
+/// changed). Sends `execution.applied`.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<AppliedWork, ChangesError>")]
+pub struct Apply {
     pub execution: Execution,
 }
 
@@ -150,6 +160,52 @@ impl Handler<Discard> for ChangeTracker {
                 })
                 .await?;
             Ok(execution)
+        })
+    }
+}
+
+impl Handler<Apply> for ChangeTracker {
+    type Result = ResponseFuture<Result<AppliedWork, ChangesError>>;
+
+    fn handle(&mut self, msg: Apply, _: &mut Self::Context) -> Self::Result {
+        let execution = msg.execution;
+        let id = execution.id;
+        let trees = execution.changes.as_ref().and_then(|c| Some((c.start_tree.clone()?, c.end_tree.clone()?)));
+        let trees = match (execution.status.is_final(), &execution.worktree, trees) {
+            (false, _, _) => {
+                Err(format!("execution {id} is {}: only a final one's work can be applied", execution.status))
+            }
+            (true, None, _) => Err(format!("execution {id} has no worktree (not isolated, or discarded)")),
+            (true, Some(_), None) => Err(format!("execution {id} has no recorded end of its work to apply")),
+            (true, Some(_), Some(trees)) => Ok(trees),
+        };
+        let (git, store, timeout) = (self.git.clone(), self.store.clone(), self.settings.snapshot_timeout);
+        let cwd = PathBuf::from(&execution.cwd);
+        Box::pin(async move {
+            let (base, theirs) = trees.map_err(ChangesError::NoWorktree)?;
+            let apply = async {
+                let repo = git.locate(&cwd).await?.ok_or_else(|| {
+                    GitError::new("apply", format!("{} is no longer in a git work tree", cwd.display()))
+                })?;
+                git.apply_to_work_tree(&repo, &base, &theirs).await
+            };
+            let applied = tokio::time::timeout(timeout, apply)
+                .await
+                .map_err(|_| ChangesError::Worktree(too_slow(timeout)))?
+                .map_err(|e| ChangesError::Worktree(e.to_string()))?;
+            let files = match applied {
+                Applied::Clean { files } => files,
+                Applied::Conflicts { files } => return Err(ChangesError::Conflict { id, files }),
+            };
+            let report = AppliedWork { execution_id: id, files };
+            let data = serde_json::to_value(&report).unwrap_or_default();
+            store
+                .record("record applied work", move |c, log| {
+                    let event = NewEvent { execution_id: Some(id), ..NewEvent::new("execution.applied", data) };
+                    log.record(c, event).map(|_| ())
+                })
+                .await?;
+            Ok(report)
         })
     }
 }

@@ -12,7 +12,7 @@ pub mod git;
 mod isolation;
 pub mod worktree;
 
-pub use isolation::{Discard, Isolated, PrepareWorktree, RemoveWorktree};
+pub use isolation::{Apply, Discard, Isolated, PrepareWorktree, RemoveWorktree};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +48,9 @@ pub enum ChangesError {
     NoWorktree(String),
     #[error("{0}")]
     Worktree(String),
+    /// Applying the work would not merge cleanly in these files; nothing was changed.
+    #[error("the work of execution {id} does not apply cleanly: {} conflict (nothing was changed)", .files.join(", "))]
+    Conflict { id: ExecutionId, files: Vec<String> },
     #[error(transparent)]
     Git(#[from] GitError),
     #[error(transparent)]

@@ -175,6 +175,59 @@ impl Git {
     }
 }
 
+/// What applying an execution's work onto the user's work tree found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Applied: these files of the user's work tree changed (left uncommitted).
+    Clean { files: Vec<String> },
+    /// Nothing was changed: these files would not merge cleanly.
+    Conflicts { files: Vec<String> },
+}
+
+impl Git {
+    /// Merges the change from `base` to `theirs` (trees) into the user's work tree as it
+    /// is now, 3-way, leaving the result uncommitted: their index, HEAD and branches are
+    /// not touched. Only when every file merges cleanly is anything written.
+    pub async fn apply_to_work_tree(&self, repo: &Repo, base: &str, theirs: &str) -> Result<Applied, GitError> {
+        let ours = self.snapshot(repo, "apply").await?;
+        let mut merge = self.in_repo(repo);
+        merge.args(["merge-tree", "--write-tree", "--name-only", "--no-messages", "-z"]);
+        merge.arg(format!("--merge-base={base}")).args([&ours, theirs]);
+        let merged = super::git::output(merge).await.map_err(|e| GitError::new("merge-tree", e.to_string()))?;
+        let mut fields = merged.stdout.split(|&b| b == 0).map(|f| String::from_utf8_lossy(f).into_owned());
+        let result = fields.next().unwrap_or_default();
+        match merged.status.code() {
+            Some(0) => {}
+            Some(1) => {
+                let mut files: Vec<String> = fields.filter(|f| !f.is_empty()).collect();
+                files.dedup();
+                return Ok(Applied::Conflicts { files });
+            }
+            _ => return Err(GitError::new("merge-tree", String::from_utf8_lossy(&merged.stderr).trim())),
+        }
+        let files = self.changed_files(repo, &ours, &result).await?.into_iter().map(|f| f.path).collect();
+        // A scratch index of the work tree as snapshotted, refreshed against the files
+        // (a file changed since the snapshot stops it), then moved to the result.
+        let index = self.scratch.join(format!("apply-{}.index", hex::encode(rand::random::<[u8; 6]>())));
+        let with_index = |args: &[&str]| {
+            let mut cmd = self.in_repo(repo);
+            cmd.env("GIT_INDEX_FILE", &index).args(args);
+            cmd
+        };
+        let moved = async {
+            run(with_index(&["read-tree", &ours]), "read-tree").await?;
+            run(with_index(&["update-index", "-q", "--refresh"]), "update-index")
+                .await
+                .map_err(|_| GitError::new("apply", "the work tree changed while the work was applied: try again"))?;
+            run(with_index(&["read-tree", "-m", "-u", &ours, &result]), "read-tree -m -u").await
+        }
+        .await;
+        let _ = tokio::fs::remove_file(&index).await;
+        moved?;
+        Ok(Applied::Clean { files })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,5 +337,44 @@ mod tests {
         let refused = tools.create_worktree(&repo, &dir.path().join("w"), "warden/1", &Base::WorkTree { tree }).await;
         assert!(refused.unwrap_err().to_string().contains("no commit yet"));
         assert!(!dir.path().join("w").exists());
+    }
+
+    #[tokio::test]
+    async fn work_is_applied_onto_the_users_tree_only_when_every_file_merges() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = repository(dir.path());
+        let tools = Git::new(&dir.path().join("warden-git"));
+        let repo = tools.locate(&root).await.unwrap().expect("a work tree");
+        let tree = tools.snapshot(&repo, "t").await.unwrap();
+        let path = dir.path().join("worktrees/9");
+        let made = tools.create_worktree(&repo, &path, "warden/9", &Base::WorkTree { tree }).await.unwrap();
+        // The agent's work: a line added at the end, a new file, a file removed.
+        std::fs::write(path.join("src/a.txt"), "one\ntwo, not committed\nthree, the agent's\n").unwrap();
+        std::fs::write(path.join("src/b.txt"), "new\n").unwrap();
+        std::fs::remove_file(path.join(".gitignore")).unwrap();
+        let agent = tools.locate(&path).await.unwrap().expect("the worktree");
+        let theirs = tools.snapshot(&agent, "end").await.unwrap();
+
+        // Meanwhile the user edits another file: it merges, and their edit stays.
+        std::fs::write(root.join("new.txt"), "untracked, edited\n").unwrap();
+        let index = std::fs::read(root.join(".git/index")).unwrap();
+        let applied = tools.apply_to_work_tree(&repo, &made.base_tree, &theirs).await.unwrap();
+        let Applied::Clean { mut files } = applied else { panic!("{applied:?}") };
+        files.sort();
+        assert_eq!(files, [".gitignore", "src/a.txt", "src/b.txt"]);
+        let read = |f: &str| std::fs::read_to_string(root.join(f)).unwrap_or_default();
+        assert_eq!(read("src/a.txt"), "one\ntwo, not committed\nthree, the agent's\n");
+        assert_eq!((read("src/b.txt").as_str(), read("new.txt").as_str()), ("new\n", "untracked, edited\n"));
+        assert!(!root.join(".gitignore").exists() && root.join("debug.log").exists());
+        assert_eq!(std::fs::read(root.join(".git/index")).unwrap(), index, "the user's index changed");
+
+        // The user changes the same line the agent did: nothing is applied.
+        std::fs::write(root.join("src/a.txt"), "one\ntwo, not committed\nthree, the user's\n").unwrap();
+        std::fs::write(root.join("src/b.txt"), "the user's b\n").unwrap();
+        let before = (read("src/a.txt"), read("src/b.txt"), read("new.txt"));
+        let refused = tools.apply_to_work_tree(&repo, &made.base_tree, &theirs).await.unwrap();
+        let Applied::Conflicts { files } = refused else { panic!("{refused:?}") };
+        assert!(files.contains(&"src/a.txt".to_owned()), "{files:?}");
+        assert_eq!((read("src/a.txt"), read("src/b.txt"), read("new.txt")), before, "a conflict changed files");
     }
 }
