@@ -168,6 +168,7 @@ impl From<ChangesError> for ApiError {
             ChangesError::UnknownPath { .. } => ApiError::new(StatusCode::NOT_FOUND, "unknown_path", detail),
             ChangesError::Invalid(_) => ApiError::unprocessable(detail),
             ChangesError::NoWorktree(_) => ApiError::new(StatusCode::CONFLICT, "no_worktree", detail),
+            ChangesError::WorkTreeChanged(_) => ApiError::new(StatusCode::CONFLICT, "work_tree_changed", detail),
             ChangesError::Conflict { files, .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", detail).with_extra("files", serde_json::json!(files))
             }

@@ -196,6 +196,7 @@ impl Handler<Apply> for ChangeTracker {
             let files = match applied {
                 Applied::Clean { files } => files,
                 Applied::Conflicts { files } => return Err(ChangesError::Conflict { id, files }),
+                Applied::WorkTreeChanged => return Err(ChangesError::WorkTreeChanged(id)),
             };
             let report = AppliedWork { execution_id: id, files };
             let data = serde_json::to_value(&report).unwrap_or_default();

@@ -48,6 +48,11 @@ pub enum ChangesError {
     NoWorktree(String),
     #[error("{0}")]
     Worktree(String),
+    /// The user's files changed while the work was being applied; nothing was changed.
+    #[error(
+        "the work tree changed while the work of execution {0} was being applied (nothing was changed): try again"
+    )]
+    WorkTreeChanged(ExecutionId),
     /// Applying the work would not merge cleanly in these files; nothing was changed.
     #[error("the work of execution {id} does not apply cleanly: {} conflict (nothing was changed)", .files.join(", "))]
     Conflict { id: ExecutionId, files: Vec<String> },

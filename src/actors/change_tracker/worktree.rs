@@ -182,6 +182,8 @@ pub enum Applied {
     Clean { files: Vec<String> },
     /// Nothing was changed: these files would not merge cleanly.
     Conflicts { files: Vec<String> },
+    /// Nothing was changed: the user's files changed while the work was being merged.
+    WorkTreeChanged,
 }
 
 impl Git {
@@ -190,6 +192,19 @@ impl Git {
     /// not touched. Only when every file merges cleanly is anything written.
     pub async fn apply_to_work_tree(&self, repo: &Repo, base: &str, theirs: &str) -> Result<Applied, GitError> {
         let ours = self.snapshot(repo, "apply").await?;
+        self.merge_into_work_tree(repo, &ours, base, theirs).await
+    }
+
+    /// Merges into the work tree that `ours` (a snapshot) recorded; if its files changed
+    /// since, nothing is written.
+    async fn merge_into_work_tree(
+        &self,
+        repo: &Repo,
+        ours: &str,
+        base: &str,
+        theirs: &str,
+    ) -> Result<Applied, GitError> {
+        let ours = ours.to_owned();
         let mut merge = self.in_repo(repo);
         merge.args(["merge-tree", "--write-tree", "--name-only", "--no-messages", "-z"]);
         merge.arg(format!("--merge-base={base}")).args([&ours, theirs]);
@@ -216,15 +231,15 @@ impl Git {
         };
         let moved = async {
             run(with_index(&["read-tree", &ours]), "read-tree").await?;
-            run(with_index(&["update-index", "-q", "--refresh"]), "update-index")
-                .await
-                .map_err(|_| GitError::new("apply", "the work tree changed while the work was applied: try again"))?;
-            run(with_index(&["read-tree", "-m", "-u", &ours, &result]), "read-tree -m -u").await
+            if run(with_index(&["update-index", "--refresh"]), "update-index").await.is_err() {
+                return Ok(Applied::WorkTreeChanged);
+            }
+            run(with_index(&["read-tree", "-m", "-u", &ours, &result]), "read-tree -m -u").await?;
+            Ok(Applied::Clean { files })
         }
         .await;
         let _ = tokio::fs::remove_file(&index).await;
-        moved?;
-        Ok(Applied::Clean { files })
+        moved
     }
 }
 
@@ -376,5 +391,15 @@ mod tests {
         let Applied::Conflicts { files } = refused else { panic!("{refused:?}") };
         assert!(files.contains(&"src/a.txt".to_owned()), "{files:?}");
         assert_eq!((read("src/a.txt"), read("src/b.txt"), read("new.txt")), before, "a conflict changed files");
+
+        // A file the user changes between the snapshot and the write stops it whole.
+        std::fs::write(root.join("src/a.txt"), "one\ntwo, not committed\n").unwrap();
+        std::fs::remove_file(root.join("src/b.txt")).unwrap();
+        let ours = tools.snapshot(&repo, "stale").await.unwrap();
+        std::fs::write(root.join("new.txt"), "edited again\n").unwrap();
+        let stale = tools.merge_into_work_tree(&repo, &ours, &made.base_tree, &theirs).await.unwrap();
+        assert_eq!(stale, Applied::WorkTreeChanged);
+        assert_eq!(read("src/a.txt"), "one\ntwo, not committed\n", "a stale apply wrote");
+        assert!(!root.join("src/b.txt").exists());
     }
 }
