@@ -125,6 +125,23 @@ pub enum Command {
     Retry { id: i64 },
     /// Apply an isolated execution's work onto this work tree (uncommitted, 3-way; all or nothing).
     Apply { id: i64 },
+    /// Merge an isolated execution's work into a branch as a commit (nothing is checked
+    /// out; a checkout of that branch follows unless your uncommitted changes are in the way).
+    Merge {
+        id: i64,
+        /// The branch to merge into (default: the branch its base came from).
+        #[arg(long)]
+        into: Option<String>,
+        /// One commit with its work on top of the branch.
+        #[arg(long, conflicts_with = "no_squash")]
+        squash: bool,
+        /// A merge commit of both branches (only when its base is in the branch's history).
+        #[arg(long)]
+        no_squash: bool,
+        /// The commit message.
+        #[arg(short, long)]
+        message: Option<String>,
+    },
     /// Discard an isolated execution's work: remove its worktree and its branch.
     Discard { id: i64 },
     /// List approvals waiting for a decision (all of them with --all).

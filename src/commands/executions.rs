@@ -359,6 +359,23 @@ pub async fn apply(remote: &Remote, id: i64) -> anyhow::Result<Outcome> {
     Ok(Outcome::Done)
 }
 
+/// `warden merge ID`: the execution's work as a commit on a branch.
+pub async fn merge(remote: &Remote, id: i64, request: crate::domain::MergeRequest) -> anyhow::Result<Outcome> {
+    let client = remote.client()?;
+    let merged: crate::domain::MergedWork = client.post(&format!("/api/v1/executions/{id}/merge"), &request).await?;
+    let how = if merged.squash { "one commit" } else { "a merge commit" };
+    let short = merged.commit.get(..12).unwrap_or(&merged.commit);
+    println!(
+        "merged the work of {id} into {} as {how} {short}: {} file(s); its worktree and branch are removed",
+        crate::terminal::escape_line(&merged.into),
+        merged.files.len()
+    );
+    for file in &merged.files {
+        println!("  {}", crate::terminal::escape_line(file));
+    }
+    Ok(Outcome::Done)
+}
+
 /// `warden events`: tails the event stream, resuming after the last event on reconnect.
 pub async fn events(
     remote: &Remote,

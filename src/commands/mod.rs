@@ -68,6 +68,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Retry { id } => block_on(executions::control(&remote, id, "retry")),
         Command::Discard { id } => block_on(executions::control(&remote, id, "discard")),
         Command::Apply { id } => block_on(executions::apply(&remote, id)),
+        Command::Merge { id, into, squash, no_squash, message } => {
+            let squash = (squash || no_squash).then_some(squash);
+            block_on(executions::merge(&remote, id, crate::domain::MergeRequest { into, squash, message }))
+        }
         Command::Approvals { all, json } => block_on(approvals::list(&remote, all, json)),
         Command::Approve { id, reason } => block_on(approvals::decide(&remote, id, "approve", reason)),
         Command::Deny { id, reason } => block_on(approvals::decide(&remote, id, "deny", reason)),

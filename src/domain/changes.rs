@@ -156,3 +156,32 @@ pub struct AppliedWork {
     pub execution_id: super::ExecutionId,
     pub files: Vec<String>,
 }
+
+/// `POST /api/v1/executions/{id}/merge`: how to merge an isolated execution's work.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MergeRequest {
+    /// The branch to merge into (default: the execution's `base_branch`).
+    pub into: Option<String>,
+    /// One commit with the execution's work on top of `into` (true), or a merge commit
+    /// of both branches (false). Default: a merge commit when the execution's base is in
+    /// `into`'s history, else one commit (a base that records your uncommitted work is
+    /// never made part of the branch's history).
+    pub squash: Option<bool>,
+    /// The commit message (default: the prompt's first line and the execution's id).
+    pub message: Option<String>,
+}
+
+/// What `POST /api/v1/executions/{id}/merge` did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MergedWork {
+    #[schema(value_type = i64)]
+    pub execution_id: super::ExecutionId,
+    /// The branch that moved.
+    pub into: String,
+    /// The commit it points at now.
+    pub commit: String,
+    pub squash: bool,
+    /// The files that commit changed on `into`.
+    pub files: Vec<String>,
+}

@@ -149,6 +149,10 @@ pub struct Execution {
     /// The commit its branch starts at: its changes are counted from there.
     #[serde(default)]
     pub base: Option<String>,
+    /// The branch its base came from: where `merge` goes unless told otherwise (null: a
+    /// detached HEAD, or a base that is no branch).
+    #[serde(default)]
+    pub base_branch: Option<String>,
     /// The revision its worktree was asked to start from (null: the user's work tree);
     /// kept with its row until its worktree is made, not shown.
     #[serde(skip)]

@@ -1,15 +1,17 @@
 //! `/api/v1/executions/{id}/changes` and `/diff`: what an execution changed in its git
-//! work tree; `/apply` and `/discard`: an isolated execution's work brought back or
-//! dropped. The execution comes from the `ExecutionReader`; the ChangeTracker compares
+//! work tree; `/apply`, `/merge` and `/discard`: an isolated execution's work brought
+//! back or dropped. The execution comes from the `ExecutionReader`; the ChangeTracker compares
 //! its snapshots (or, while it runs, its start with the working tree now).
 
 use actix::Addr;
 use actix_web::{web, HttpResponse};
 
 use super::problem::{ApiError, Problem};
-use crate::actors::change_tracker::{Apply, ChangeTracker, Diff, Discard, GetChanges, GetDiff};
+use crate::actors::change_tracker::{Apply, ChangeTracker, Diff, Discard, GetChanges, GetDiff, Merge};
 use crate::actors::execution_monitor::ExecutionReader;
-use crate::domain::{AppliedWork, ChangesReport, DiffQuery, DiffReport, Execution, ExecutionId};
+use crate::domain::{
+    AppliedWork, ChangesReport, DiffQuery, DiffReport, Execution, ExecutionId, MergeRequest, MergedWork,
+};
 
 type Tracker = web::Data<Addr<ChangeTracker>>;
 type Reader = web::Data<ExecutionReader>;
@@ -72,4 +74,25 @@ pub async fn discard(tracker: Tracker, reader: Reader, id: web::Path<i64>) -> Re
 pub async fn apply(tracker: Tracker, reader: Reader, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
     let execution = reader.get(ExecutionId(*id)).await?;
     Ok(HttpResponse::Ok().json(tracker.send(Apply { execution }).await??))
+}
+
+/// Merge an isolated execution's work into a branch (default: the branch its base came
+/// from) as a commit, without checking anything out; then its worktree and branch are
+/// removed. When that branch is checked out, its checkout follows, unless an uncommitted
+/// change there is in the way (409 `uncommitted_changes_in_the_way`, nothing changed).
+/// Conflicts are 409 `conflict` with the `files`, nothing changed.
+#[utoipa::path(post, path = "/api/v1/executions/{id}/merge", operation_id = "mergeExecutionWork", tag = "changes", params(("id" = i64, Path)),
+    request_body = MergeRequest,
+    responses((status = 200, body = MergedWork), (status = 404, body = Problem),
+              (status = 409, description = "conflicts, a change in the way, nothing to merge, or not final, not isolated, merged or discarded", body = Problem),
+              (status = 422, description = "no such branch to merge into, or a bad message", body = Problem),
+              (status = 500, description = "git failed", body = Problem)))]
+pub async fn merge(
+    tracker: Tracker,
+    reader: Reader,
+    id: web::Path<i64>,
+    body: web::Json<MergeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let execution = reader.get(ExecutionId(*id)).await?;
+    Ok(HttpResponse::Ok().json(tracker.send(Merge { execution, request: body.into_inner() }).await??))
 }

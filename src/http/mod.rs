@@ -130,6 +130,7 @@ route_table! {
     "/executions/{id}/changes" => [get: changes::changes],
     "/executions/{id}/diff" => [get: changes::diff],
     "/executions/{id}/apply" => [post: changes::apply],
+    "/executions/{id}/merge" => [post: changes::merge],
     "/executions/{id}/discard" => [post: changes::discard],
     "/events" => [get: events::sse],
     "/events/history" => [get: events::history],

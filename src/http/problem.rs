@@ -169,6 +169,14 @@ impl From<ChangesError> for ApiError {
             ChangesError::Invalid(_) => ApiError::unprocessable(detail),
             ChangesError::NoWorktree(_) => ApiError::new(StatusCode::CONFLICT, "no_worktree", detail),
             ChangesError::WorkTreeChanged(_) => ApiError::new(StatusCode::CONFLICT, "work_tree_changed", detail),
+            ChangesError::NotMerged { code, files, .. } => {
+                let problem = ApiError::new(StatusCode::CONFLICT, code, detail);
+                if files.is_empty() {
+                    problem
+                } else {
+                    problem.with_extra("files", serde_json::json!(files))
+                }
+            }
             ChangesError::Conflict { files, .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", detail).with_extra("files", serde_json::json!(files))
             }

@@ -16,7 +16,10 @@ use crate::domain::{
 
 const COLUMNS: &str = "id, status, profile, provider, workspace, cwd, prompt, argv, timeout_s, exit_code, error, \
      created_at, started_at, finished_at, retry_of, session_id, approval_id, changes, sandbox, \
-     isolation, branch, worktree, base, base_ref";
+     isolation, branch, worktree, base, base_ref, base_branch";
+
+/// How many `COLUMNS` there are: a query may select more after them.
+const COLUMN_COUNT: usize = 25;
 
 fn json_err(e: serde_json::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
@@ -75,6 +78,7 @@ fn execution_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
         worktree: row.get(21)?,
         base: row.get(22)?,
         base_ref: row.get(23)?,
+        base_branch: row.get(24)?,
     })
 }
 
@@ -133,7 +137,7 @@ pub fn mark_started(
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE executions SET status = ?7, started_at = ?2, pid = ?3, proc_start_ticks = ?4, changes = ?5,
-             sandbox = ?6, branch = ?8, worktree = ?9, base = ?10
+             sandbox = ?6, branch = ?8, worktree = ?9, base = ?10, base_branch = ?11
          WHERE id = ?1",
     )?
     .execute(params![
@@ -147,6 +151,7 @@ pub fn mark_started(
         execution.branch,
         execution.worktree,
         execution.base,
+        execution.base_branch,
     ])?;
     Ok(())
 }
@@ -383,9 +388,11 @@ pub fn queued(conn: &Connection) -> rusqlite::Result<Vec<QueuedExecution>> {
         ExecutionStatus::sql(&[ExecutionStatus::Queued, ExecutionStatus::PendingApproval])
     ))?;
     let rows = stmt.query_map([], |row| {
-        let env: String = row.get(24)?;
-        let env = serde_json::from_str(&env)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(24, rusqlite::types::Type::Text, Box::new(e)))?;
+        // `env` follows the columns.
+        let env: String = row.get(COLUMN_COUNT)?;
+        let env = serde_json::from_str(&env).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(COLUMN_COUNT, rusqlite::types::Type::Text, Box::new(e))
+        })?;
         Ok(QueuedExecution { execution: execution_row(row)?, env })
     })?;
     rows.collect()
@@ -454,4 +461,12 @@ fn stored_chunk(row: &Row<'_>) -> rusqlite::Result<Vec<OutputLine>> {
     let ts = ts_column(row, 3)?;
     let text = row.get_ref(2)?.as_str()?;
     Ok(chunk_lines(first_n, text).map(|(n, text)| OutputLine { n, stream, text: text.to_owned(), ts }).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_column_count_counts_the_columns() {
+        assert_eq!(super::COLUMNS.split(',').count(), super::COLUMN_COUNT);
+    }
 }

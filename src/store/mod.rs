@@ -134,6 +134,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0010_output_chunks.sql")),
         M::up(include_str!("../../migrations/0011_trust_boundary.sql")),
         M::up(include_str!("../../migrations/0012_worktree_isolation.sql")),
+        M::up(include_str!("../../migrations/0013_merge_target.sql")),
     ])
 }
 

@@ -36,6 +36,11 @@ impl Repo {
         std::fs::write(self.dir.path().join(path), text).unwrap();
     }
 
+    /// A file's text, empty when there is none.
+    pub fn read(&self, path: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(path)).unwrap_or_default()
+    }
+
     /// Runs git as the user would, without taking optional locks (so that looking does
     /// not itself rewrite the index).
     pub fn git(&self, args: &[&str]) -> String {

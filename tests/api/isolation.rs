@@ -38,23 +38,27 @@ fn user_state(repo: &Repo) -> (Vec<(std::path::PathBuf, Vec<u8>)>, String, Strin
                 || inside.starts_with("logs/refs/heads/warden/"))
         })
         .collect();
-    let read = |f: &str| std::fs::read_to_string(repo.path().join(f)).unwrap_or_default();
-    (kept, read("app.txt"), read("notes.txt"), repo.git(&["stash", "list"]))
+    (kept, repo.read("app.txt"), repo.read("other.txt") + &repo.read("notes.txt"), repo.git(&["stash", "list"]))
 }
+
+const APP: &str = "one\ntwo\nthree\nfour\nfive\nsix\nseven\neight\n";
 
 #[actix_web::test]
 async fn three_isolated_executions_each_show_only_their_own_work_and_leave_the_user_alone() {
     let d = spawn_for_executions().await;
-    let repo = Repo::new(&[("app.txt", "line one\n"), (".gitignore", "*.log\n")]);
-    // The user's work in progress: an edit, an untracked file, an ignored one.
-    repo.write("app.txt", "line one\nthe user's edit\n");
+    let repo = Repo::new(&[("app.txt", APP), ("other.txt", "other\n"), (".gitignore", "*.log\n")]);
+    // The user's work in progress: an edit, an untracked file, an ignored one, a stash.
+    repo.write("other.txt", "stashed\n");
+    repo.git(&["stash", "-q"]);
+    repo.write("other.txt", "other, the user's edit\n");
     repo.write("notes.txt", "untracked notes\n");
     repo.write("debug.log", "ignored\n");
     let before = user_state(&repo);
 
-    let runs: Vec<Value> = futures_util::future::join_all((1..=3).map(|n| {
-        let script =
-            format!("cat notes.txt > /dev/null && echo agent {n} >> app.txt && ls debug.log 2>/dev/null; true");
+    // Two edit the first line differently, the third the last line.
+    let edits = ["s/^one$/one, agent 1/", "s/^one$/one, agent 2/", "s/^eight$/eight, agent 3/"];
+    let runs: Vec<Value> = futures_util::future::join_all(edits.iter().map(|edit| {
+        let script = format!("cat notes.txt > /dev/null && sed -i '{edit}' app.txt && ls debug.log 2>/dev/null; true");
         let repo = &repo;
         let d = &d;
         async move { d.isolated(repo, &script, None).await }
@@ -64,52 +68,81 @@ async fn three_isolated_executions_each_show_only_their_own_work_and_leave_the_u
     for (n, run) in runs.iter().enumerate() {
         let ended = d.wait_final(&run["id"]).await;
         assert_eq!(ended["status"], "succeeded", "{ended}");
-        assert_eq!(ended["isolation"], "worktree");
+        assert_eq!((&ended["isolation"], &ended["base_branch"]), (&json!("worktree"), &json!("main")));
         assert!(ended["branch"].as_str().unwrap().starts_with(&format!("warden/{}-", run["id"])), "{ended}");
         let worktree = std::path::PathBuf::from(ended["worktree"].as_str().unwrap());
-        // It started from the user's work tree as they saw it, and only its own line is its work.
-        let text = std::fs::read_to_string(worktree.join("app.txt")).unwrap();
-        assert_eq!(text, format!("line one\nthe user's edit\nagent {}\n", n + 1));
+        // It started from the user's work tree as they saw it, and only its own edit is its work.
+        assert_eq!(std::fs::read_to_string(worktree.join("other.txt")).unwrap(), "other, the user's edit\n");
         assert!(worktree.join("notes.txt").exists() && !worktree.join("debug.log").exists());
         assert_eq!(d.changed_paths(&run["id"]).await, ["app.txt"]);
         let diff = d.get(&format!("/api/v1/executions/{}/diff", run["id"])).await.text().await.unwrap();
-        assert!(diff.contains(&format!("+agent {}", n + 1)) && !diff.contains("+the user's edit"), "{diff}");
+        assert!(diff.contains(&format!(", agent {}", n + 1)) && !diff.contains("the user's edit"), "{diff}");
+        for other in (1..=3).filter(|o| *o != n + 1) {
+            assert!(!diff.contains(&format!("agent {other}")), "{diff}");
+        }
         worktrees.push((run["id"].clone(), worktree, ended["branch"].as_str().unwrap().to_owned()));
     }
     assert_eq!(user_state(&repo), before, "the user's repository changed");
 
-    // Discarded, a worktree and its branch are gone; twice is a conflict, not an error.
-    let (id, worktree, branch) = &worktrees[0];
-    let discarded =
-        expect_json(d.post(&format!("/api/v1/executions/{id}/discard"), &json!({})).await, StatusCode::OK).await;
-    assert!(discarded["worktree"].is_null() && discarded["branch"].is_null(), "{discarded}");
-    assert!(!worktree.exists());
-    assert!(!repo.git(&["branch", "--list", branch]).contains("warden"));
-    assert!(d.execution(id).await["worktree"].is_null(), "the stored execution says so");
-    expect_problem(
-        d.post(&format!("/api/v1/executions/{id}/discard"), &json!({})).await,
-        StatusCode::CONFLICT,
-        "no_worktree",
-    )
-    .await;
-    assert_eq!(user_state(&repo), before, "discarding changed the user's repository");
+    // The first merges into main (checked out here) as one commit of its own work; the
+    // checkout follows and the user's uncommitted edit stays uncommitted.
+    let (first, second, third) = (&worktrees[0], &worktrees[1], &worktrees[2]);
+    let main = repo.git(&["rev-parse", "main"]);
+    let merged =
+        expect_json(d.post(&format!("/api/v1/executions/{}/merge", first.0), &json!({})).await, StatusCode::OK).await;
+    assert_eq!(
+        (&merged["into"], &merged["squash"], &merged["files"]),
+        (&json!("main"), &json!(true), &json!(["app.txt"]))
+    );
+    assert_eq!(repo.git(&["rev-parse", "main"]).trim(), merged["commit"].as_str().unwrap());
+    assert_eq!(repo.git(&["rev-parse", "main^"]), main);
+    assert_eq!(repo.git(&["show", "main:other.txt"]), "other\n", "the user's uncommitted edit was committed");
+    assert!(repo.read("app.txt").starts_with("one, agent 1\n"));
+    assert_eq!(repo.read("other.txt"), "other, the user's edit\n");
+    assert_eq!(repo.git(&["status", "--porcelain"]), " M other.txt\n?? notes.txt\n");
+    assert_eq!(repo.git(&["stash", "list"]), before.3);
+    assert!(!first.1.exists() && !repo.git(&["branch", "--list", &first.2]).contains("warden"));
+    let shown = d.execution(&first.0).await;
+    assert!(shown["branch"].is_null() && shown["worktree"].is_null(), "{shown}");
+    let events = d.get_ok(&format!("/api/v1/events/history?topics=execution.merged&execution_id={}", first.0)).await;
+    assert_eq!(events["items"][0]["data"]["commit"], merged["commit"], "{events}");
+    let again = d.post(&format!("/api/v1/executions/{}/merge", first.0), &json!({})).await;
+    expect_problem(again, StatusCode::CONFLICT, "no_worktree").await;
 
-    // The second one's work applies onto the user's work tree, their edit kept and their
-    // index untouched; the third then conflicts on the same line and changes nothing.
-    let index = std::fs::read(repo.path().join(".git/index")).unwrap();
-    let (second, third) = (&worktrees[1].0, &worktrees[2].0);
-    let applied =
-        expect_json(d.post(&format!("/api/v1/executions/{second}/apply"), &json!({})).await, StatusCode::OK).await;
-    assert_eq!(applied["files"], json!(["app.txt"]));
-    let app = std::fs::read_to_string(repo.path().join("app.txt")).unwrap();
-    assert_eq!(app, "line one\nthe user's edit\nagent 2\n");
-    assert_eq!(std::fs::read(repo.path().join(".git/index")).unwrap(), index, "the index changed");
-    let conflict = d.post(&format!("/api/v1/executions/{third}/apply"), &json!({})).await;
+    // The second changed the same line: a conflict naming the file, nothing changed.
+    let state = user_state(&repo);
+    let conflict = d.post(&format!("/api/v1/executions/{}/merge", second.0), &json!({})).await;
     let problem = expect_problem(conflict, StatusCode::CONFLICT, "conflict").await;
     assert_eq!(problem["files"], json!(["app.txt"]), "{problem}");
-    assert_eq!(std::fs::read_to_string(repo.path().join("app.txt")).unwrap(), app, "a conflict changed the file");
-    let discarded = d.post(&format!("/api/v1/executions/{id}/apply"), &json!({})).await;
-    expect_problem(discarded, StatusCode::CONFLICT, "no_worktree").await;
+    assert_eq!(user_state(&repo), state, "a conflicting merge changed the user's repository");
+    assert!(second.1.exists(), "a conflicting merge removed the worktree");
+
+    // The third applies onto the work tree, the user's edits and index kept.
+    let index = std::fs::read(repo.path().join(".git/index")).unwrap();
+    let applied =
+        expect_json(d.post(&format!("/api/v1/executions/{}/apply", third.0), &json!({})).await, StatusCode::OK).await;
+    assert_eq!(applied["files"], json!(["app.txt"]));
+    assert!(repo.read("app.txt").starts_with("one, agent 1\n") && repo.read("app.txt").ends_with("eight, agent 3\n"));
+    assert_eq!(repo.read("other.txt"), "other, the user's edit\n");
+    assert_eq!(std::fs::read(repo.path().join(".git/index")).unwrap(), index, "the index changed");
+    let conflict = d.post(&format!("/api/v1/executions/{}/apply", second.0), &json!({})).await;
+    let problem = expect_problem(conflict, StatusCode::CONFLICT, "conflict").await;
+    assert_eq!(problem["files"], json!(["app.txt"]), "{problem}");
+
+    // Discarded, a worktree and its branch are gone; twice is a conflict, not an error.
+    let state = user_state(&repo);
+    let discarded =
+        expect_json(d.post(&format!("/api/v1/executions/{}/discard", second.0), &json!({})).await, StatusCode::OK)
+            .await;
+    assert!(discarded["worktree"].is_null() && discarded["branch"].is_null(), "{discarded}");
+    assert!(!second.1.exists());
+    assert!(!repo.git(&["branch", "--list", &second.2]).contains("warden"));
+    assert!(d.execution(&second.0).await["worktree"].is_null(), "the stored execution says so");
+    let twice = d.post(&format!("/api/v1/executions/{}/discard", second.0), &json!({})).await;
+    expect_problem(twice, StatusCode::CONFLICT, "no_worktree").await;
+    let gone = d.post(&format!("/api/v1/executions/{}/apply", second.0), &json!({})).await;
+    expect_problem(gone, StatusCode::CONFLICT, "no_worktree").await;
+    assert_eq!(user_state(&repo), state, "discarding changed the user's repository");
 }
 
 #[actix_web::test]
@@ -146,4 +179,38 @@ async fn a_base_revision_is_a_clean_start_and_bad_requests_are_refused() {
     d.wait_final(&shared["id"]).await;
     let refused = d.post(&format!("/api/v1/executions/{}/discard", shared["id"]), &json!({})).await;
     expect_problem(refused, StatusCode::CONFLICT, "no_worktree").await;
+}
+
+#[actix_web::test]
+async fn an_agent_cannot_merge_or_apply_work_with_its_token_and_the_owner_can() {
+    let d = spawn_for_executions().await;
+    let repo = Repo::new(&[("app.txt", APP)]);
+    let done = d.isolated(&repo, "sed -i 's/^one$/one, agent/' app.txt", Some("HEAD")).await;
+    assert_eq!(d.wait_final(&done["id"]).await["status"], "succeeded");
+    // A second agent, in its own worktree, tries to bring the first one's work into
+    // main with the token it was given.
+    let script = format!(
+        r#"python3 -c '
+import os, urllib.request
+for action in ["merge", "apply", "discard"]:
+    request = urllib.request.Request(os.environ["WARDEN_URL"] + "/api/v1/executions/{}/" + action, data=b"{{}}",
+        headers={{"Authorization": "Bearer " + os.environ["WARDEN_TOKEN"], "Content-Type": "application/json"}})
+    try:
+        status = urllib.request.urlopen(request).status
+    except urllib.error.HTTPError as e:
+        status = e.code
+    print(action, status)
+'"#,
+        done["id"]
+    );
+    let agent = d.isolated(&repo, &script, Some("HEAD")).await;
+    assert_eq!(d.wait_final(&agent["id"]).await["status"], "succeeded");
+    assert_eq!(d.output_text(&agent["id"]).await, "merge 403\napply 403\ndiscard 403");
+    assert_eq!(repo.read("app.txt"), APP);
+    // The same request with the owner's token merges it.
+    let merged =
+        expect_json(d.post(&format!("/api/v1/executions/{}/merge", done["id"]), &json!({})).await, StatusCode::OK)
+            .await;
+    assert_eq!((&merged["into"], &merged["squash"]), (&json!("main"), &json!(false)), "{merged}");
+    assert!(repo.read("app.txt").starts_with("one, agent\n"));
 }

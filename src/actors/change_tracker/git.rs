@@ -53,6 +53,15 @@ pub struct Repo {
     object_format: String,
 }
 
+/// Where a git writes the objects it makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objects {
+    /// warden's own object directory (the repository's are read through it).
+    Warden,
+    /// The repository's object directory.
+    Repository,
+}
+
 /// warden's side of git: its object directory, the temporary indexes and the shadow
 /// git dirs.
 #[derive(Debug, Clone)]
@@ -147,6 +156,16 @@ impl Git {
     /// The working tree as a tree id: tracked and untracked files, ignores respected.
     /// `label` starts the temporary index's name (execution and purpose; a random suffix keeps it unique).
     pub async fn snapshot(&self, repo: &Repo, label: &str) -> Result<String, GitError> {
+        self.snapshot_to(repo, label, Objects::Warden).await
+    }
+
+    /// A snapshot whose objects are all written into the repository itself (an isolated
+    /// execution's end, which its branch records): none of it depends on warden's store.
+    pub async fn snapshot_into_repository(&self, repo: &Repo, label: &str) -> Result<String, GitError> {
+        self.snapshot_to(repo, label, Objects::Repository).await
+    }
+
+    async fn snapshot_to(&self, repo: &Repo, label: &str, objects: Objects) -> Result<String, GitError> {
         for dir in [&self.objects, &self.scratch] {
             tokio::fs::create_dir_all(dir)
                 .await
@@ -157,15 +176,15 @@ impl Git {
         let unique = hex::encode(rand::random::<[u8; 6]>());
         let index = self.scratch.join(format!("{label}-{unique}.index"));
         let seeded = tokio::fs::copy(&repo.index, &index).await.is_ok();
-        let mut added = self.add_all(repo, &index).await;
+        let mut added = self.add_all(repo, &index, objects).await;
         if added.is_err() && seeded {
             // An index git cannot use from elsewhere (a split index, say): start empty.
             let _ = tokio::fs::remove_file(&index).await;
-            added = self.add_all(repo, &index).await;
+            added = self.add_all(repo, &index, objects).await;
         }
         let tree = match added {
             Ok(()) => {
-                let mut cmd = self.in_repo(repo);
+                let mut cmd = self.in_repo_writing(repo, objects);
                 cmd.env("GIT_INDEX_FILE", &index).arg("write-tree");
                 run(cmd, "write-tree").await.map(|out| String::from_utf8_lossy(&out).trim().to_owned())
             }
@@ -181,8 +200,8 @@ impl Git {
         Ok(tree)
     }
 
-    async fn add_all(&self, repo: &Repo, index: &Path) -> Result<(), GitError> {
-        let mut cmd = self.in_repo(repo);
+    async fn add_all(&self, repo: &Repo, index: &Path, objects: Objects) -> Result<(), GitError> {
+        let mut cmd = self.in_repo_writing(repo, objects);
         cmd.env("GIT_INDEX_FILE", index).args(["add", "--all", "--ignore-errors", "--", ":/"]);
         run(cmd, "add --all").await.map(|_| ())
     }
@@ -254,6 +273,16 @@ impl Git {
             .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", &repo.objects);
         if let Some(file) = &self.excludes_file {
             cmd.arg("-c").arg(format!("core.excludesFile={}", file.display()));
+        }
+        cmd
+    }
+
+    /// `in_repo`, writing objects where `objects` says: into the repository, a git reads
+    /// no object from warden's store, so every object it refers to is written there.
+    pub(super) fn in_repo_writing(&self, repo: &Repo, objects: Objects) -> Command {
+        let mut cmd = self.in_repo(repo);
+        if objects == Objects::Repository {
+            cmd.env("GIT_OBJECT_DIRECTORY", &repo.objects).env_remove("GIT_ALTERNATE_OBJECT_DIRECTORIES");
         }
         cmd
     }

@@ -8,11 +8,14 @@
 //! that overlap in one work tree each compare their own start with their own end, so
 //! each also sees what the others changed meanwhile.
 
+pub mod branch;
 pub mod git;
 mod isolation;
+#[cfg(test)]
+mod testing;
 pub mod worktree;
 
-pub use isolation::{Apply, Discard, Isolated, PrepareWorktree, RemoveWorktree};
+pub use isolation::{Apply, Discard, Isolated, Merge, PrepareWorktree, RemoveWorktree};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,7 +32,7 @@ use crate::domain::{
     ExecutionId, FileDiff, NewEvent,
 };
 use crate::store::{executions as rows, Store, StoreError};
-use git::{Git, GitError, Repo};
+use git::{Git, GitError, Objects, Repo};
 
 pub use crate::config::ChangeSettings;
 
@@ -53,6 +56,10 @@ pub enum ChangesError {
         "the work tree changed while the work of execution {0} was being applied (nothing was changed): try again"
     )]
     WorkTreeChanged(ExecutionId),
+    /// A merge found nothing to do, or could not be made as asked: says why (nothing
+    /// was changed).
+    #[error("{why}")]
+    NotMerged { code: &'static str, why: String, files: Vec<String> },
     /// Applying the work would not merge cleanly in these files; nothing was changed.
     #[error("the work of execution {id} does not apply cleanly: {} conflict (nothing was changed)", .files.join(", "))]
     Conflict { id: ExecutionId, files: Vec<String> },
@@ -157,6 +164,17 @@ impl ChangeTracker {
         label: String,
         timeout: Duration,
     ) -> impl std::future::Future<Output = Result<String, String>> + 'static {
+        self.queue_snapshot_to(root, label, timeout, Objects::Warden)
+    }
+
+    /// `queue_snapshot`, its objects written where `objects` says.
+    fn queue_snapshot_to(
+        &mut self,
+        root: PathBuf,
+        label: String,
+        timeout: Duration,
+        objects: Objects,
+    ) -> impl std::future::Future<Output = Result<String, String>> + 'static {
         let before = self.tails.get(&root).cloned();
         let git = self.git.clone();
         let (sent, received) = oneshot::channel();
@@ -167,7 +185,11 @@ impl ChangeTracker {
                     before.await;
                 }
                 let repo = locate(&git, &at).await.map_err(|e| e.to_string())?;
-                git.snapshot(&repo, &label).await.map_err(|e| e.to_string())
+                match objects {
+                    Objects::Warden => git.snapshot(&repo, &label).await,
+                    Objects::Repository => git.snapshot_into_repository(&repo, &label).await,
+                }
+                .map_err(|e| e.to_string())
             };
             let result = tokio::time::timeout(timeout, snapshot).await.unwrap_or_else(|_| Err(too_slow(timeout)));
             let _ = sent.send(result);
@@ -302,8 +324,12 @@ impl Handler<SnapshotEnd> for ChangeTracker {
         self.live.remove(&id);
         let Some(summary) = execution.changes.clone().filter(ChangesSummary::awaits_end) else { return };
         let (git, root) = (self.git.clone(), PathBuf::from(&summary.repo_root));
+        // An isolated execution's end is recorded on its branch, in the repository.
+        let seal = execution.branch.clone().filter(|_| execution.worktree.is_some());
+        let objects = if seal.is_some() { Objects::Repository } else { Objects::Warden };
         // Chained now, synchronously, so that it runs before any snapshot asked for later.
-        let tree = self.queue_snapshot(root.clone(), format!("{id}-end"), self.settings.snapshot_timeout);
+        let tree = self.queue_snapshot_to(root.clone(), format!("{id}-end"), self.settings.snapshot_timeout, objects);
+        let message = seal_message(&execution);
         let (store, recorded, stopping) = (self.store.clone(), self.recorded.clone(), self.stopping.clone());
         let start = summary.start_tree.clone().unwrap_or_default();
         let ended = async move {
@@ -311,6 +337,15 @@ impl Handler<SnapshotEnd> for ChangeTracker {
             match tree.await {
                 Ok(end) => match totals(&git, &root, &start, &end).await {
                     Ok(totals) => {
+                        if let Some(branch) = &seal {
+                            let sealed = async {
+                                let repo = locate(&git, &root).await?;
+                                Ok::<_, ChangesError>(git.seal(&repo, branch, &end, Some(&root), &message).await?)
+                            };
+                            if let Err(e) = sealed.await {
+                                tracing::warn!(execution = %id, error = %e, "its work was not committed on its branch");
+                            }
+                        }
                         summary.end_tree = Some(end);
                         summary.totals = Some(totals);
                     }
@@ -437,6 +472,12 @@ fn ended_without_end(summary: &ChangesSummary) -> String {
         Some(error) => format!("no changes were recorded: {error}"),
         None => "the end snapshot was not recorded".into(),
     }
+}
+
+/// The message of the commit that records an isolated execution's work on its branch.
+fn seal_message(execution: &Execution) -> String {
+    let line: String = execution.prompt.lines().next().unwrap_or_default().chars().take(60).collect();
+    format!("warden: the work of execution {}: {line}", execution.id)
 }
 
 fn too_slow(timeout: Duration) -> String {

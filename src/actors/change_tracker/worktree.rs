@@ -32,6 +32,8 @@ pub struct Prepared {
     /// The commit the branch starts at: what the execution's work is compared with.
     pub base_commit: String,
     pub base_tree: String,
+    /// The branch the base came from (what a merge goes into by default), if any.
+    pub base_branch: Option<String>,
 }
 
 impl Git {
@@ -44,11 +46,16 @@ impl Git {
         branch: &str,
         base: &Base,
     ) -> Result<Prepared, GitError> {
-        let start = match base {
-            Base::WorkTree { .. } => self.head(repo).await?.ok_or_else(|| {
-                GitError::new("worktree", "the repository has no commit yet: isolation needs one to branch from")
-            })?,
-            Base::Revision(revision) => self.resolve_commit(repo, revision).await?,
+        let (start, base_branch) = match base {
+            Base::WorkTree { .. } => {
+                let head = self.head(repo).await?.ok_or_else(|| {
+                    GitError::new("worktree", "the repository has no commit yet: isolation needs one to branch from")
+                })?;
+                (head, self.current_branch(repo).await?)
+            }
+            Base::Revision(revision) => {
+                (self.resolve_commit(repo, revision).await?, self.branch_named(repo, revision).await?)
+            }
         };
         tokio::fs::create_dir_all(&self.objects)
             .await
@@ -76,7 +83,7 @@ impl Git {
             }
             _ => (start, start_tree),
         };
-        Ok(Prepared { path: path.to_owned(), branch: branch.to_owned(), base_commit, base_tree })
+        Ok(Prepared { path: path.to_owned(), branch: branch.to_owned(), base_commit, base_tree, base_branch })
     }
 
     /// Removes a worktree and its branch; what is already gone (a directory the user
@@ -205,21 +212,10 @@ impl Git {
         theirs: &str,
     ) -> Result<Applied, GitError> {
         let ours = ours.to_owned();
-        let mut merge = self.in_repo(repo);
-        merge.args(["merge-tree", "--write-tree", "--name-only", "--no-messages", "-z"]);
-        merge.arg(format!("--merge-base={base}")).args([&ours, theirs]);
-        let merged = super::git::output(merge).await.map_err(|e| GitError::new("merge-tree", e.to_string()))?;
-        let mut fields = merged.stdout.split(|&b| b == 0).map(|f| String::from_utf8_lossy(f).into_owned());
-        let result = fields.next().unwrap_or_default();
-        match merged.status.code() {
-            Some(0) => {}
-            Some(1) => {
-                let mut files: Vec<String> = fields.filter(|f| !f.is_empty()).collect();
-                files.dedup();
-                return Ok(Applied::Conflicts { files });
-            }
-            _ => return Err(GitError::new("merge-tree", String::from_utf8_lossy(&merged.stderr).trim())),
-        }
+        let result = match merge_tree(self.in_repo(repo), Some(base), &ours, theirs).await? {
+            Ok(tree) => tree,
+            Err(files) => return Ok(Applied::Conflicts { files }),
+        };
         let files = self.changed_files(repo, &ours, &result).await?.into_iter().map(|f| f.path).collect();
         // A scratch index of the work tree as snapshotted, refreshed against the files
         // (a file changed since the snapshot stops it), then moved to the result.
@@ -243,23 +239,38 @@ impl Git {
     }
 }
 
+/// Runs `git merge-tree --write-tree` with `git` (whose environment says where the
+/// result's objects go) on two commits or trees: the merged tree, or the files that
+/// conflict.
+pub(super) async fn merge_tree(
+    mut git: tokio::process::Command,
+    base: Option<&str>,
+    ours: &str,
+    theirs: &str,
+) -> Result<Result<String, Vec<String>>, GitError> {
+    git.args(["merge-tree", "--write-tree", "--name-only", "--no-messages", "-z"]);
+    if let Some(base) = base {
+        git.arg(format!("--merge-base={base}"));
+    }
+    git.args([ours, theirs]);
+    let merged = super::git::output(git).await.map_err(|e| GitError::new("merge-tree", e.to_string()))?;
+    let mut fields = merged.stdout.split(|&b| b == 0).map(|f| String::from_utf8_lossy(f).into_owned());
+    let tree = fields.next().unwrap_or_default();
+    match merged.status.code() {
+        Some(0) => Ok(Ok(tree)),
+        Some(1) => {
+            let mut files: Vec<String> = fields.filter(|f| !f.is_empty()).collect();
+            files.dedup();
+            Ok(Err(files))
+        }
+        _ => Err(GitError::new("merge-tree", String::from_utf8_lossy(&merged.stderr).trim())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::testing::git;
     use super::*;
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            // Reading never refreshes the index: its bytes are compared.
-            .env("GIT_OPTIONAL_LOCKS", "0")
-            .output()
-            .expect("git runs");
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
 
     /// A repository with one commit, an edit, an untracked file and an ignored one.
     fn repository(dir: &Path) -> PathBuf {

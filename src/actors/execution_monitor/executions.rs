@@ -331,6 +331,7 @@ impl ExecutionMonitor {
             branch: None,
             worktree: None,
             base: None,
+            base_branch: None,
             base_ref: request.base,
         };
         Ok((execution, request.env))

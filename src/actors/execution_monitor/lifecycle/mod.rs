@@ -305,6 +305,7 @@ pub fn apply(run: &mut Run, command: Command, now: Now) -> Result<Vec<Effect>, R
             execution.branch = Some(isolated.branch.clone());
             execution.worktree = Some(isolated.worktree.display().to_string());
             execution.base = Some(isolated.base_commit.clone());
+            execution.base_branch = isolated.base_branch.clone();
             // Its changes are counted from its base, in its worktree.
             if let Some(changes) = execution.changes.as_mut().filter(|c| c.error.is_none()) {
                 changes.repo_root = isolated.worktree.display().to_string();

@@ -63,6 +63,7 @@ fn command(name: &str) -> Command {
             branch: "warden/7-x".into(),
             base_commit: "c0ffee".into(),
             base_tree: "7ree".into(),
+            base_branch: Some("main".into()),
             work_dir: "/w/7/src".into(),
         })),
         "prepare_failed" => Command::PrepareFailed("making its worktree failed".into()),
