@@ -94,6 +94,9 @@ struct WorktreesSection {
     /// Where isolated executions' worktrees are made (outside the data dir, which the
     /// sandbox hides from agents). Default: `warden-worktrees` beside the data dir.
     dir: Option<PathBuf>,
+    /// Days after which a final execution's worktree is removed (its branch stays until
+    /// merged or discarded). Default 7; fractions are allowed.
+    keep_days: Option<f64>,
 }
 
 impl Default for ChangesSection {
@@ -197,6 +200,10 @@ impl Config {
         if worktrees_dir.starts_with(home.dir()) {
             return Err("worktrees.dir must be outside the data dir (the sandbox hides it from agents)".into());
         }
+        let keep_worktrees = match file.worktrees.keep_days.unwrap_or(7.0) {
+            days if (0.0..=36_500.0).contains(&days) => Ok(Duration::from_secs_f64(days * 86_400.0)),
+            _ => Err("worktrees.keep_days must be between 0 and 36500".to_owned()),
+        };
         if !(1..=600_000).contains(&changes.start_timeout_ms) {
             return Err("changes.start_timeout_ms must be between 1 and 600000".into());
         }
@@ -256,6 +263,7 @@ impl Config {
                 live_interval: Duration::from_millis(changes.live_interval_ms),
                 max_diff_bytes: changes.max_diff_bytes,
                 worktrees: worktrees_dir,
+                keep_worktrees: keep_worktrees?,
                 ..ChangeSettings::default()
             },
         })
@@ -291,6 +299,8 @@ pub struct ChangeSettings {
     pub max_diff_bytes: usize,
     /// Where isolated executions' worktrees are made (`[worktrees] dir`).
     pub worktrees: PathBuf,
+    /// How long a final execution's worktree is kept (`[worktrees] keep_days`).
+    pub keep_worktrees: Duration,
 }
 
 impl Default for ChangeSettings {
@@ -302,6 +312,7 @@ impl Default for ChangeSettings {
             live_interval: Duration::from_secs(2),
             max_diff_bytes: 1 << 20,
             worktrees: std::env::temp_dir().join("warden-worktrees"),
+            keep_worktrees: Duration::from_secs(7 * 86_400),
         }
     }
 }

@@ -11,7 +11,7 @@ use super::events::{chunk_lines, MAX_CHUNK_LINES};
 use crate::domain::Word;
 use crate::domain::{
     format_ts, ChangesSummary, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, Isolation, NewExecution,
-    OutputLine, OutputStream, SandboxApplied,
+    OutputLine, OutputStream, SandboxApplied, SessionId,
 };
 
 const COLUMNS: &str = "id, status, profile, provider, workspace, cwd, prompt, argv, timeout_s, exit_code, error, \
@@ -227,12 +227,85 @@ pub fn mark_finished(conn: &Connection, execution: &Execution) -> rusqlite::Resu
     Ok(())
 }
 
-/// A final execution's worktree and branch are gone (discarded): its row and stored
-/// JSON say so.
-pub fn mark_discarded(conn: &Connection, execution: &Execution) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE executions SET branch = NULL, worktree = NULL WHERE id = ?1")?
-        .execute([execution.id.0])?;
-    mark_finished(conn, execution)
+/// An isolated branch is gone (merged or discarded), and its worktree with it: every
+/// execution that worked on it (a session's turns share one) says so, in its row and in
+/// its stored JSON.
+pub fn forget_branch(conn: &Connection, branch: &str) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "UPDATE executions SET branch = NULL, worktree = NULL,
+             json = CASE WHEN json IS NULL THEN NULL ELSE json_set(json, '$.branch', NULL, '$.worktree', NULL) END
+         WHERE branch = ?1",
+    )?
+    .execute([branch])
+}
+
+/// A worktree directory is gone (removed after `keep_days`, or deleted by the user); its
+/// branch stays. Every execution that worked in it says so.
+pub fn forget_worktree(conn: &Connection, worktree: &str) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "UPDATE executions SET worktree = NULL,
+             json = CASE WHEN json IS NULL THEN NULL ELSE json_set(json, '$.worktree', NULL) END
+         WHERE worktree = ?1",
+    )?
+    .execute([worktree])
+}
+
+/// The worktree a session's turns work in.
+#[derive(Debug, Clone)]
+pub struct SessionWorktree {
+    /// Its directory; none once removed (its branch stays).
+    pub worktree: Option<String>,
+    pub branch: String,
+    /// The commit the session's first turn started from.
+    pub base: String,
+    pub base_branch: Option<String>,
+}
+
+/// The worktree a session's earlier turn left (its latest), to work on in the next turn.
+pub fn session_worktree(
+    conn: &Connection,
+    session: SessionId,
+    before: ExecutionId,
+) -> rusqlite::Result<Option<SessionWorktree>> {
+    conn.prepare_cached(
+        "SELECT worktree, branch, base, base_branch FROM executions
+         WHERE session_id = ?1 AND id < ?2 AND branch IS NOT NULL AND base IS NOT NULL
+         ORDER BY id DESC LIMIT 1",
+    )?
+    .query_row([session.0, before.0], |row| {
+        Ok(SessionWorktree { worktree: row.get(0)?, branch: row.get(1)?, base: row.get(2)?, base_branch: row.get(3)? })
+    })
+    .optional()
+}
+
+/// A worktree whose executions have all ended.
+#[derive(Debug, Clone)]
+pub struct EndedWorktree {
+    pub worktree: String,
+    /// Where its executions were asked to run (in the user's work tree).
+    pub cwd: String,
+    pub branch: String,
+    /// When the last of them ended.
+    pub ended: DateTime<Utc>,
+}
+
+/// Final isolated executions whose worktree is still there, with when they ended: for the
+/// clean-up of old worktrees. A session's worktree is listed once, with its latest end,
+/// and not while one of its turns is still going.
+pub fn worktrees_of_final(conn: &Connection) -> rusqlite::Result<Vec<EndedWorktree>> {
+    let finals: Vec<ExecutionStatus> =
+        <ExecutionStatus as strum::VariantArray>::VARIANTS.iter().copied().filter(|s| s.is_final()).collect();
+    let finals = ExecutionStatus::sql(&finals);
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT worktree, max(cwd), max(branch), max(finished_at) FROM executions
+         WHERE worktree IS NOT NULL
+         GROUP BY worktree
+         HAVING count(*) = count(CASE WHEN status IN ({finals}) AND finished_at IS NOT NULL THEN 1 END)"
+    ))?;
+    let rows = stmt.query_map([], |row| {
+        Ok(EndedWorktree { worktree: row.get(0)?, cwd: row.get(1)?, branch: row.get(2)?, ended: ts_column(row, 3)? })
+    })?;
+    rows.collect()
 }
 
 pub fn get(conn: &Connection, id: ExecutionId) -> rusqlite::Result<Option<Execution>> {

@@ -214,3 +214,204 @@ for action in ["merge", "apply", "discard"]:
     assert_eq!((&merged["into"], &merged["squash"]), (&json!("main"), &json!(false)), "{merged}");
     assert!(repo.read("app.txt").starts_with("one, agent\n"));
 }
+
+/// A session profile whose turns run their prompt in a worktree.
+async fn isolated_session(d: &TestDaemon, repo: &Repo) -> Value {
+    let profile = json!({
+        "name": "isolated", "provider": "local", "isolation": "worktree",
+        "command": ["sh", "-c", "{prompt}"], "continue_command": ["sh", "-c", "{prompt}"],
+    });
+    expect_json(d.post("/api/v1/profiles", &profile).await, StatusCode::CREATED).await;
+    let session = json!({ "profile": "isolated", "cwd": repo.path() });
+    expect_json(d.post("/api/v1/sessions", &session).await, StatusCode::CREATED).await
+}
+
+/// Sends a message to a session; returns its turn's execution once final, its end
+/// recorded.
+async fn turn(d: &TestDaemon, session: &Value, content: &str) -> Value {
+    let sent = d.post(&format!("/api/v1/sessions/{}/messages", session["id"]), &json!({ "content": content })).await;
+    let sent = expect_json(sent, StatusCode::ACCEPTED).await;
+    d.wait_recorded(&sent["execution"]["id"]).await
+}
+
+impl TestDaemon {
+    /// Waits until the execution is final and its end snapshot recorded (its work is then
+    /// on its branch); returns it.
+    async fn wait_recorded(&self, id: &Value) -> Value {
+        self.wait_final(id).await;
+        wait_until("the end snapshot", std::time::Duration::from_secs(30), || async {
+            let shown = self.execution(id).await;
+            (!shown["changes"]["end_tree"].is_null()).then_some(shown)
+        })
+        .await
+    }
+}
+
+#[actix_web::test]
+async fn a_sessions_turns_share_its_worktree_and_build_on_their_own_work() {
+    let d = spawn_for_executions().await;
+    let repo = Repo::new(&[("app.txt", APP)]);
+    let session = isolated_session(&d, &repo).await;
+    let first = turn(&d, &session, "echo first > turn1.txt").await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let second = turn(&d, &session, "cat turn1.txt && echo second > turn2.txt").await;
+    assert_eq!(second["status"], "succeeded", "{second}");
+    assert_eq!(d.output_text(&second["id"]).await, "first", "the second turn did not see the first's work");
+    for key in ["worktree", "branch", "base"] {
+        assert_eq!(first[key], second[key], "{key}: {first} {second}");
+    }
+    let mut paths = d.changed_paths(&second["id"]).await;
+    paths.sort();
+    assert_eq!(paths, ["turn1.txt", "turn2.txt"], "a turn's changes are the session's work so far");
+    assert!(!repo.path().join("turn1.txt").exists());
+
+    // Merged, the session's work lands whole, and every turn says its branch is gone.
+    let merged = d.post(&format!("/api/v1/executions/{}/merge", second["id"]), &json!({})).await;
+    let merged = expect_json(merged, StatusCode::OK).await;
+    assert_eq!(merged["files"], json!(["turn1.txt", "turn2.txt"]), "{merged}");
+    assert_eq!(repo.read("turn2.txt"), "second\n");
+    for id in [&first["id"], &second["id"]] {
+        let shown = d.execution(id).await;
+        assert!(shown["branch"].is_null() && shown["worktree"].is_null(), "{shown}");
+        let listed = d.get_ok("/api/v1/executions?limit=10").await;
+        let listed = listed["items"].as_array().unwrap().iter().find(|e| e["id"] == *id).cloned().unwrap();
+        assert!(listed["branch"].is_null(), "the list still shows a branch: {listed}");
+    }
+    // The next turn starts a new worktree from the work tree as it is now.
+    let third = turn(&d, &session, "cat turn2.txt").await;
+    assert_eq!(d.output_text(&third["id"]).await, "second");
+    assert_ne!(third["branch"], first["branch"]);
+}
+
+#[actix_web::test]
+async fn old_worktrees_are_removed_with_their_work_kept_on_the_branch() {
+    let d = spawn_with(|c| {
+        c.kill_grace = std::time::Duration::from_millis(300);
+        c.changes.keep_worktrees = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let repo = Repo::new(&[("app.txt", APP)]);
+    let run = d.isolated(&repo, "echo work > new.txt", Some("HEAD")).await;
+    let ended = d.wait_recorded(&run["id"]).await;
+    let worktree = std::path::PathBuf::from(ended["worktree"].as_str().unwrap());
+    let branch = ended["branch"].as_str().unwrap().to_owned();
+    // Something written in the worktree after the end is not lost either.
+    std::fs::write(worktree.join("later.txt"), "later\n").unwrap();
+    wait_until("the old worktree removed", std::time::Duration::from_secs(30), || async {
+        d.execution(&run["id"]).await["worktree"].is_null().then_some(())
+    })
+    .await;
+    assert!(!worktree.exists());
+    assert_eq!(d.execution(&run["id"]).await["branch"], json!(branch));
+    assert_eq!(repo.git(&["show", &format!("{branch}:new.txt")]), "work\n");
+    assert_eq!(repo.git(&["show", &format!("{branch}:later.txt")]), "later\n");
+    assert!(!repo.git(&["worktree", "list"]).contains(&worktree.display().to_string()));
+    // Its work still applies and merges from the branch.
+    let applied = d.post(&format!("/api/v1/executions/{}/apply", run["id"]), &json!({})).await;
+    assert_eq!(expect_json(applied, StatusCode::OK).await["files"], json!(["later.txt", "new.txt"]));
+    assert_eq!(repo.read("later.txt"), "later\n");
+    for file in ["later.txt", "new.txt"] {
+        std::fs::remove_file(repo.path().join(file)).unwrap();
+    }
+    let merged = d.post(&format!("/api/v1/executions/{}/merge", run["id"]), &json!({})).await;
+    let merged = expect_json(merged, StatusCode::OK).await;
+    assert_eq!(merged["files"], json!(["later.txt", "new.txt"]), "{merged}");
+}
+
+#[actix_web::test]
+async fn a_worktree_the_user_deleted_is_pruned_and_its_branch_kept() {
+    let d = spawn_with(|c| {
+        c.kill_grace = std::time::Duration::from_millis(300);
+        // Kept a long time: only the deletion makes the clean-up act.
+        c.changes.keep_worktrees = std::time::Duration::from_secs(4);
+    })
+    .await;
+    let repo = Repo::new(&[("app.txt", APP)]);
+    let run = d.isolated(&repo, "echo work > new.txt", Some("HEAD")).await;
+    let ended = d.wait_recorded(&run["id"]).await;
+    let worktree = std::path::PathBuf::from(ended["worktree"].as_str().unwrap());
+    std::fs::remove_dir_all(&worktree).unwrap();
+    wait_until("the deleted worktree pruned", std::time::Duration::from_secs(30), || async {
+        let listed = repo.git(&["worktree", "list", "--porcelain"]);
+        (d.execution(&run["id"]).await["worktree"].is_null() && !listed.contains(&worktree.display().to_string()))
+            .then_some(())
+    })
+    .await;
+    let branch = ended["branch"].as_str().unwrap();
+    assert_eq!(repo.git(&["show", &format!("{branch}:new.txt")]), "work\n");
+    let discarded = d.post(&format!("/api/v1/executions/{}/discard", run["id"]), &json!({})).await;
+    expect_json(discarded, StatusCode::OK).await;
+    assert!(!repo.git(&["branch", "--list", branch]).contains("warden"));
+}
+
+#[actix_web::test]
+async fn detached_heads_other_worktrees_bare_repositories_and_leftovers_of_a_crash() {
+    let d = spawn_for_executions().await;
+    let repo = Repo::new(&[("app.txt", APP)]);
+
+    // The base branch is checked out in another worktree: the merge lands there, and
+    // that checkout follows.
+    let other = tempfile::tempdir().unwrap();
+    let other = other.path().join("feature");
+    repo.git(&["worktree", "add", "-q", "-b", "feature", other.to_str().unwrap()]);
+    let run = d.isolated(&repo, "echo feature work > f.txt", Some("feature")).await;
+    let ended = d.wait_recorded(&run["id"]).await;
+    assert_eq!(ended["base_branch"], "feature", "{ended}");
+    let merged = d.post(&format!("/api/v1/executions/{}/merge", run["id"]), &json!({})).await;
+    let merged = expect_json(merged, StatusCode::OK).await;
+    assert_eq!(merged["into"], "feature");
+    assert_eq!(std::fs::read_to_string(other.join("f.txt")).unwrap(), "feature work\n");
+    assert!(!repo.path().join("f.txt").exists(), "main's checkout changed");
+
+    // A detached HEAD: no branch to merge into by default, any branch when told.
+    repo.git(&["checkout", "-q", "--detach"]);
+    let run = d.isolated(&repo, "echo detached > d.txt", None).await;
+    let ended = d.wait_recorded(&run["id"]).await;
+    assert!(ended["base_branch"].is_null(), "{ended}");
+    let refused = d.post(&format!("/api/v1/executions/{}/merge", run["id"]), &json!({})).await;
+    let problem = expect_problem(refused, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    assert!(problem["detail"].as_str().unwrap().contains("into"), "{problem}");
+    for (into, code) in [("no-such-branch", "invalid_request"), ("main~1", "invalid_request")] {
+        let refused = d.post(&format!("/api/v1/executions/{}/merge", run["id"]), &json!({ "into": into })).await;
+        expect_problem(refused, StatusCode::UNPROCESSABLE_ENTITY, code).await;
+    }
+    let unknown = d.post(&format!("/api/v1/executions/{}/merge", run["id"]), &json!({ "onto": "main" })).await;
+    expect_problem(unknown, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    let merged = d.post(&format!("/api/v1/executions/{}/merge", run["id"]), &json!({ "into": "main" })).await;
+    assert_eq!(expect_json(merged, StatusCode::OK).await["files"], json!(["d.txt"]));
+    assert_eq!(repo.git(&["show", "main:d.txt"]), "detached\n");
+
+    // A bare repository is no work tree: refused.
+    let bare = tempfile::tempdir().unwrap();
+    std::process::Command::new("git").args(["init", "-q", "--bare"]).current_dir(bare.path()).status().unwrap();
+    let in_bare = json!({ "prompt": "true", "cwd": bare.path(), "isolation": "worktree" });
+    let refused = d.post("/api/v1/executions", &in_bare);
+    expect_problem(refused.await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+
+    // A crash while an execution was being prepared leaves a half-made worktree and
+    // branch where it will be made again: they are replaced, nothing half-made stays.
+    let gated = json!({
+        "name": "gated-isolated", "provider": "local", "isolation": "worktree", "approval": "always",
+        "command": ["sh", "-c", "{prompt}"],
+    });
+    expect_json(d.post("/api/v1/profiles", &gated).await, StatusCode::CREATED).await;
+    let body = json!({ "prompt": "ls", "cwd": repo.path(), "profile": "gated-isolated", "base": "HEAD" });
+    let waiting = d.exec_with(body).await;
+    let place =
+        std::path::Path::new(ended["worktree"].as_str().unwrap()).parent().unwrap().join(waiting["id"].to_string());
+    let branch = format!("warden/{}-ls", waiting["id"]);
+    repo.git(&["worktree", "add", "-q", "-b", &branch, place.to_str().unwrap()]);
+    std::fs::write(place.join("half-made"), "from the crash\n").unwrap();
+    let gate = wait_until("the gate", std::time::Duration::from_secs(10), || async {
+        let shown = d.execution(&waiting["id"]).await;
+        (!shown["approval_id"].is_null()).then(|| shown["approval_id"].clone())
+    })
+    .await;
+    let approve = d.post(&format!("/api/v1/approvals/{gate}"), &json!({ "decision": "approve" })).await;
+    assert!(approve.status().is_success());
+    let ended = d.wait_recorded(&waiting["id"]).await;
+    assert_eq!(ended["status"], "succeeded", "{ended}");
+    assert_eq!(ended["worktree"], json!(place.display().to_string()));
+    assert!(!d.output_text(&waiting["id"]).await.contains("half-made"));
+    assert!(!place.join("half-made").exists());
+}

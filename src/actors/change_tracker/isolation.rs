@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use actix::prelude::*;
 
 use super::branch::{MergePlan, Merged};
-use super::git::GitError;
+use super::git::{Git, GitError, Repo};
 use super::worktree::{Applied, Base};
 use super::{too_slow, ChangeTracker, ChangesError};
-use crate::domain::{AppliedWork, Execution, ExecutionId, MergeRequest, MergedWork, NewEvent};
+use crate::domain::{AppliedWork, Execution, ExecutionId, MergeRequest, MergedWork, NewEvent, SessionId};
 use crate::store::executions as rows;
 
 /// Make the worktree of an isolated execution, on its own branch, from `base_ref` (or,
@@ -28,6 +28,8 @@ pub struct PrepareWorktree {
     pub base_ref: Option<String>,
     /// The start snapshot's tree, when one was taken.
     pub start_tree: Option<String>,
+    /// A session's turn goes on in the worktree and on the branch of its earlier turns.
+    pub session_id: Option<SessionId>,
 }
 
 /// A made worktree.
@@ -42,6 +44,8 @@ pub struct Isolated {
     pub base_branch: Option<String>,
     /// Where the agent runs: the same place below the top as `cwd` in the user's tree.
     pub work_dir: PathBuf,
+    /// A session's earlier turns made it: it is theirs, not this execution's alone.
+    pub shared: bool,
 }
 
 /// Discard a final isolated execution's work: its worktree and branch are removed, its
@@ -88,11 +92,26 @@ impl Handler<PrepareWorktree> for ChangeTracker {
 
     fn handle(&mut self, msg: PrepareWorktree, _: &mut Self::Context) -> Self::Result {
         let (git, timeout, dir) = (self.git.clone(), self.settings.snapshot_timeout, self.settings.worktrees.clone());
+        let store = self.store.clone();
+        let id = msg.id;
         let prepare = async move {
             let repo =
                 git.locate(&msg.cwd).await.map_err(|e| e.to_string())?.ok_or_else(|| {
                     format!("{} is not inside a git work tree: it cannot be isolated", msg.cwd.display())
                 })?;
+            let below = msg.cwd.strip_prefix(&repo.root).unwrap_or(Path::new("")).to_owned();
+            let path = dir.join(repository_dir_name(&repo.root)).join(msg.id.to_string());
+            if let Some(session) = msg.session_id {
+                let earlier = store
+                    .read("find the session's worktree", move |c| rows::session_worktree(c, session, id))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(shared) = earlier {
+                    if let Some(isolated) = continue_session(&git, &repo, shared, path.clone(), &below).await? {
+                        return Ok(isolated);
+                    }
+                }
+            }
             let base = match (msg.base_ref, msg.start_tree) {
                 (Some(revision), _) => Base::Revision(revision),
                 (None, Some(tree)) => Base::WorkTree { tree },
@@ -100,10 +119,8 @@ impl Handler<PrepareWorktree> for ChangeTracker {
                     tree: git.snapshot(&repo, &format!("{}-base", msg.id)).await.map_err(|e| e.to_string())?,
                 },
             };
-            let path = dir.join(repository_dir_name(&repo.root)).join(msg.id.to_string());
             let branch = format!("warden/{}{}", msg.id, slug(&msg.prompt));
             let prepared = git.create_worktree(&repo, &path, &branch, &base).await.map_err(|e| e.to_string())?;
-            let below = msg.cwd.strip_prefix(&repo.root).unwrap_or(Path::new(""));
             Ok::<_, String>(Isolated {
                 work_dir: path.join(below),
                 worktree: path,
@@ -111,13 +128,26 @@ impl Handler<PrepareWorktree> for ChangeTracker {
                 base_commit: prepared.base_commit,
                 base_tree: prepared.base_tree,
                 base_branch: prepared.base_branch,
+                shared: false,
             })
         };
+        let store = self.store.clone();
         Box::pin(async move {
-            match tokio::time::timeout(timeout, prepare).await {
-                Ok(done) => done.map_err(|e| format!("making its worktree failed: {e}")),
-                Err(_) => Err(format!("making its worktree failed: {}", too_slow(timeout))),
+            let isolated = match tokio::time::timeout(timeout, prepare).await {
+                Ok(done) => done.map_err(|e| format!("making its worktree failed: {e}"))?,
+                Err(_) => return Err(format!("making its worktree failed: {}", too_slow(timeout))),
+            };
+            let data = serde_json::json!({
+                "execution_id": id, "worktree": isolated.worktree, "branch": isolated.branch,
+                "base": isolated.base_commit, "base_branch": isolated.base_branch,
+            });
+            let event = NewEvent { execution_id: Some(id), ..NewEvent::new("execution.prepared", data) };
+            if let Err(e) =
+                store.record("record a prepared worktree", move |c, log| log.record(c, event).map(|_| ())).await
+            {
+                tracing::warn!(execution = %id, error = %e, "execution.prepared was not recorded");
             }
+            Ok(isolated)
         })
     }
 }
@@ -144,7 +174,7 @@ impl Handler<Discard> for ChangeTracker {
 
     fn handle(&mut self, msg: Discard, ctx: &mut Self::Context) -> Self::Result {
         let mut execution = msg.execution;
-        let (worktree, branch) = match (&execution.worktree, &execution.branch) {
+        let branch = match &execution.branch {
             _ if !execution.status.is_final() => {
                 let why = format!(
                     "execution {} is {}: only a final one's work can be discarded",
@@ -152,12 +182,14 @@ impl Handler<Discard> for ChangeTracker {
                 );
                 return Box::pin(async move { Err(ChangesError::NoWorktree(why)) });
             }
-            (Some(worktree), Some(branch)) => (PathBuf::from(worktree), branch.clone()),
-            _ => {
-                let why = format!("execution {} has no worktree (not isolated, or discarded already)", execution.id);
+            Some(branch) => branch.clone(),
+            None => {
+                let why =
+                    format!("execution {} has no branch (not isolated, or merged or discarded already)", execution.id);
                 return Box::pin(async move { Err(ChangesError::NoWorktree(why)) });
             }
         };
+        let worktree = execution.worktree.clone().unwrap_or_default().into();
         let remove = ctx.address().send(RemoveWorktree { cwd: execution.cwd.clone().into(), worktree, branch });
         let store = self.store.clone();
         Box::pin(async move {
@@ -165,13 +197,13 @@ impl Handler<Discard> for ChangeTracker {
                 .await
                 .map_err(|e| ChangesError::Worktree(format!("the change tracker did not answer: {e}")))?
                 .map_err(ChangesError::Worktree)?;
-            execution.branch = None;
+            let branch = execution.branch.take().unwrap_or_default();
             execution.worktree = None;
-            let stored = execution.clone();
+            let event = NewEvent::about_execution("execution.discarded", &execution);
             store
                 .record("discard worktree", move |c, log| {
-                    rows::mark_discarded(c, &stored)?;
-                    log.record(c, NewEvent::about_execution("execution.discarded", &stored)).map(|_| ())
+                    rows::forget_branch(c, &branch)?;
+                    log.record(c, event).map(|_| ())
                 })
                 .await?;
             Ok(execution)
@@ -185,33 +217,41 @@ impl Handler<Apply> for ChangeTracker {
     fn handle(&mut self, msg: Apply, _: &mut Self::Context) -> Self::Result {
         let execution = msg.execution;
         let id = execution.id;
-        let trees = execution.changes.as_ref().and_then(|c| Some((c.start_tree.clone()?, c.end_tree.clone()?)));
-        let trees = match (execution.status.is_final(), &execution.worktree, trees) {
+        let planned = match (execution.status.is_final(), &execution.branch, &execution.base) {
             (false, _, _) => {
                 Err(format!("execution {id} is {}: only a final one's work can be applied", execution.status))
             }
-            (true, None, _) => Err(format!("execution {id} has no worktree (not isolated, or discarded)")),
-            (true, Some(_), None) => Err(format!("execution {id} has no recorded end of its work to apply")),
-            (true, Some(_), Some(trees)) => Ok(trees),
+            (true, Some(branch), Some(base)) => Ok((branch.clone(), base.clone())),
+            _ => Err(format!("execution {id} has no branch (not isolated, or merged or discarded)")),
         };
         let (git, store, timeout) = (self.git.clone(), self.store.clone(), self.settings.snapshot_timeout);
         let cwd = PathBuf::from(&execution.cwd);
         Box::pin(async move {
-            let (base, theirs) = trees.map_err(ChangesError::NoWorktree)?;
+            let (branch, base) = planned.map_err(ChangesError::NoWorktree)?;
             let apply = async {
                 let repo = git.locate(&cwd).await?.ok_or_else(|| {
                     GitError::new("apply", format!("{} is no longer in a git work tree", cwd.display()))
                 })?;
-                git.apply_to_work_tree(&repo, &base, &theirs).await
+                let Some(theirs) = work_now(&git, &repo, &execution, &branch).await? else {
+                    return Ok(None);
+                };
+                let base = git.tree_of(&repo, &base).await?;
+                git.apply_to_work_tree(&repo, &base, &theirs).await.map(Some)
             };
             let applied = tokio::time::timeout(timeout, apply)
                 .await
                 .map_err(|_| ChangesError::Worktree(too_slow(timeout)))?
                 .map_err(|e| ChangesError::Worktree(e.to_string()))?;
             let files = match applied {
-                Applied::Clean { files } => files,
-                Applied::Conflicts { files } => return Err(ChangesError::Conflict { id, files }),
-                Applied::WorkTreeChanged => return Err(ChangesError::WorkTreeChanged(id)),
+                None => {
+                    return Err(ChangesError::NoWorktree(format!(
+                        "the branch {} of execution {id} is gone",
+                        execution.branch.unwrap_or_default()
+                    )))
+                }
+                Some(Applied::Clean { files }) => files,
+                Some(Applied::Conflicts { files }) => return Err(ChangesError::Conflict { id, files }),
+                Some(Applied::WorkTreeChanged) => return Err(ChangesError::WorkTreeChanged(id)),
             };
             let report = AppliedWork { execution_id: id, files };
             let data = serde_json::to_value(&report).unwrap_or_default();
@@ -234,7 +274,7 @@ impl Handler<Merge> for ChangeTracker {
         let planned = plan_merge(&execution, &request);
         let (git, store, timeout) = (self.git.clone(), self.store.clone(), self.settings.snapshot_timeout);
         Box::pin(async move {
-            let (plan, end_tree) = planned?;
+            let plan = planned?;
             let id = execution.id;
             let cwd = PathBuf::from(&execution.cwd);
             let worktree = execution.worktree.as_ref().map(PathBuf::from);
@@ -242,9 +282,9 @@ impl Handler<Merge> for ChangeTracker {
                 let repo = git.locate(&cwd).await?.ok_or_else(|| {
                     GitError::new("merge", format!("{} is no longer in a git work tree", cwd.display()))
                 })?;
-                // Its branch holds all its work first (the end of a run does this too).
-                let message = super::seal_message(&execution);
-                git.seal(&repo, &plan.branch, &end_tree, worktree.as_deref(), &message).await?;
+                if work_now(&git, &repo, &execution, &plan.branch).await?.is_none() {
+                    return Ok(Merged::BranchGone);
+                }
                 let identity = git.identity(&repo).await;
                 let merged = git.merge_branch(&repo, &plan, &identity).await?;
                 if matches!(merged, Merged::Done { .. }) {
@@ -308,13 +348,11 @@ impl Handler<Merge> for ChangeTracker {
                 }
             };
             let report = MergedWork { execution_id: id, into, commit, squash, files };
-            let mut gone = execution.clone();
-            gone.branch = None;
-            gone.worktree = None;
             let data = serde_json::to_value(&report).unwrap_or_default();
+            let branch = plan.branch;
             store
                 .record("record merged work", move |c, log| {
-                    rows::mark_discarded(c, &gone)?;
+                    rows::forget_branch(c, &branch)?;
                     let event = NewEvent { execution_id: Some(id), ..NewEvent::new("execution.merged", data) };
                     log.record(c, event).map(|_| ())
                 })
@@ -324,9 +362,9 @@ impl Handler<Merge> for ChangeTracker {
     }
 }
 
-/// What a merge of `execution`'s work as `request` asks says will be done, and the end
-/// of its work (a tree), or why it cannot be.
-fn plan_merge(execution: &Execution, request: &MergeRequest) -> Result<(MergePlan, String), ChangesError> {
+/// What a merge of `execution`'s work as `request` asks says will be done, or why it
+/// cannot be.
+fn plan_merge(execution: &Execution, request: &MergeRequest) -> Result<MergePlan, ChangesError> {
     let id = execution.id;
     if !execution.status.is_final() {
         let why = format!("execution {id} is {}: only a final one's work can be merged", execution.status);
@@ -336,10 +374,6 @@ fn plan_merge(execution: &Execution, request: &MergeRequest) -> Result<(MergePla
         let why = format!("execution {id} has no branch (not isolated, or merged or discarded already)");
         return Err(ChangesError::NoWorktree(why));
     };
-    let end_tree =
-        execution.changes.as_ref().and_then(|c| c.end_tree.clone()).ok_or_else(|| {
-            ChangesError::NoWorktree(format!("execution {id} has no recorded end of its work to merge"))
-        })?;
     let into = request.into.clone().or_else(|| execution.base_branch.clone()).ok_or_else(|| {
         ChangesError::Invalid(format!(
             "execution {id} did not start from a branch (a detached HEAD or a commit): say which branch with `into`"
@@ -366,7 +400,27 @@ fn plan_merge(execution: &Execution, request: &MergeRequest) -> Result<(MergePla
         }
     };
     let plan = MergePlan { branch: branch.clone(), base: base.clone(), into, squash: request.squash, message };
-    Ok((plan, end_tree))
+    Ok(plan)
+}
+
+/// An isolated execution's work as it is now, as a tree its branch holds: a worktree
+/// still there is snapshotted (into the repository) and recorded on the branch first, so
+/// what was done there after the execution ended counts too; without one, the branch's
+/// tree. `None` when the branch is gone.
+async fn work_now(git: &Git, repo: &Repo, execution: &Execution, branch: &str) -> Result<Option<String>, GitError> {
+    if let Some(worktree) = execution.worktree.as_ref().map(PathBuf::from).filter(|w| w.is_dir()) {
+        if let Some(inside) = git.locate(&worktree).await? {
+            let tree = git.snapshot_into_repository(&inside, &format!("{}-now", execution.id)).await?;
+            if git.seal(repo, branch, &tree, Some(&worktree), &super::seal_message(execution)).await?.is_none() {
+                return Ok(None);
+            }
+            return Ok(Some(tree));
+        }
+    }
+    match git.tip(repo, branch).await? {
+        Some(tip) => git.tree_of(repo, &tip).await.map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Why `name` is not a branch name warden merges into (git's rules, kept strict), if it
@@ -384,6 +438,32 @@ fn bad_branch_name(name: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// A session's next turn on the worktree and branch its earlier turns left, the directory made again at `path` if it was
+/// removed; `None` when the branch is gone (merged or deleted): a new worktree then.
+/// Its base is the session's, so its changes are the session's work so far.
+async fn continue_session(
+    git: &super::git::Git,
+    repo: &super::git::Repo,
+    shared: rows::SessionWorktree,
+    path: PathBuf,
+    below: &Path,
+) -> Result<Option<Isolated>, String> {
+    let rows::SessionWorktree { worktree, branch, base: base_commit, base_branch } = shared;
+    if git.tip(repo, &branch).await.map_err(|e| e.to_string())?.is_none() {
+        return Ok(None);
+    }
+    let worktree = match worktree.map(PathBuf::from).filter(|w| w.is_dir()) {
+        Some(worktree) => worktree,
+        None => {
+            git.reattach_worktree(repo, &path, &branch).await.map_err(|e| e.to_string())?;
+            path
+        }
+    };
+    let base_tree = git.tree_of(repo, &base_commit).await.map_err(|e| e.to_string())?;
+    let work_dir = worktree.join(below);
+    Ok(Some(Isolated { work_dir, worktree, branch, base_commit, base_tree, base_branch, shared: true }))
 }
 
 /// One directory per repository under the worktrees dir: its name and a digest of its

@@ -9,12 +9,14 @@
 //! each also sees what the others changed meanwhile.
 
 pub mod branch;
+mod cleanup;
 pub mod git;
 mod isolation;
 #[cfg(test)]
 mod testing;
 pub mod worktree;
 
+pub use cleanup::CleanWorktrees;
 pub use isolation::{Apply, Discard, Isolated, Merge, PrepareWorktree, RemoveWorktree};
 
 use std::collections::HashMap;
@@ -140,6 +142,8 @@ pub struct ChangeTracker {
     live: HashMap<ExecutionId, (Instant, Tree)>,
     /// Set at shutdown: finished snapshots are no longer stored.
     stopping: Arc<AtomicBool>,
+    /// A clean-up pass of old worktrees is running.
+    cleaning: bool,
 }
 
 impl ChangeTracker {
@@ -153,6 +157,7 @@ impl ChangeTracker {
             ending: HashMap::new(),
             live: HashMap::new(),
             stopping: Arc::new(AtomicBool::new(false)),
+            cleaning: false,
         }
     }
 
@@ -257,6 +262,11 @@ struct Comparison {
 
 impl Actor for ChangeTracker {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.notify(CleanWorktrees);
+        ctx.run_interval(cleanup::period(self.settings.keep_worktrees), |_, ctx| ctx.notify(CleanWorktrees));
+    }
 }
 
 impl Handler<SnapshotStart> for ChangeTracker {
@@ -478,6 +488,12 @@ fn ended_without_end(summary: &ChangesSummary) -> String {
 fn seal_message(execution: &Execution) -> String {
     let line: String = execution.prompt.lines().next().unwrap_or_default().chars().take(60).collect();
     format!("warden: the work of execution {}: {line}", execution.id)
+}
+
+/// The message of the commit that records what was left in a worktree before it is
+/// removed.
+fn seal_message_for(branch: &str) -> String {
+    format!("warden: what was left in the worktree of {branch}")
 }
 
 fn too_slow(timeout: Duration) -> String {

@@ -86,15 +86,48 @@ impl Git {
         Ok(Prepared { path: path.to_owned(), branch: branch.to_owned(), base_commit, base_tree, base_branch })
     }
 
-    /// Removes a worktree and its branch; what is already gone (a directory the user
-    /// deleted, a branch never made) is fine.
-    pub async fn remove_worktree(&self, repo: &Repo, path: &Path, branch: &str) -> Result<(), GitError> {
-        let mut remove = command(&repo.root);
-        remove.args(["worktree", "remove", "--force", "--force"]).arg(path);
-        let _ = run(remove, "worktree remove").await;
+    /// Makes a worktree at `path` on the existing `branch` again (its directory was
+    /// removed after `keep_days` or by the user; a session's next turn goes on there).
+    pub async fn reattach_worktree(&self, repo: &Repo, path: &Path, branch: &str) -> Result<(), GitError> {
+        tokio::fs::create_dir_all(&self.objects)
+            .await
+            .map_err(|e| GitError::new("worktree", format!("{}: {e}", self.objects.display())))?;
+        self.prepare_shadow(repo).await?;
         let mut prune = command(&repo.root);
         prune.args(["worktree", "prune"]);
         run(prune, "worktree prune").await?;
+        if path.exists() {
+            return Err(GitError::new("worktree", format!("{} exists and is not a worktree", path.display())));
+        }
+        let mut add = command(&repo.root);
+        add.args(["worktree", "add", "--quiet", "--no-checkout"]).arg(path).arg(branch);
+        run(add, "worktree add").await?;
+        let index = self.worktree_index(path).await?;
+        // The shadow git dir has no refs: the commit is named by id.
+        let tip = self.tree_of(repo, &format!("refs/heads/{branch}")).await?;
+        let mut checkout = self.in_worktree(repo, path, &index);
+        checkout.args(["read-tree", "-u", "--reset", &tip]);
+        run(checkout, "read-tree").await?;
+        Ok(())
+    }
+
+    /// Removes a worktree's directory and its entry in the repository, keeping its branch;
+    /// a directory already gone (deleted by the user) only has its entry pruned.
+    pub async fn remove_worktree_dir(&self, repo: &Repo, path: &Path) -> Result<(), GitError> {
+        if !path.as_os_str().is_empty() {
+            let mut remove = command(&repo.root);
+            remove.args(["worktree", "remove", "--force", "--force"]).arg(path);
+            let _ = run(remove, "worktree remove").await;
+        }
+        let mut prune = command(&repo.root);
+        prune.args(["worktree", "prune"]);
+        run(prune, "worktree prune").await.map(|_| ())
+    }
+
+    /// Removes a worktree and its branch; what is already gone (a directory the user
+    /// deleted, a branch never made) is fine.
+    pub async fn remove_worktree(&self, repo: &Repo, path: &Path, branch: &str) -> Result<(), GitError> {
+        self.remove_worktree_dir(repo, path).await?;
         let mut exists = command(&repo.root);
         exists.args(["rev-parse", "--verify", "--quiet", &format!("refs/heads/{branch}")]);
         if run(exists, "rev-parse").await.is_ok() {
@@ -116,7 +149,7 @@ impl Git {
         Ok(String::from_utf8_lossy(&found).trim().to_owned())
     }
 
-    async fn tree_of(&self, repo: &Repo, commit: &str) -> Result<String, GitError> {
+    pub(super) async fn tree_of(&self, repo: &Repo, commit: &str) -> Result<String, GitError> {
         let mut cmd = command(&repo.root);
         cmd.args(["rev-parse", "--verify", &format!("{commit}^{{tree}}")]);
         Ok(String::from_utf8_lossy(&run(cmd, "rev-parse").await?).trim().to_owned())

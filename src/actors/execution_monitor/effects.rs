@@ -157,7 +157,8 @@ impl ExecutionMonitor {
     }
 
     /// Asks the ChangeTracker for a run's worktree; a worktree made for a run that is
-    /// gone meanwhile (cancelled) is removed again.
+    /// gone meanwhile (cancelled) is removed again, unless a session's earlier turns
+    /// made it.
     fn prepare_worktree(&mut self, id: ExecutionId, ctx: &mut Context<Self>) {
         let Some(execution) = self.runs.get(&id).map(|run| &run.execution) else { return };
         let prepare = PrepareWorktree {
@@ -166,6 +167,7 @@ impl ExecutionMonitor {
             prompt: execution.prompt.clone(),
             base_ref: execution.base_ref.clone(),
             start_tree: execution.changes.as_ref().and_then(|c| c.start_tree.clone()),
+            session_id: execution.session_id,
         };
         let cwd = prepare.cwd.clone();
         ctx.spawn(self.changes.send(prepare).into_actor(self).map(move |prepared, act, ctx| {
@@ -173,9 +175,10 @@ impl ExecutionMonitor {
             match prepared {
                 Ok(isolated) => {
                     let (worktree, branch) = (isolated.worktree.clone(), isolated.branch.clone());
+                    let shared = isolated.shared;
                     if !act.accepting {
                         let _ = act.command(id, Command::StartPostponed, ctx);
-                    } else if act.command(id, Command::Prepared(Box::new(isolated)), ctx).is_err() {
+                    } else if act.command(id, Command::Prepared(Box::new(isolated)), ctx).is_err() && !shared {
                         act.changes.do_send(RemoveWorktree { cwd, worktree, branch });
                     }
                 }

@@ -65,6 +65,7 @@ fn command(name: &str) -> Command {
             base_tree: "7ree".into(),
             base_branch: Some("main".into()),
             work_dir: "/w/7/src".into(),
+            shared: false,
         })),
         "prepare_failed" => Command::PrepareFailed("making its worktree failed".into()),
         "spawned" => Command::Spawned(spawned),
