@@ -132,6 +132,17 @@ function apply(event) {
     }
     return;
   }
+  if (kind === "execution.prepared" || kind === "execution.merged" || kind === "execution.applied") {
+    // Not an execution: what happened to an isolated execution's worktree and branch.
+    const execution = state.executions.get(event.execution_id);
+    if (execution && kind !== "execution.applied") {
+      const { worktree = null, branch = null, base = execution.base, base_branch = execution.base_branch } =
+        kind === "execution.prepared" ? event.data : {};
+      Object.assign(execution, { worktree, branch, base, base_branch });
+      if (state.selected === execution.id) renderDetail(false);
+    }
+    return;
+  }
   if (kind.startsWith("execution.")) {
     state.executions.set(event.data.id, event.data);
     renderExecutions();
@@ -356,7 +367,43 @@ function renderDetail(withChanges) {
     button.disabled = action === "retry" ? !final : action === "pause" ? e.status !== "running"
       : action === "resume" ? e.status !== "paused" : final;
   }
+  renderWork(e, final);
   if (withChanges) loadChanges(e);
+}
+
+// An isolated execution's worktree and branch, and what can be done with its work.
+function renderWork(e, final) {
+  $("work").hidden = !e.branch;
+  if (!e.branch) return;
+  $("work-info").textContent = `${visible(e.branch)}${e.worktree ? ` · ${visible(e.worktree)}` : " · worktree removed"}`;
+  if (state.workShown !== e.id) {
+    state.workShown = e.id;
+    $("merge-into").value = e.base_branch || "";
+    $("work-files").replaceChildren();
+  }
+  for (const button of $("work-actions").querySelectorAll("[data-work]")) button.disabled = !final;
+}
+
+async function workAction(action) {
+  const id = state.selected;
+  const body = action === "merge" && $("merge-into").value.trim() ? { into: $("merge-into").value.trim() } : {};
+  if (action === "discard" && !confirm(`Discard the work of execution ${id}? Its worktree and branch are removed.`)) return;
+  try {
+    const result = await api("POST", `/executions/${id}/${action}`, body);
+    const files = action === "discard" ? [] : result.files;
+    $("detail-result").textContent = action === "apply" ? `Applied to your work tree (uncommitted): ${files.length} file(s)`
+      : action === "merge" ? `Merged into ${result.into} as ${result.commit.slice(0, 12)}: ${files.length} file(s)`
+      : "Discarded: its worktree and branch are removed";
+    $("work-files").replaceChildren(...files.map((f) => el("li", {}, visible(f))));
+    if (action !== "apply") {
+      const e = state.executions.get(id);
+      if (e) Object.assign(e, { branch: null, worktree: null });
+      renderDetail(false);
+    }
+  } catch (err) {
+    $("detail-result").textContent = err.message;
+    $("work-files").replaceChildren(...(err.problem?.files ?? []).map((f) => el("li", { class: "conflict" }, visible(f))));
+  }
 }
 
 async function loadChanges(e) {
@@ -458,6 +505,9 @@ function wire() {
     $("output-earlier").hidden = state.firstShown <= 1;
     $("output-note").textContent = `lines ${state.firstShown}–${page.items.at(-1)?.n ?? 0} (earlier; reopen to follow)`;
   });
+  for (const button of $("work-actions").querySelectorAll("[data-work]")) {
+    button.addEventListener("click", () => workAction(button.dataset.work));
+  }
   for (const button of $("detail-actions").querySelectorAll("[data-action]")) {
     button.addEventListener("click", async () => {
       try {

@@ -20,6 +20,8 @@ mkdirSync(ARTIFACTS, { recursive: true });
 
 const home = mkdtempSync(join(tmpdir(), "warden-web-"));
 const scratch = mkdtempSync(join(tmpdir(), "warden-web-cwd-"));
+// Worktrees of isolated executions go in the scratch dir, removed with it.
+writeFileSync(join(home, "config.toml"), `[worktrees]\ndir = ${JSON.stringify(join(scratch, "worktrees"))}\n`);
 let daemon = null;
 
 async function startDaemon(port) {
@@ -106,7 +108,11 @@ const problems = [];
 page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
 // Refused connections while the daemon is down are expected (the page says it is
 // disconnected); any other console error is a defect.
-const expected = (text) => text.includes("WebSocket") || text.includes("ERR_CONNECTION_REFUSED");
+// The 409 of a conflict the test provokes is the browser's note of an answer the page
+// shows; it is expected only then.
+let conflictProvoked = false;
+const expected = (text) => text.includes("WebSocket") || text.includes("ERR_CONNECTION_REFUSED")
+  || (conflictProvoked && text.includes("409 (Conflict)"));
 page.on("console", (m) => { if (m.type() === "error" && !expected(m.text())) problems.push(`console: ${m.text()}`); });
 const row = (id) => page.locator(`tr[data-execution="${id}"]`);
 const shot = (name) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
@@ -180,7 +186,7 @@ try {
   const repo = join(scratch, "repo");
   mkdirSync(repo);
   const git = (args) => execFileSync("git", ["-c", "user.name=T", "-c", "user.email=t@example.com", ...args], { cwd: repo });
-  git(["init", "-q"]);
+  git(["init", "-q", "-b", "main"]);
   writeFileSync(join(repo, "a.txt"), "one\n");
   git(["add", "-A"]);
   git(["commit", "-q", "-m", "first"]);
@@ -192,6 +198,36 @@ try {
   await page.waitForFunction(() => document.querySelector("#diff").textContent.includes("+more"), null, WAIT);
   await page.waitForSelector('#provider-list li[data-provider="local"]:has-text("0/4 running, 0 queued")', WAIT);
   await shot("4-changes");
+
+  // Isolated executions: their worktree is shown, and their work is applied, merged or
+  // discarded from the page; a conflict names the file and changes nothing.
+  git(["add", "-A"]);
+  git(["commit", "-q", "-m", "second"]);
+  const isolated = (prompt) => api("POST", "/executions", { prompt, cwd: repo, isolation: "worktree", base: "HEAD" });
+  const merging = await isolated("echo merged > m.txt");
+  const clashing = await isolated("echo theirs > a.txt");
+  const dropping = await isolated("echo dropped > d.txt");
+  for (const e of [merging, clashing, dropping]) await waitStatus(e.id, "succeeded");
+  await row(merging.id).click();
+  await page.waitForSelector("#work-info:has-text('warden/')", WAIT);
+  assert.equal(await page.inputValue("#merge-into"), "main");
+  await page.click('#work-actions button[data-work="merge"]');
+  await page.waitForSelector("#detail-result:has-text('Merged into main')", WAIT);
+  assert.equal(git(["show", "main:m.txt"]).toString(), "merged\n");
+  await page.waitForSelector("#work", { state: "hidden", ...WAIT });
+  writeFileSync(join(repo, "a.txt"), "mine\n");
+  await row(clashing.id).click();
+  conflictProvoked = true;
+  await page.click('#work-actions button[data-work="apply"]');
+  await page.waitForSelector("#work-files li.conflict:has-text('a.txt')", WAIT);
+  conflictProvoked = false;
+  assert.equal(readFileSync(join(repo, "a.txt"), "utf8"), "mine\n");
+  await shot("4b-conflict");
+  await row(dropping.id).click();
+  page.once("dialog", (dialog) => dialog.accept());
+  await page.click('#work-actions button[data-work="discard"]');
+  await page.waitForSelector("#detail-result:has-text('Discarded')", WAIT);
+  assert.equal(git(["branch", "--list", "warden/*"]).toString().split("\n").filter(Boolean).length, 1);
 
   // A 100k-line output: the page keeps the last 2,000 lines and loads earlier ones on
   // request, so it never holds them all.
