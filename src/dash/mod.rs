@@ -17,7 +17,7 @@ use tokio::sync::mpsc::{self, UnboundedSender};
 use crate::client::{Client, ClientError};
 use crate::domain::Page;
 use crate::domain::Word;
-use crate::domain::{Approval, ExecutionStatus, OutputLine};
+use crate::domain::{AppliedWork, Approval, ExecutionStatus, MergedWork, OutputLine};
 use feed::Feed;
 use model::{Focus, Link, Model, OutputPane, OUTPUT_KEPT};
 
@@ -148,7 +148,16 @@ fn on_key(key: KeyEvent, model: &mut Model, client: &Client, done: &UnboundedSen
         }
         return true;
     }
+    if let Some(id) = model.confirm_discard.take() {
+        match key.code {
+            KeyCode::Char('y') => work(client, id, "discard", done),
+            _ => model.notify(format!("the work of {id} is kept")),
+        }
+        return true;
+    }
     let selected = model.selected().map(|e| (e.id.0, e.status));
+    // The selected execution, if it has work on a branch of its own.
+    let isolated = model.selected().filter(|e| e.branch.is_some()).map(|e| e.id.0);
     match key.code {
         KeyCode::Char('q') => return false,
         KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => return false,
@@ -185,6 +194,16 @@ fn on_key(key: KeyEvent, model: &mut Model, client: &Client, done: &UnboundedSen
                 None if model.pending_approvals().is_empty() => model.notify("no approval is waiting"),
                 None => model.notify("several approvals wait: Tab to their table and pick one"),
             }
+        }
+        KeyCode::Char('A' | 'M' | 'D') if isolated.is_none() => {
+            model.notify("the selected execution has no worktree (not isolated, or merged or discarded)")
+        }
+        KeyCode::Char('A') => work(client, isolated.unwrap_or_default(), "apply", done),
+        KeyCode::Char('M') => work(client, isolated.unwrap_or_default(), "merge", done),
+        KeyCode::Char('D') => {
+            let id = isolated.unwrap_or_default();
+            model.confirm_discard = Some(id);
+            model.notify(format!("discard the work of {id} (its worktree and branch)? y: yes, any other key: no"));
         }
         KeyCode::Char('c') => act(client, selected, "cancel", done),
         KeyCode::Char('r') => act(client, selected, "retry", done),
@@ -290,6 +309,38 @@ fn act(client: &Client, selected: Option<(i64, ExecutionStatus)>, action: &'stat
             Err(e) => format!("{action} {id}: {e}"),
         };
         let _ = done.send(Done::Notice(text));
+    });
+}
+
+/// Apply, merge or discard an isolated execution's work; the notice says what it did, or
+/// why nothing was done (the conflicting files named).
+/// A merge goes into the branch its base came from.
+fn work(client: &Client, id: i64, action: &'static str, done: &UnboundedSender<Done>) {
+    let (client, done) = (client.clone(), done.clone());
+    tokio::spawn(async move {
+        let path = format!("/api/v1/executions/{id}/{action}");
+        let body = serde_json::json!({});
+        let text = match action {
+            "apply" => client.post::<AppliedWork>(&path, &body).await.map(|applied| {
+                format!(
+                    "applied the work of {id}: {} file(s) changed in your work tree, uncommitted",
+                    applied.files.len()
+                )
+            }),
+            "merge" => client.post::<MergedWork>(&path, &body).await.map(|merged| {
+                let short = merged.commit.get(..12).unwrap_or(&merged.commit);
+                format!("merged the work of {id} into {} as {short}: {} file(s)", merged.into, merged.files.len())
+            }),
+            _ => client
+                .post::<crate::domain::Execution>(&path, &body)
+                .await
+                .map(|_| format!("discarded the work of {id}: its worktree and branch are removed")),
+        };
+        let text = text.unwrap_or_else(|e| match e {
+            ClientError::Problem { detail, .. } => format!("{action} {id}: {detail}"),
+            e => format!("{action} {id}: {e}"),
+        });
+        let _ = done.send(Done::Notice(crate::terminal::escape_line(&text).into_owned()));
     });
 }
 

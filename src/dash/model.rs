@@ -89,6 +89,8 @@ pub struct Model {
     pub help: bool,
     /// The approval shown whole (Enter on the approvals table), to read before deciding.
     pub approval_open: Option<ApprovalId>,
+    /// `D` was pressed on this execution: `y` discards its work, any other key does not.
+    pub confirm_discard: Option<i64>,
     /// A one-line message at the bottom (what the last action did), and since when.
     pub notice: Option<(String, Instant)>,
     /// When an approval last arrived (the header flashes for a moment).
@@ -115,6 +117,7 @@ impl Model {
             output: None,
             help: false,
             approval_open: None,
+            confirm_discard: None,
             notice: None,
             flash_since: None,
             providers_stale: false,
@@ -188,6 +191,12 @@ impl Model {
         } else if kind == "execution.changes" {
             if let Some(execution) = event.execution_id.and_then(|id| self.executions.get_mut(&id.0)) {
                 execution.changes = serde_json::from_value(event.data["changes"].clone()).ok();
+            }
+        } else if matches!(kind, "execution.prepared" | "execution.merged") {
+            // Not an execution: an isolated execution's worktree made, or its branch merged.
+            if let Some(execution) = event.execution_id.and_then(|id| self.executions.get_mut(&id.0)) {
+                let text = |key: &str| event.data[key].as_str().map(str::to_owned);
+                (execution.worktree, execution.branch) = (text("worktree"), text("branch"));
             }
         } else if kind.starts_with("execution.") {
             if let Ok(execution) = serde_json::from_value::<Execution>(event.data.clone()) {

@@ -178,6 +178,9 @@ fn draw_output(frame: &mut Frame, area: Rect, model: &Model) {
         if let Some(totals) = e.changes.as_ref().and_then(|c| c.totals) {
             title.push_str(&format!("+{} −{} in {} files ", totals.additions, totals.deletions, totals.files));
         }
+        if let Some(branch) = &e.branch {
+            title.push_str(&format!("on {} (A apply, M merge, D discard) ", escape_line(branch)));
+        }
     }
     title.push_str(if pane.scroll_back == 0 { "— following " } else { "— scrolled (End follows) " });
     let block = Block::new().borders(Borders::ALL).title(title);
@@ -250,6 +253,7 @@ fn draw_help(frame: &mut Frame) {
         Line::raw("c            cancel the selected execution"),
         Line::raw("r            retry it (a new execution)"),
         Line::raw("p            pause or resume it"),
+        Line::raw("A / M / D    apply / merge / discard an isolated one's work"),
         Line::raw("f            cycle the status filter"),
         Line::raw("/            type statuses to show (Enter applies)"),
         Line::raw("q            quit"),

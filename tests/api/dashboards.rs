@@ -310,3 +310,50 @@ async fn warden_dash_shows_a_long_approval_whole_before_the_decision() {
     tmux.wait_for(&["your answer won"]).await;
     assert_eq!(d.get_ok(&format!("/api/v1/approvals/{}", approval["id"])).await["status"], "denied");
 }
+
+#[actix_web::test]
+async fn warden_dash_applies_merges_and_discards_isolated_work_with_keys() {
+    let d = spawn_for_executions().await;
+    let repo = crate::changes::Repo::new(&[("a.txt", "one\n")]);
+    let isolated =
+        |prompt: &str| json!({ "prompt": prompt, "cwd": repo.path(), "isolation": "worktree", "base": "HEAD" });
+    let merging = d.exec_with(isolated("echo merged > m.txt")).await;
+    let clashing = d.exec_with(isolated("echo theirs > a.txt")).await;
+    let dropping = d.exec_with(isolated("echo dropped > d.txt")).await;
+    for run in [&merging, &clashing, &dropping] {
+        d.wait_final(&run["id"]).await;
+    }
+    let tmux = Tmux::start(&dash_command(d.home.dir()), 120, 30);
+    tmux.wait_for(&["live", "echo dropped > d.txt"]).await;
+
+    // The newest is selected: D asks first; any key but y keeps the work.
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&[&format!("on warden/{}-", dropping["id"]), "A apply, M merge, D discard"]).await;
+    tmux.keys(&["D"]);
+    tmux.wait_for(&[&format!("discard the work of {}", dropping["id"])]).await;
+    tmux.keys(&["n"]);
+    tmux.wait_for(&[&format!("the work of {} is kept", dropping["id"])]).await;
+    assert!(!d.execution(&dropping["id"]).await["branch"].is_null());
+    tmux.keys(&["D"]);
+    tmux.wait_for(&[&format!("discard the work of {}", dropping["id"])]).await;
+    tmux.keys(&["y"]);
+    tmux.wait_for(&[&format!("discarded the work of {}", dropping["id"])]).await;
+    assert!(d.execution(&dropping["id"]).await["branch"].is_null());
+
+    // A conflict: the file is named and nothing changes.
+    repo.write("a.txt", "mine\n");
+    tmux.keys(&["Escape", "j"]);
+    tmux.keys(&["A"]);
+    tmux.wait_for(&[&format!("apply {}", clashing["id"]), "a.txt conflict"]).await;
+    assert_eq!(repo.read("a.txt"), "mine\n");
+
+    // M merges into the branch its base came from.
+    tmux.keys(&["j", "M"]);
+    tmux.wait_for(&[&format!("merged the work of {} into main", merging["id"])]).await;
+    assert_eq!(repo.git(&["show", "main:m.txt"]), "merged\n");
+    // Without a branch, the keys say so.
+    tmux.keys(&["M"]);
+    tmux.wait_for(&["has no worktree"]).await;
+    tmux.keys(&["q"]);
+    tmux.wait_for(&["EXITED 0"]).await;
+}
