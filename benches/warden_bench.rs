@@ -213,6 +213,97 @@ async fn b2_run(figures: &mut Vec<(String, String)>, name: &str, sandbox: &str) 
     Ok(())
 }
 
+/// B11: starting an isolated execution in a repository of 10,000 files (100 directories
+/// of 100): POST → process start, with `base: "HEAD"` and with the default base (the
+/// work tree, here with an uncommitted edit and an untracked file), beside `git worktree
+/// add -b` of the same repository alone. Rounds alternate; medians. Each worktree is
+/// removed before the next round (`discard`, or `git worktree remove`). The repository
+/// and worktrees are on tmpfs when `/dev/shm` exists.
+async fn b11_isolated_start(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    const ROUNDS: usize = 15;
+    // On tmpfs where there is one: this machine's disk discards on delete, which makes a
+    // checkout after a removal take 0.2 to 8 s at random, for git alone as for warden.
+    let shm = Path::new("/dev/shm");
+    let scratch = if shm.is_dir() { tempfile::tempdir_in(shm)? } else { tempfile::tempdir()? };
+    let repo = scratch.path().join("repo");
+    for d in 0..100 {
+        let dir = repo.join(format!("dir{d:03}"));
+        std::fs::create_dir_all(&dir)?;
+        for f in 0..100 {
+            std::fs::write(dir.join(format!("file{f:03}.txt")), format!("file {d}/{f}\nsome text to check out\n"))?;
+        }
+    }
+    let git = |args: &[&str]| -> anyhow::Result<()> {
+        let status = Command::new("git")
+            .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
+            .args(args)
+            .current_dir(&repo)
+            .stdout(Stdio::null())
+            .status()?;
+        anyhow::ensure!(status.success(), "git {args:?} failed");
+        Ok(())
+    };
+    git(&["init", "-q", "-b", "main"])?;
+    git(&["add", "-A"])?;
+    git(&["commit", "-q", "-m", "10,000 files"])?;
+    std::fs::write(repo.join("dir000/file000.txt"), "an uncommitted edit\n")?;
+    std::fs::write(repo.join("untracked.txt"), "untracked\n")?;
+    git(&["status", "--porcelain"])?; // the index's stat data is fresh, as in daily use
+
+    let worktrees = scratch.path().join("worktrees");
+    let config = format!(
+        "[profiles.clock]\nprovider = \"local\"\ncommand = [\"date\", \"+%s%N\"]\nisolation = \"worktree\"\n\
+         [providers.local]\nmax_concurrent = 1\n[worktrees]\ndir = {:?}\n",
+        worktrees.display().to_string()
+    );
+    let daemon = start_daemon(&config).await?;
+    let client = &daemon.client;
+    let isolated = |base: Option<&str>| {
+        let mut body = json!({"prompt": "", "profile": "clock", "cwd": repo});
+        if let Some(base) = base {
+            body["base"] = base.into();
+        }
+        body
+    };
+    let (mut git_add, mut from_head, mut from_work_tree) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let path = worktrees.join(format!("git-{round}"));
+        let started = Instant::now();
+        git(&["worktree", "add", "-q", "-b", &format!("bench-{round}"), path.to_str().unwrap_or_default()])?;
+        git_add.push(started.elapsed().as_secs_f64() * 1000.0);
+        git(&["worktree", "remove", "--force", path.to_str().unwrap_or_default()])?;
+        for (base, into) in [(Some("HEAD"), &mut from_head), (None, &mut from_work_tree)] {
+            let sent_ns = unix_nanos();
+            let created: Value = client.post("/api/v1/executions", &isolated(base)).await?;
+            let id = created["id"].clone();
+            let ended = loop {
+                let execution: Value = client.get(&format!("/api/v1/executions/{id}")).await?;
+                match execution["status"].as_str() {
+                    Some("succeeded") if !execution["changes"]["end_tree"].is_null() => break execution,
+                    Some("queued" | "running" | "succeeded") => tokio::time::sleep(Duration::from_millis(2)).await,
+                    _ => bail!("B11: execution ended {execution}"),
+                }
+            };
+            let output: Value = client.get(&format!("/api/v1/executions/{id}/output")).await?;
+            let started_ns: u128 = output["items"][0]["text"].as_str().unwrap_or("0").parse()?;
+            into.push(started_ns.saturating_sub(sent_ns) as f64 / 1e6);
+            let _: Value = client.post(&format!("/api/v1/executions/{id}/discard"), &json!({})).await?;
+            anyhow::ensure!(ended["isolation"] == "worktree", "B11: not isolated: {ended}");
+        }
+    }
+    for times in [&mut git_add, &mut from_head, &mut from_work_tree] {
+        times.sort_by(f64::total_cmp);
+    }
+    let git_p50 = percentile(&git_add, 50.0);
+    let (head_p50, work_tree_p50) = (percentile(&from_head, 50.0), percentile(&from_work_tree, 50.0));
+    figures.push(("b11_git_worktree_add_p50_ms".into(), format!("{git_p50:.1}")));
+    figures.push(("b11_isolated_start_base_head_p50_ms".into(), format!("{head_p50:.1}")));
+    figures.push(("b11_isolated_start_base_work_tree_p50_ms".into(), format!("{work_tree_p50:.1}")));
+    figures.push(("b11_base_head_vs_git".into(), format!("{:.2}x", head_p50 / git_p50)));
+    figures.push(("b11_base_work_tree_vs_git".into(), format!("{:.2}x", work_tree_p50 / git_p50)));
+    Ok(())
+}
+
 /// B10: what one agent token gets: an execution hands its token out (as any agent
 /// could), and the bench asks for that execution with it, as fast as it can, for 3 s.
 /// Reports the answers before the first 429 and the answered requests per second.
@@ -955,6 +1046,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("b10") {
         b10_agent_rate(&mut figures).await?;
+    }
+    if wanted("b11") {
+        b11_isolated_start(&mut figures).await?;
     }
     for (name, value) in &figures {
         println!("{name}: {value}");

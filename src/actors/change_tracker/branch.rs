@@ -204,7 +204,7 @@ impl Git {
     }
 
     /// A commit of `tree` with these parents, in the repository.
-    async fn commit(
+    pub(super) async fn commit(
         &self,
         repo: &Repo,
         tree: &str,
@@ -258,7 +258,7 @@ pub struct Identity {
     pub email: String,
 }
 
-fn warden_identity() -> Identity {
+pub(super) fn warden_identity() -> Identity {
     Identity { name: "warden".into(), email: "warden@localhost".into() }
 }
 
@@ -346,10 +346,7 @@ mod tests {
     async fn a_sealed_branch_holds_the_work_and_its_worktree_stays_clean() {
         let dir = tempfile::tempdir().unwrap();
         let root = repository(dir.path());
-        let tree = Git::new(&dir.path().join("warden-git"));
-        let repo = tree.locate(&root).await.unwrap().unwrap();
-        let snapshot = tree.snapshot(&repo, "t").await.unwrap();
-        let run = run_agent(dir.path(), &root, Base::WorkTree { tree: snapshot }, "1").await;
+        let run = run_agent(dir.path(), &root, Base::WorkTree, "1").await;
         assert_eq!(git(&root, &["show", &format!("{}:b.txt", run.branch)]), "b, new");
         assert_eq!(git(&run.worktree, &["status", "--porcelain"]), "", "the worktree's index did not follow");
         // Every object of the branch is in the repository, none only in warden's store.
@@ -366,10 +363,7 @@ mod tests {
     async fn a_merge_into_the_checked_out_branch_keeps_the_users_uncommitted_work() {
         let dir = tempfile::tempdir().unwrap();
         let root = repository(dir.path());
-        let tools = Git::new(&dir.path().join("warden-git"));
-        let repo = tools.locate(&root).await.unwrap().unwrap();
-        let snapshot = tools.snapshot(&repo, "t").await.unwrap();
-        let run = run_agent(dir.path(), &root, Base::WorkTree { tree: snapshot }, "2").await;
+        let run = run_agent(dir.path(), &root, Base::WorkTree, "2").await;
         let main_before = git(&root, &["rev-parse", "main"]);
 
         let merged = run.tools.merge_branch(&run.repo, &plan(&run, "main", None), &me()).await.unwrap();

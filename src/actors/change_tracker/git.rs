@@ -384,27 +384,6 @@ pub(super) async fn run(cmd: Command, op: &'static str) -> Result<Vec<u8>, GitEr
     Ok(output.stdout)
 }
 
-/// Like [`run`], writing `input` to the git's stdin (which `cmd` must pipe).
-pub(super) async fn run_with_input(mut cmd: Command, op: &'static str, input: Vec<u8>) -> Result<Vec<u8>, GitError> {
-    use tokio::io::AsyncWriteExt;
-    let mut child = cmd.spawn().map_err(|e| not_runnable(op, e))?;
-    let mut group = GroupKill(child.id().map(|pid| pid as i32));
-    let mut stdin = child.stdin.take().ok_or_else(|| GitError::new(op, "no stdin"))?;
-    let write = async move {
-        let written = stdin.write_all(&input).await;
-        drop(stdin);
-        written
-    };
-    let (written, output) = tokio::join!(write, child.wait_with_output());
-    group.0 = None;
-    let output = output.map_err(|e| GitError::new(op, e.to_string()))?;
-    if !output.status.success() {
-        return Err(GitError::new(op, String::from_utf8_lossy(&output.stderr).trim()));
-    }
-    written.map_err(|e| GitError::new(op, format!("writing to git: {e}")))?;
-    Ok(output.stdout)
-}
-
 fn not_runnable(op: &'static str, e: std::io::Error) -> GitError {
     if e.kind() == std::io::ErrorKind::NotFound {
         GitError::new(op, "the git program is not installed (or not on PATH)")

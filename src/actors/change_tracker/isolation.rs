@@ -26,8 +26,6 @@ pub struct PrepareWorktree {
     /// Words for the branch name.
     pub prompt: String,
     pub base_ref: Option<String>,
-    /// The start snapshot's tree, when one was taken.
-    pub start_tree: Option<String>,
     /// A session's turn goes on in the worktree and on the branch of its earlier turns.
     pub session_id: Option<SessionId>,
 }
@@ -112,13 +110,7 @@ impl Handler<PrepareWorktree> for ChangeTracker {
                     }
                 }
             }
-            let base = match (msg.base_ref, msg.start_tree) {
-                (Some(revision), _) => Base::Revision(revision),
-                (None, Some(tree)) => Base::WorkTree { tree },
-                (None, None) => Base::WorkTree {
-                    tree: git.snapshot(&repo, &format!("{}-base", msg.id)).await.map_err(|e| e.to_string())?,
-                },
-            };
+            let base = msg.base_ref.map_or(Base::WorkTree, Base::Revision);
             let branch = format!("warden/{}{}", msg.id, slug(&msg.prompt));
             let prepared = git.create_worktree(&repo, &path, &branch, &base).await.map_err(|e| e.to_string())?;
             Ok::<_, String>(Isolated {

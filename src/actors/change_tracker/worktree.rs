@@ -17,11 +17,16 @@ use super::git::{command, run, Git, GitError, Repo};
 /// What a worktree starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Base {
-    /// A snapshot of the user's work tree (a tree id in warden's object store): HEAD
-    /// plus their uncommitted and untracked, not ignored, files.
-    WorkTree { tree: String },
+    /// The user's work tree as it is now: HEAD plus their uncommitted and untracked, not
+    /// ignored, files.
+    WorkTree,
     /// A commit (any revision naming one, e.g. `HEAD` or a branch): a clean start.
     Revision(String),
+}
+
+/// A name for a temporary index: the worktree directory's name.
+fn slug_of(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// A worktree made for an execution.
@@ -39,6 +44,10 @@ pub struct Prepared {
 impl Git {
     /// Makes a worktree at `path` on a new branch `branch` from `base`. What an earlier
     /// attempt left at that path or branch (a crash while preparing) is removed first.
+    /// For a `WorkTree` base, the user's work tree is snapshotted (its objects into the
+    /// repository) and recorded as a commit on top of HEAD.
+    /// Few git processes, and some at once: each costs a few milliseconds to start, next
+    /// to the checkout itself.
     pub async fn create_worktree(
         &self,
         repo: &Repo,
@@ -46,43 +55,61 @@ impl Git {
         branch: &str,
         base: &Base,
     ) -> Result<Prepared, GitError> {
-        let (start, base_branch) = match base {
-            Base::WorkTree { .. } => {
-                let head = self.head(repo).await?.ok_or_else(|| {
-                    GitError::new("worktree", "the repository has no commit yet: isolation needs one to branch from")
-                })?;
-                (head, self.current_branch(repo).await?)
-            }
-            Base::Revision(revision) => {
-                (self.resolve_commit(repo, revision).await?, self.branch_named(repo, revision).await?)
+        let revision = match base {
+            Base::WorkTree => "HEAD",
+            Base::Revision(revision) => revision.as_str(),
+        };
+        let shadow = async {
+            tokio::fs::create_dir_all(&self.objects)
+                .await
+                .map_err(|e| GitError::new("worktree", format!("{}: {e}", self.objects.display())))?;
+            self.prepare_shadow(repo).await
+        };
+        let snapshot = async {
+            match base {
+                Base::WorkTree => {
+                    self.snapshot_into_repository(repo, &format!("base-{}", slug_of(path))).await.map(Some)
+                }
+                Base::Revision(_) => Ok(None),
             }
         };
-        tokio::fs::create_dir_all(&self.objects)
-            .await
-            .map_err(|e| GitError::new("worktree", format!("{}: {e}", self.objects.display())))?;
-        self.prepare_shadow(repo).await?;
-        self.remove_worktree(repo, path, branch).await?;
-        if path.exists() {
-            return Err(GitError::new("worktree", format!("{} exists and is not a worktree", path.display())));
-        }
-        let mut add = command(&repo.root);
-        add.args(["worktree", "add", "--quiet", "--no-checkout", "-b", branch]).arg(path).arg(&start);
-        run(add, "worktree add").await?;
-        let tree = match base {
-            Base::WorkTree { tree } => tree.clone(),
-            Base::Revision(_) => format!("{start}^{{tree}}"),
-        };
-        let index = self.worktree_index(path).await?;
-        let mut checkout = self.in_worktree(repo, path, &index);
-        checkout.args(["read-tree", "-u", "--reset", &tree]);
-        run(checkout, "read-tree").await?;
-        let start_tree = self.tree_of(repo, &start).await?;
-        let (base_commit, base_tree) = match base {
-            Base::WorkTree { tree } if *tree != start_tree => {
-                self.commit_work_tree(repo, path, &index, &start, branch).await?
+        // At once: each git costs a few milliseconds to start. (The checkout is not
+        // overlapped with the snapshot: on two cores both only got slower.)
+        let (resolved, base_branch, shadow, tree) =
+            tokio::join!(self.resolve_commit(repo, revision), self.branch_named(repo, revision), shadow, snapshot);
+        let (start, start_tree) = resolved.map_err(|e| match base {
+            Base::WorkTree => {
+                GitError::new("worktree", "the repository has no commit yet: isolation needs one to branch from")
+            }
+            Base::Revision(_) => e,
+        })?;
+        let (base_branch, (), tree) = (base_branch?, shadow?, tree?);
+        // The user's uncommitted work, as a commit on top of HEAD.
+        let (base_commit, base_tree) = match tree {
+            Some(tree) if tree != start_tree => {
+                let identity = super::branch::warden_identity();
+                let message = "warden: the work tree as the execution started from it";
+                (self.commit(repo, &tree, &[&start], message, &identity).await?, tree)
             }
             _ => (start, start_tree),
         };
+        let add = || {
+            let mut add = command(&repo.root);
+            add.args(["worktree", "add", "--quiet", "--no-checkout", "-b", branch]).arg(path).arg(&base_commit);
+            run(add, "worktree add")
+        };
+        if add().await.is_err() {
+            // Left by an earlier attempt: removed, then made again.
+            self.remove_worktree(repo, path, branch).await?;
+            if path.exists() {
+                return Err(GitError::new("worktree", format!("{} exists and is not a worktree", path.display())));
+            }
+            add().await?;
+        }
+        let index = self.worktree_index(path).await?;
+        let mut checkout = self.in_worktree(repo, path, &index);
+        checkout.args(["read-tree", "-u", "--reset", &base_tree]);
+        run(checkout, "read-tree").await?;
         Ok(Prepared { path: path.to_owned(), branch: branch.to_owned(), base_commit, base_tree, base_branch })
     }
 
@@ -138,15 +165,20 @@ impl Git {
         Ok(())
     }
 
-    async fn resolve_commit(&self, repo: &Repo, revision: &str) -> Result<String, GitError> {
+    /// The commit a revision names and its tree.
+    async fn resolve_commit(&self, repo: &Repo, revision: &str) -> Result<(String, String), GitError> {
         if revision.starts_with('-') {
             return Err(GitError::new("rev-parse", format!("{revision:?} is not a revision")));
         }
         let mut cmd = command(&repo.root);
-        cmd.args(["rev-parse", "--verify", "--quiet", "--end-of-options", &format!("{revision}^{{commit}}")]);
+        cmd.args(["rev-parse", "--quiet", &format!("{revision}^{{commit}}"), &format!("{revision}^{{tree}}")]);
         let found =
             run(cmd, "rev-parse").await.map_err(|_| GitError::new("rev-parse", format!("no commit {revision:?}")))?;
-        Ok(String::from_utf8_lossy(&found).trim().to_owned())
+        let found = String::from_utf8_lossy(&found);
+        match found.split_whitespace().collect::<Vec<_>>()[..] {
+            [commit, tree] => Ok((commit.to_owned(), tree.to_owned())),
+            _ => Err(GitError::new("rev-parse", format!("unexpected output {found:?}"))),
+        }
     }
 
     pub(super) async fn tree_of(&self, repo: &Repo, commit: &str) -> Result<String, GitError> {
@@ -155,12 +187,18 @@ impl Git {
         Ok(String::from_utf8_lossy(&run(cmd, "rev-parse").await?).trim().to_owned())
     }
 
-    /// The index file of a worktree (in its git dir under the repository's `worktrees/`).
+    /// The index file of a worktree (in its git dir under the repository's `worktrees/`,
+    /// which its `.git` file names).
     async fn worktree_index(&self, path: &Path) -> Result<PathBuf, GitError> {
-        let mut cmd = command(path);
-        cmd.args(["rev-parse", "--path-format=absolute", "--git-dir"]);
-        let dir = String::from_utf8_lossy(&run(cmd, "rev-parse --git-dir").await?).trim().to_owned();
-        Ok(Path::new(&dir).join("index"))
+        let dot_git = path.join(".git");
+        let text = tokio::fs::read_to_string(&dot_git)
+            .await
+            .map_err(|e| GitError::new("worktree", format!("{}: {e}", dot_git.display())))?;
+        let dir = text
+            .strip_prefix("gitdir: ")
+            .map(str::trim_end)
+            .ok_or_else(|| GitError::new("worktree", format!("{} is not a worktree's .git file", dot_git.display())))?;
+        Ok(path.join(dir).join("index"))
     }
 
     /// A git over a worktree with warden's shadow git dir and the worktree's own index;
@@ -169,49 +207,6 @@ impl Git {
         let mut cmd = self.in_repo(repo);
         cmd.current_dir(path).env("GIT_WORK_TREE", path).env("GIT_INDEX_FILE", index);
         cmd
-    }
-
-    /// Records the checked-out work tree (the user's uncommitted work) as a commit on
-    /// top of `head`, its objects written into the repository, and points the branch
-    /// at it. Returns the commit and its tree.
-    async fn commit_work_tree(
-        &self,
-        repo: &Repo,
-        path: &Path,
-        index: &Path,
-        head: &str,
-        branch: &str,
-    ) -> Result<(String, String), GitError> {
-        // The blobs the repository lacks are those of the files that differ from HEAD.
-        let mut differ = self.in_worktree(repo, path, index);
-        differ.args(["diff-index", "--cached", "--name-only", "-z", "--no-renames", "--diff-filter=d", head]);
-        let paths = run(differ, "diff-index").await?;
-        let into_repository = |cmd: &mut tokio::process::Command| {
-            cmd.env("GIT_OBJECT_DIRECTORY", &repo.objects).env_remove("GIT_ALTERNATE_OBJECT_DIRECTORIES");
-        };
-        let mut hash = self.in_worktree(repo, path, index);
-        into_repository(&mut hash);
-        hash.args(["hash-object", "-w", "--stdin-paths"]).stdin(std::process::Stdio::piped());
-        let listed: Vec<u8> =
-            paths.split(|&b| b == 0).filter(|p| !p.is_empty()).flat_map(|p| p.iter().copied().chain([b'\n'])).collect();
-        super::git::run_with_input(hash, "hash-object", listed).await?;
-        let mut write = self.in_worktree(repo, path, index);
-        into_repository(&mut write);
-        write.arg("write-tree");
-        let tree = String::from_utf8_lossy(&run(write, "write-tree").await?).trim().to_owned();
-        let mut commit = self.in_worktree(repo, path, index);
-        into_repository(&mut commit);
-        commit
-            .env("GIT_AUTHOR_NAME", "warden")
-            .env("GIT_AUTHOR_EMAIL", "warden@localhost")
-            .env("GIT_COMMITTER_NAME", "warden")
-            .env("GIT_COMMITTER_EMAIL", "warden@localhost")
-            .args(["commit-tree", &tree, "-p", head, "-m", "warden: the work tree as the execution started from it"]);
-        let base = String::from_utf8_lossy(&run(commit, "commit-tree").await?).trim().to_owned();
-        let mut update = command(&repo.root);
-        update.args(["update-ref", &format!("refs/heads/{branch}"), &base, head]);
-        run(update, "update-ref").await?;
-        Ok((base, tree))
     }
 }
 
@@ -336,10 +331,9 @@ mod tests {
         let root = repository(dir.path());
         let tools = Git::new(&dir.path().join("warden-git"));
         let repo = tools.locate(&root).await.unwrap().expect("a work tree");
-        let tree = tools.snapshot(&repo, "t").await.unwrap();
         let before = user_state(&root);
         let path = dir.path().join("worktrees/7");
-        let made = tools.create_worktree(&repo, &path, "warden/7-edit", &Base::WorkTree { tree }).await.unwrap();
+        let made = tools.create_worktree(&repo, &path, "warden/7-edit", &Base::WorkTree).await.unwrap();
 
         assert_eq!(std::fs::read_to_string(path.join("src/a.txt")).unwrap(), "one\ntwo, not committed\n");
         assert_eq!(std::fs::read_to_string(path.join("new.txt")).unwrap(), "untracked\n");
@@ -392,8 +386,7 @@ mod tests {
         std::fs::write(root.join("f"), "x").unwrap();
         let tools = Git::new(&dir.path().join("warden-git"));
         let repo = tools.locate(&root).await.unwrap().expect("a work tree");
-        let tree = tools.snapshot(&repo, "t").await.unwrap();
-        let refused = tools.create_worktree(&repo, &dir.path().join("w"), "warden/1", &Base::WorkTree { tree }).await;
+        let refused = tools.create_worktree(&repo, &dir.path().join("w"), "warden/1", &Base::WorkTree).await;
         assert!(refused.unwrap_err().to_string().contains("no commit yet"));
         assert!(!dir.path().join("w").exists());
     }
@@ -404,9 +397,8 @@ mod tests {
         let root = repository(dir.path());
         let tools = Git::new(&dir.path().join("warden-git"));
         let repo = tools.locate(&root).await.unwrap().expect("a work tree");
-        let tree = tools.snapshot(&repo, "t").await.unwrap();
         let path = dir.path().join("worktrees/9");
-        let made = tools.create_worktree(&repo, &path, "warden/9", &Base::WorkTree { tree }).await.unwrap();
+        let made = tools.create_worktree(&repo, &path, "warden/9", &Base::WorkTree).await.unwrap();
         // The agent's work: a line added at the end, a new file, a file removed.
         std::fs::write(path.join("src/a.txt"), "one\ntwo, not committed\nthree, the agent's\n").unwrap();
         std::fs::write(path.join("src/b.txt"), "new\n").unwrap();

@@ -128,8 +128,14 @@ impl ExecutionMonitor {
     /// A run given a slot: its start snapshot is taken (the ChangeTracker answers within
     /// its start timeout), then its process is spawned.
     fn take_start_snapshot(&mut self, id: ExecutionId, ctx: &mut Context<Self>) {
-        let Some(cwd) = self.runs.get(&id).map(|run| run.execution.cwd.clone()) else { return };
-        let snapshot = self.changes.send(SnapshotStart { id, cwd: cwd.into() });
+        let Some(execution) = self.runs.get(&id).map(|run| &run.execution) else { return };
+        if execution.isolation == Isolation::Worktree {
+            // Its worktree is its start: the ChangeTracker snapshots the user's work tree
+            // (for a base of it) while the worktree is being made.
+            self.start_snapshot_taken(id, None, ctx);
+            return;
+        }
+        let snapshot = self.changes.send(SnapshotStart { id, cwd: execution.cwd.clone().into() });
         ctx.spawn(snapshot.into_actor(self).map(move |changes, act, ctx| {
             let changes = changes.unwrap_or_else(|e| {
                 Some(ChangesSummary::failed("", format!("the change tracker did not answer: {e}")))
@@ -166,7 +172,6 @@ impl ExecutionMonitor {
             cwd: execution.cwd.clone().into(),
             prompt: execution.prompt.clone(),
             base_ref: execution.base_ref.clone(),
-            start_tree: execution.changes.as_ref().and_then(|c| c.start_tree.clone()),
             session_id: execution.session_id,
         };
         let cwd = prepare.cwd.clone();

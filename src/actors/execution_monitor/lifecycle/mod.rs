@@ -306,12 +306,14 @@ pub fn apply(run: &mut Run, command: Command, now: Now) -> Result<Vec<Effect>, R
             execution.worktree = Some(isolated.worktree.display().to_string());
             execution.base = Some(isolated.base_commit.clone());
             execution.base_branch = isolated.base_branch.clone();
-            // Its changes are counted from its base, in its worktree.
-            if let Some(changes) = execution.changes.as_mut().filter(|c| c.error.is_none()) {
-                changes.repo_root = isolated.worktree.display().to_string();
-                changes.head = Some(isolated.base_commit.clone());
-                changes.start_tree = Some(isolated.base_tree.clone());
-            }
+            // Its changes are counted from its base, in its worktree (whatever the
+            // snapshot of the user's work tree found: the base is what it starts from).
+            execution.changes = Some(crate::domain::ChangesSummary {
+                repo_root: isolated.worktree.display().to_string(),
+                head: Some(isolated.base_commit.clone()),
+                start_tree: Some(isolated.base_tree.clone()),
+                ..crate::domain::ChangesSummary::default()
+            });
             (Phase::Starting, vec![E::SpawnIn(isolated.work_dir)])
         }
         (Phase::Preparing, C::PrepareFailed(error)) => {
