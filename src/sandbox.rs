@@ -191,6 +191,7 @@ impl Sandboxer {
                 rules.grant_except_protected(Path::new("/"), read)?;
                 let home = self.inner.home.iter().flat_map(|h| AGENT_STATE.iter().map(move |p| h.join(p)));
                 let writable = std::iter::once(key.work_tree.clone())
+                    .chain(linked_git_dirs(&key.work_tree))
                     .chain(SCRATCH.iter().map(PathBuf::from))
                     .chain(key.tmpdir.clone())
                     .chain(home);
@@ -270,6 +271,23 @@ impl Confinement {
 }
 
 /// The git work tree `cwd` is in (its top), or `cwd` itself outside one.
+/// For a linked worktree (an isolated execution's, whose `.git` is a file naming its git
+/// dir under the repository's `worktrees/`): that git dir and the repository's objects,
+/// refs and logs, so that `git commit` works there as it does in a work tree whose `.git`
+/// is inside it; never the repository's config or hooks.
+fn linked_git_dirs(work_tree: &Path) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string(work_tree.join(".git")) else { return Vec::new() };
+    let Some(git_dir) = text.strip_prefix("gitdir: ").map(|d| work_tree.join(d.trim_end())) else {
+        return Vec::new();
+    };
+    let Some(common) = git_dir.parent().filter(|p| p.ends_with("worktrees")).and_then(Path::parent) else {
+        return Vec::new();
+    };
+    let mut dirs = vec![git_dir.clone()];
+    dirs.extend(["objects", "refs", "logs"].map(|d| common.join(d)));
+    dirs
+}
+
 fn work_tree(cwd: &Path) -> PathBuf {
     cwd.ancestors().find(|dir| dir.join(".git").exists()).unwrap_or(cwd).to_owned()
 }

@@ -18,7 +18,14 @@ pub struct Repo {
 
 impl Repo {
     pub fn new(files: &[(&str, &str)]) -> Repo {
-        let repo = Repo { dir: tempfile::tempdir().unwrap() };
+        Repo::new_in(&std::env::temp_dir(), files)
+    }
+
+    /// A repository in a temp dir below `parent` (outside the system temp dir, which a
+    /// `workspace-write` sandbox lets agents write, when `parent` is).
+    pub fn new_in(parent: &Path, files: &[(&str, &str)]) -> Repo {
+        std::fs::create_dir_all(parent).unwrap();
+        let repo = Repo { dir: tempfile::tempdir_in(parent).unwrap() };
         repo.git(&["init", "-q", "-b", "main"]);
         for (path, text) in files {
             repo.write(path, text);

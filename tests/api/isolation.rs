@@ -415,3 +415,42 @@ async fn detached_heads_other_worktrees_bare_repositories_and_leftovers_of_a_cra
     assert!(!d.output_text(&waiting["id"]).await.contains("half-made"));
     assert!(!place.join("half-made").exists());
 }
+
+#[actix_web::test]
+async fn a_confined_agent_commits_in_its_worktree_but_cannot_touch_the_repositorys_config() {
+    let d = spawn_for_executions().await;
+    // Outside /tmp, which workspace-write lets agents write.
+    let repo = Repo::new_in(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")), &[("app.txt", APP)]);
+    for (name, sandbox) in [("confined", "workspace-write"), ("unconfined", "protect-data")] {
+        let profile = json!({
+            "name": name, "provider": "local", "isolation": "worktree", "sandbox": sandbox,
+            "command": ["sh", "-c", "{prompt}"],
+        });
+        expect_json(d.post("/api/v1/profiles", &profile).await, StatusCode::CREATED).await;
+    }
+    let config = repo.path().join(".git/config");
+    let script = format!(
+        "echo agent > agent.txt && git add agent.txt && git -c user.name=agent -c user.email=a@a commit -qm 'by the agent' \
+         && echo committed; (echo '[core] hooksPath = /tmp/evil' >> {}) 2>/dev/null && echo config-written || echo config-refused",
+        config.display()
+    );
+    let before = std::fs::read(&config).unwrap();
+    let run = |profile: &str| json!({ "prompt": script, "cwd": repo.path(), "profile": profile, "base": "HEAD" });
+    let confined = d.exec_with(run("confined")).await;
+    let ended = d.wait_recorded(&confined["id"]).await;
+    assert_eq!((&ended["status"], &ended["sandbox"]), (&json!("succeeded"), &json!("workspace-write")), "{ended}");
+    // git's commit also drops its AUTO_MERGE pseudo-ref, which locks packed-refs beside
+    // the config: refused too, and said on stderr; the commit is made all the same.
+    let said = d.output_text(&confined["id"]).await;
+    let said: Vec<&str> = said.lines().filter(|l| !l.contains("packed-refs.lock': Permission denied")).collect();
+    assert_eq!(said, ["committed", "config-refused"]);
+    assert_eq!(std::fs::read(&config).unwrap(), before, "a confined agent wrote the repository's config");
+    let branch = ended["branch"].as_str().unwrap();
+    // Its commit is the branch's tip: the end had nothing more to record.
+    assert_eq!(repo.git(&["log", "-1", "--format=%s", branch]).trim(), "by the agent");
+    // The same with the default sandbox, which protects only warden's data dir: written.
+    let unconfined = d.exec_with(run("unconfined")).await;
+    d.wait_recorded(&unconfined["id"]).await;
+    assert_eq!(d.output_text(&unconfined["id"]).await, "committed\nconfig-written");
+    assert_ne!(std::fs::read(&config).unwrap(), before);
+}
