@@ -419,8 +419,7 @@ async fn detached_heads_other_worktrees_bare_repositories_and_leftovers_of_a_cra
 #[actix_web::test]
 async fn a_confined_agent_commits_in_its_worktree_but_cannot_touch_the_repositorys_config() {
     let d = spawn_for_executions().await;
-    // Outside /tmp, which workspace-write lets agents write.
-    let repo = Repo::new_in(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")), &[("app.txt", APP)]);
+    let repo = Repo::new_in(&outside_scratch_dirs(), &[("app.txt", APP)]);
     for (name, sandbox) in [("confined", "workspace-write"), ("unconfined", "protect-data")] {
         let profile = json!({
             "name": name, "provider": "local", "isolation": "worktree", "sandbox": sandbox,
@@ -453,4 +452,25 @@ async fn a_confined_agent_commits_in_its_worktree_but_cannot_touch_the_repositor
     d.wait_recorded(&unconfined["id"]).await;
     assert_eq!(d.output_text(&unconfined["id"]).await, "committed\nconfig-written");
     assert_ne!(std::fs::read(&config).unwrap(), before);
+}
+
+/// A directory outside those `workspace-write` lets every agent write (`/tmp`, `/var/tmp`,
+/// `$TMPDIR`): cargo's temp dir for tests when the checkout is elsewhere, else a
+/// directory in `$HOME` (removed with the repository in it).
+fn outside_scratch_dirs() -> std::path::PathBuf {
+    let scratch: Vec<std::path::PathBuf> = ["/tmp", "/var/tmp"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .chain(std::env::var_os("TMPDIR").map(std::path::PathBuf::from))
+        .filter_map(|dir| dir.canonicalize().ok())
+        .collect();
+    let home = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".warden-test-repos"));
+    [Some(std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))), home]
+        .into_iter()
+        .flatten()
+        .find(|dir| {
+            std::fs::create_dir_all(dir).is_ok()
+                && dir.canonicalize().is_ok_and(|dir| !scratch.iter().any(|s| dir.starts_with(s)))
+        })
+        .expect("a directory outside /tmp, /var/tmp and $TMPDIR (cargo's target dir or $HOME) for this test")
 }
