@@ -56,6 +56,14 @@ pub enum Command {
         #[arg(long)]
         no_browser: bool,
     },
+    /// Print a completion script for a shell, e.g. `warden completions bash >
+    /// ~/.local/share/bash-completion/completions/warden`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `warden man > ~/.local/share/man/man1/warden.1`.
+    Man,
     /// List executions, newest first.
     Ls {
         /// Only these statuses (comma-separated, e.g. queued,running).

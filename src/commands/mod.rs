@@ -7,6 +7,7 @@ mod catalog;
 mod changes;
 mod dashboards;
 mod executions;
+mod generated;
 mod lifecycle;
 mod sessions;
 
@@ -45,6 +46,12 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
+    // Generated from the command line's definition: no data dir needed.
+    match cli.command {
+        Command::Completions { shell } => return generated::completions(shell),
+        Command::Man => return generated::man_page(),
+        _ => {}
+    }
     let home = Home::resolve(cli.home.clone())?;
     let remote = Remote { home: home.clone(), url: cli.url.clone(), token: cli.token.clone() };
     match cli.command {
@@ -54,6 +61,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Status { json } => block_on(lifecycle::status(&remote, json)),
         Command::Exec(args) => block_on(executions::exec(&remote, args)),
         Command::Dash => block_on(dashboards::terminal(&remote)),
+        Command::Completions { shell } => generated::completions(shell),
+        Command::Man => generated::man_page(),
         Command::Open { no_browser } => dashboards::open(&remote, no_browser),
         Command::Ls { status, limit, json } => block_on(executions::list(&remote, status, limit, json)),
         Command::Show { id, json } => block_on(executions::show(&remote, id, json)),

@@ -487,3 +487,31 @@ async fn a_reader_that_goes_away_ends_the_command_quietly() {
         );
     }
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line_and_need_no_data_dir() {
+    let nowhere = BackgroundHome::new();
+    // bash reads the script without an error, and it knows the newest commands.
+    let bash = nowhere.run(&["completions", "bash"]);
+    assert_success(&bash);
+    let script = stdout(&bash);
+    assert!(script.contains("merge") && script.contains("discard") && script.contains("--isolated"), "{script}");
+    let mut check = Command::new("bash").arg("-n").stdin(std::process::Stdio::piped()).spawn().expect("bash runs");
+    std::io::Write::write_all(check.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    assert!(check.wait().unwrap().success(), "bash -n refused the completion script");
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let output = nowhere.run(&["completions", shell]);
+        assert_success(&output);
+        assert!(stdout(&output).contains("merge"), "{shell}: {}", stdout(&output));
+    }
+    let unknown = nowhere.run(&["completions", "tcsh"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(stderr(&unknown).contains("possible values"), "{}", stderr(&unknown));
+
+    let man = nowhere.run(&["man"]);
+    assert_success(&man);
+    let page = stdout(&man);
+    assert!(page.starts_with(".ie") && page.contains(".TH warden 1"), "{page}");
+    assert!(page.contains("warden\\-merge(1)") && page.contains("SEE ALSO"), "{page}");
+    assert!(!nowhere.path().exists(), "a data dir was made for them");
+}
