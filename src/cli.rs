@@ -56,6 +56,14 @@ pub enum Command {
         #[arg(long)]
         no_browser: bool,
     },
+    /// Check what breaks warden in the field: data dir and token modes, config, the
+    /// daemon, the sandbox, git, disk space, the database, agent programs. Exit 1 when
+    /// something fails.
+    Doctor {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a completion script for a shell, e.g. `warden completions bash >
     /// ~/.local/share/bash-completion/completions/warden`.
     Completions {

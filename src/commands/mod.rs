@@ -6,6 +6,7 @@ mod approvals;
 mod catalog;
 mod changes;
 mod dashboards;
+mod doctor;
 mod executions;
 mod generated;
 mod lifecycle;
@@ -61,6 +62,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Status { json } => block_on(lifecycle::status(&remote, json)),
         Command::Exec(args) => block_on(executions::exec(&remote, args)),
         Command::Dash => block_on(dashboards::terminal(&remote)),
+        Command::Doctor { json } => block_on(doctor::doctor(&remote, json)),
         Command::Completions { shell } => generated::completions(shell),
         Command::Man => generated::man_page(),
         Command::Open { no_browser } => dashboards::open(&remote, no_browser),

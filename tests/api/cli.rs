@@ -515,3 +515,49 @@ fn completions_and_the_man_page_come_from_the_command_line_and_need_no_data_dir(
     assert!(page.contains("warden\\-merge(1)") && page.contains("SEE ALSO"), "{page}");
     assert!(!nowhere.path().exists(), "a data dir was made for them");
 }
+
+#[test]
+fn warden_doctor_says_what_is_wrong_and_fails_on_a_readable_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = BackgroundHome::new();
+    std::fs::create_dir_all(home.path()).unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[profiles.ghost]\nprovider = \"local\"\ncommand = [\"no-such-agent-7f3a\", \"{prompt}\"]\n",
+    )
+    .unwrap();
+    assert_success(&home.run(&["start", "--port", "0"]));
+    let findings = |output: &Output| -> Vec<Value> { serde_json::from_slice(&output.stdout).unwrap() };
+    let level = |findings: &[Value], check: &str, detail: &str| {
+        let found = findings.iter().find(|f| f["check"] == check && f["detail"].as_str().unwrap().contains(detail));
+        found.unwrap_or_else(|| panic!("no {check} finding about {detail:?} in {findings:?}"))["level"].clone()
+    };
+
+    // A healthy daemon: nothing fails; the missing agent program is a warning.
+    let healthy = home.run(&["doctor", "--json"]);
+    assert_success(&healthy);
+    let report = findings(&healthy);
+    for (check, detail) in
+        [("daemon", "answers at"), ("database", "integrity ok"), ("token", "mode 600"), ("git", "git")]
+    {
+        assert_eq!(level(&report, check, detail), "ok", "{report:?}");
+    }
+    assert_eq!(level(&report, "profile", "no-such-agent-7f3a is not on PATH"), "warn");
+    assert_eq!(level(&report, "profile", "shell: sh found"), "ok");
+    // The data dir was made by hand, open to others: said, with the fix.
+    assert_eq!(level(&report, "data dir", "open to other users (mode 755)"), "warn");
+
+    // A token other users can read fails, with the fix, and the exit status says so.
+    let token = home.path().join("token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let broken = home.run(&["doctor"]);
+    assert_eq!(broken.status.code(), Some(1), "{}", stdout(&broken));
+    let text = stdout(&broken);
+    assert!(text.contains("FAIL  token") && text.contains("chmod 600"), "{text}");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_success(&home.run(&["stop"]));
+    // Without a daemon: a warning, not a failure.
+    let stopped = home.run(&["doctor", "--json"]);
+    assert_success(&stopped);
+    assert_eq!(level(&findings(&stopped), "daemon", "not running"), "warn");
+}
