@@ -469,13 +469,25 @@ impl ServeProcess {
 
     /// Like [`ServeProcess::start`], with these environment variables set for the daemon.
     pub async fn start_with_env(home: &Path, env: &[(&str, &str)]) -> ServeProcess {
-        let child = Self::spawn(home, env);
+        let mut child = Self::spawn(home, env);
         let pid = child.id().expect("warden serve runs") as i32;
-        let info = wait_until("warden serve to listen", Duration::from_secs(30), || async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let info = loop {
             // A server.json left by a killed daemon names another pid.
-            Home::new(home.to_path_buf()).read_server_info().ok().filter(|info| info.pid == pid as u32)
-        })
-        .await;
+            if let Some(info) =
+                Home::new(home.to_path_buf()).read_server_info().ok().filter(|info| info.pid == pid as u32)
+            {
+                break info;
+            }
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() > deadline {
+                // Say why: what the daemon logged (its last lines) and whether it still runs.
+                let log = std::fs::read_to_string(home.with_extension("log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+                panic!("warden serve did not listen (exited: {exited:?}); its log ends:\n{}", tail.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         let token = std::fs::read_to_string(home.join("token")).expect("token").trim().to_owned();
         let api = Api::new(info.url, token);
         wait_until("/health", Duration::from_secs(30), || async {
