@@ -87,29 +87,27 @@ pub async fn doctor(remote: &Remote, json: bool) -> anyhow::Result<Outcome> {
 }
 
 fn data_dir(dir: &Path) -> Finding {
-    match std::fs::metadata(dir) {
-        Err(_) => warn("data dir", format!("{} does not exist yet", dir.display()), "warden start makes it"),
-        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => warn(
-            "data dir",
-            format!("{} is open to other users (mode {:o})", dir.display(), meta.permissions().mode() & 0o777),
-            format!("chmod 700 {}", dir.display()),
-        ),
-        Ok(_) => ok("data dir", format!("{} (mode 700)", dir.display())),
-    }
+    private("data dir", dir, 0o700, Level::Warn, format!("chmod 700 {}", dir.display()))
 }
 
 fn token_file(path: &Path) -> Finding {
+    let fix =
+        format!("chmod 600 {} (and consider it leaked: delete it and restart warden for a new one)", path.display());
+    private("token", path, 0o600, Level::Fail, fix)
+}
+
+/// Whether `path` is closed to other users (`mode`, as warden makes it); when it is not,
+/// a finding at `level` with `fix`.
+fn private(check: &'static str, path: &Path, mode: u32, level: Level, fix: String) -> Finding {
     match std::fs::metadata(path) {
-        Err(_) => warn("token", format!("{} does not exist yet", path.display()), "warden start makes it"),
-        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => fail(
-            "token",
-            format!("{} is readable by other users (mode {:o})", path.display(), meta.permissions().mode() & 0o777),
-            format!(
-                "chmod 600 {} (and consider it leaked: delete it and restart warden for a new one)",
-                path.display()
-            ),
-        ),
-        Ok(_) => ok("token", format!("{} (mode 600)", path.display())),
+        Err(_) => warn(check, format!("{} does not exist yet", path.display()), "warden start makes it"),
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => Finding {
+            check,
+            level,
+            detail: format!("{} is open to other users (mode {:o})", path.display(), meta.permissions().mode() & 0o777),
+            fix: Some(fix),
+        },
+        Ok(_) => ok(check, format!("{} (mode {mode:o})", path.display())),
     }
 }
 

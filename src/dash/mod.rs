@@ -195,16 +195,15 @@ fn on_key(key: KeyEvent, model: &mut Model, client: &Client, done: &UnboundedSen
                 None => model.notify("several approvals wait: Tab to their table and pick one"),
             }
         }
-        KeyCode::Char('A' | 'M' | 'D') if isolated.is_none() => {
-            model.notify("the selected execution has no worktree (not isolated, or merged or discarded)")
-        }
-        KeyCode::Char('A') => work(client, isolated.unwrap_or_default(), "apply", done),
-        KeyCode::Char('M') => work(client, isolated.unwrap_or_default(), "merge", done),
-        KeyCode::Char('D') => {
-            let id = isolated.unwrap_or_default();
-            model.confirm_discard = Some(id);
-            model.notify(format!("discard the work of {id} (its worktree and branch)? y: yes, any other key: no"));
-        }
+        KeyCode::Char(key @ ('A' | 'M' | 'D')) => match (isolated, key) {
+            (None, _) => model.notify("the selected execution has no worktree (not isolated, or merged or discarded)"),
+            (Some(id), 'A') => work(client, id, "apply", done),
+            (Some(id), 'M') => work(client, id, "merge", done),
+            (Some(id), _) => {
+                model.confirm_discard = Some(id);
+                model.notify(format!("discard the work of {id} (its worktree and branch)? y: yes, any other key: no"));
+            }
+        },
         KeyCode::Char('c') => act(client, selected, "cancel", done),
         KeyCode::Char('r') => act(client, selected, "retry", done),
         KeyCode::Char('p') => {

@@ -166,20 +166,9 @@ impl Handler<Discard> for ChangeTracker {
 
     fn handle(&mut self, msg: Discard, ctx: &mut Self::Context) -> Self::Result {
         let mut execution = msg.execution;
-        let branch = match &execution.branch {
-            _ if !execution.status.is_final() => {
-                let why = format!(
-                    "execution {} is {}: only a final one's work can be discarded",
-                    execution.id, execution.status
-                );
-                return Box::pin(async move { Err(ChangesError::NoWorktree(why)) });
-            }
-            Some(branch) => branch.clone(),
-            None => {
-                let why =
-                    format!("execution {} has no branch (not isolated, or merged or discarded already)", execution.id);
-                return Box::pin(async move { Err(ChangesError::NoWorktree(why)) });
-            }
+        let branch = match work_of(&execution, "discarded") {
+            Ok((branch, _)) => branch,
+            Err(e) => return Box::pin(async move { Err(e) }),
         };
         let worktree = execution.worktree.clone().unwrap_or_default().into();
         let remove = ctx.address().send(RemoveWorktree { cwd: execution.cwd.clone().into(), worktree, branch });
@@ -209,17 +198,11 @@ impl Handler<Apply> for ChangeTracker {
     fn handle(&mut self, msg: Apply, _: &mut Self::Context) -> Self::Result {
         let execution = msg.execution;
         let id = execution.id;
-        let planned = match (execution.status.is_final(), &execution.branch, &execution.base) {
-            (false, _, _) => {
-                Err(format!("execution {id} is {}: only a final one's work can be applied", execution.status))
-            }
-            (true, Some(branch), Some(base)) => Ok((branch.clone(), base.clone())),
-            _ => Err(format!("execution {id} has no branch (not isolated, or merged or discarded)")),
-        };
+        let planned = work_of(&execution, "applied");
         let (git, store, timeout) = (self.git.clone(), self.store.clone(), self.settings.snapshot_timeout);
         let cwd = PathBuf::from(&execution.cwd);
         Box::pin(async move {
-            let (branch, base) = planned.map_err(ChangesError::NoWorktree)?;
+            let (branch, base) = planned?;
             let apply = async {
                 let repo = git.locate(&cwd).await?.ok_or_else(|| {
                     GitError::new("apply", format!("{} is no longer in a git work tree", cwd.display()))
@@ -354,18 +337,27 @@ impl Handler<Merge> for ChangeTracker {
     }
 }
 
+/// The branch and base commit of a final isolated execution's work, or why its work
+/// cannot be `done` (applied, merged, discarded): not final, or no branch.
+fn work_of(execution: &Execution, done: &str) -> Result<(String, String), ChangesError> {
+    let id = execution.id;
+    match (execution.status.is_final(), &execution.branch, &execution.base) {
+        (false, _, _) => Err(ChangesError::NoWorktree(format!(
+            "execution {id} is {}: only a final one's work can be {done}",
+            execution.status
+        ))),
+        (true, Some(branch), Some(base)) => Ok((branch.clone(), base.clone())),
+        _ => Err(ChangesError::NoWorktree(format!(
+            "execution {id} has no branch (not isolated, or merged or discarded already)"
+        ))),
+    }
+}
+
 /// What a merge of `execution`'s work as `request` asks says will be done, or why it
 /// cannot be.
 fn plan_merge(execution: &Execution, request: &MergeRequest) -> Result<MergePlan, ChangesError> {
     let id = execution.id;
-    if !execution.status.is_final() {
-        let why = format!("execution {id} is {}: only a final one's work can be merged", execution.status);
-        return Err(ChangesError::NoWorktree(why));
-    }
-    let (Some(branch), Some(base)) = (&execution.branch, &execution.base) else {
-        let why = format!("execution {id} has no branch (not isolated, or merged or discarded already)");
-        return Err(ChangesError::NoWorktree(why));
-    };
+    let (branch, base) = work_of(execution, "merged")?;
     let into = request.into.clone().or_else(|| execution.base_branch.clone()).ok_or_else(|| {
         ChangesError::Invalid(format!(
             "execution {id} did not start from a branch (a detached HEAD or a commit): say which branch with `into`"
@@ -391,7 +383,7 @@ fn plan_merge(execution: &Execution, request: &MergeRequest) -> Result<MergePlan
             format!("{title}\n\nThe work of warden execution {id} on {branch}.\n")
         }
     };
-    let plan = MergePlan { branch: branch.clone(), base: base.clone(), into, squash: request.squash, message };
+    let plan = MergePlan { branch, base, into, squash: request.squash, message };
     Ok(plan)
 }
 
