@@ -101,6 +101,10 @@ pub enum Command {
         /// other than colours are shown escaped (`\e]0;…`), never obeyed.
         #[arg(long)]
         raw: bool,
+        /// The agent's transcript instead of the raw output: its messages, tool calls
+        /// and their results, and how it ended (for a profile with an agent `format`).
+        #[arg(long, conflicts_with = "raw")]
+        transcript: bool,
     },
     /// What an execution changed in its git work tree: the diff, or a summary (--stat).
     /// While it runs, compared with the working tree now.

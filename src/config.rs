@@ -227,8 +227,10 @@ impl Config {
         providers.entry("local".into()).or_default();
 
         let mut profiles = BTreeMap::new();
-        let shell = Profile::builtin_shell();
-        profiles.insert(shell.name.clone(), shell);
+        for ready in std::iter::once(Profile::builtin_shell()).chain(crate::agent::profiles::ready_profiles()) {
+            providers.entry(ready.spec.provider.clone()).or_default();
+            profiles.insert(ready.name.clone(), ready);
+        }
         for (name, spec) in file.profiles {
             validate_name("profile", &name).map_err(|e| format!("profiles.{name}: {e}"))?;
             spec.validate().map_err(|e| format!("profiles.{name}: {e}"))?;

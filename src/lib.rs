@@ -19,12 +19,15 @@
 //!   [`dash`] is the terminal dashboard (`warden dash`), and `web/` holds the browser
 //!   dashboard the daemon serves at `/`; [`terminal`] makes agent-written text safe to
 //!   print.
+//! - [`agent`] reads the JSON streams of the agents warden knows (Claude Code, Codex,
+//!   Gemini CLI) into agent events and a summary, and holds their ready profiles.
 //! - [`credentials`] and [`sandbox`] are the trust boundary: the owner token and one
 //!   agent token per execution, and the Landlock confinement of agent processes.
 //! - [`config`], [`home`] and [`domain`] are the settings, the data dir and the nouns;
 //!   [`metrics`], [`logfile`] and [`memory`] keep the daemon observable and small.
 
 pub mod actors;
+pub mod agent;
 pub mod cli;
 pub mod client;
 pub mod commands;

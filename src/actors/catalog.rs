@@ -54,6 +54,9 @@ pub struct CatalogData {
     pub profiles: BTreeMap<String, Profile>,
     /// Agents never run here (warden's data dir, which the sandbox hides from them).
     protected: PathBuf,
+    /// The ready agent profiles the config file left as they are: an API profile of the
+    /// same name replaces one, and deleting it brings the ready one back.
+    ready: BTreeMap<String, Profile>,
 }
 
 /// A checked place to run: the profile, the workspace's name (if any), the cwd.
@@ -157,16 +160,21 @@ impl Catalog {
     /// `protected` is the data dir, where no workspace or cwd may be.
     pub fn new(store: Store, protected: PathBuf, seed: CatalogSeed) -> Self {
         let mut profiles = seed.config_profiles;
+        let ready: BTreeMap<String, Profile> = crate::agent::profiles::ready_profiles()
+            .into_iter()
+            .filter(|ready| profiles.get(&ready.name) == Some(ready))
+            .map(|ready| (ready.name.clone(), ready))
+            .collect();
         for profile in seed.api_profiles {
             // A config-file profile of the same name wins: the file is the user's word.
-            if profiles.contains_key(&profile.name) {
+            if profiles.contains_key(&profile.name) && !ready.contains_key(&profile.name) {
                 tracing::warn!(profile = %profile.name, "stored API profile is shadowed by the config file");
                 continue;
             }
             profiles.insert(profile.name.clone(), profile);
         }
         let workspaces = seed.workspaces.into_iter().map(|w| (w.id, w)).collect();
-        let view = CatalogView(Arc::new(RwLock::new(CatalogData { workspaces, profiles, protected })));
+        let view = CatalogView(Arc::new(RwLock::new(CatalogData { workspaces, profiles, protected, ready })));
         Catalog { store, view, accepting: true }
     }
 
@@ -277,6 +285,8 @@ pub struct NewProfile {
     pub sandbox: crate::domain::SandboxMode,
     #[serde(default)]
     pub isolation: crate::domain::Isolation,
+    #[serde(default)]
+    pub format: crate::domain::AgentFormat,
 }
 
 impl std::fmt::Debug for NewProfile {
@@ -298,6 +308,7 @@ impl NewProfile {
                 env: self.env,
                 sandbox: self.sandbox,
                 isolation: self.isolation,
+                format: self.format,
             },
             origin: Origin::Api,
         }
@@ -477,9 +488,15 @@ impl Handler<CreateProfile> for Catalog {
         let checked = validate_name("profile", &profile.name)
             .and_then(|()| profile.spec.validate())
             .map_err(CatalogError::Invalid)
-            .and_then(|()| match self.view.read().profiles.contains_key(&profile.name) {
-                true => Err(CatalogError::DuplicateProfile(profile.name.clone())),
-                false => Ok(profile),
+            .and_then(|()| {
+                let catalog = self.view.read();
+                match catalog.profiles.get(&profile.name) {
+                    // A ready profile is there to be replaced.
+                    Some(existing) if catalog.ready.get(&profile.name) != Some(existing) => {
+                        Err(CatalogError::DuplicateProfile(profile.name.clone()))
+                    }
+                    _ => Ok(profile),
+                }
             });
         let store = self.store.clone();
         let write = async move {
@@ -540,7 +557,10 @@ impl Handler<DeleteProfile> for Catalog {
         };
         self.atomically(write, |catalog, profile| {
             tracing::info!(profile = %profile.name, "profile deleted");
-            catalog.profiles.remove(&profile.name);
+            match catalog.ready.get(&profile.name) {
+                Some(ready) => catalog.profiles.insert(profile.name.clone(), ready.clone()),
+                None => catalog.profiles.remove(&profile.name),
+            };
             profile
         })
     }

@@ -16,7 +16,7 @@ use crate::domain::{
     SessionMessage, SessionStatus, SessionTurn,
 };
 use crate::store::idempotency::Claim;
-use crate::store::{sessions as rows, Store, StoreError};
+use crate::store::{agent_activity, sessions as rows, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeeperError {
@@ -159,7 +159,13 @@ impl SessionKeeper {
         // A placeholder until the execution id is known: no second turn starts meanwhile.
         open.running = Some(ExecutionId(0));
         let session = open.session.clone();
-        let turn = SessionTurn { session_id, session_uuid: session.session_uuid.clone(), turn: session.turns };
+        let turn = SessionTurn {
+            session_id,
+            session_uuid: session.session_uuid.clone(),
+            turn: session.turns,
+            agent_session_id: session.agent_session_id.clone(),
+            conversation_tokens: session.conversation_tokens,
+        };
         let request = NewExecution {
             prompt: message.content.clone(),
             profile: Some(session.profile.clone()),
@@ -262,6 +268,8 @@ impl Handler<CreateSession> for SessionKeeper {
                 created_at: at,
                 updated_at: at,
                 last_execution_id: None,
+                agent_session_id: None,
+                conversation_tokens: None,
             };
             let stored = session.clone();
             store
@@ -351,15 +359,23 @@ impl Handler<SendMessage> for SessionKeeper {
 impl Handler<TurnEnded> for SessionKeeper {
     type Result = ();
 
-    /// The turn's stdout becomes the agent's reply (with the final status when it did
-    /// not succeed); then the next waiting message starts.
+    /// The turn's reply becomes the agent's message — for an agent whose JSON stream
+    /// warden reads, its answer (or its last message), else its stdout — with the final
+    /// status when it did not succeed; the agent's conversation id is kept for the next
+    /// turn. Then the next waiting message starts.
     fn handle(&mut self, msg: TurnEnded, ctx: &mut Self::Context) {
         let execution = msg.execution;
         let Some(session_id) = execution.session_id else { return };
+        let agent_session_id = execution.agent.as_ref().and_then(|agent| agent.agent_session_id.clone());
+        let conversation_tokens = execution.agent.as_ref().and_then(|agent| agent.conversation_tokens);
         let session = match self.open.get_mut(&session_id) {
             Some(open) => {
                 if open.running == Some(execution.id) {
                     open.running = None;
+                }
+                if agent_session_id.is_some() {
+                    open.session.agent_session_id.clone_from(&agent_session_id);
+                    open.session.conversation_tokens = conversation_tokens;
                 }
                 Some(open.session.clone())
             }
@@ -372,7 +388,13 @@ impl Handler<TurnEnded> for SessionKeeper {
                 if rows::has_reply(c, execution_id)? {
                     return Ok(());
                 }
-                let mut content = rows::stdout_of(c, execution_id)?;
+                let mut content = match &execution.agent {
+                    Some(agent) => match agent.result.as_ref().filter(|result| !result.text.is_empty()) {
+                        Some(result) => result.text.clone(),
+                        None => agent_activity::last_message(c, execution_id)?.unwrap_or_default(),
+                    },
+                    None => rows::stdout_of(c, execution_id)?,
+                };
                 if execution.status != ExecutionStatus::Succeeded {
                     let why = execution.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
                     if !content.is_empty() {
@@ -381,6 +403,9 @@ impl Handler<TurnEnded> for SessionKeeper {
                     content.push_str(&format!("[the turn ended {}{why}]", execution.status));
                 }
                 let message = rows::insert_message(c, session_id, Role::Agent, &content, Some(execution_id), now())?;
+                if let Some(agent_session_id) = &agent_session_id {
+                    rows::set_agent_conversation(c, session_id, agent_session_id, conversation_tokens)?;
+                }
                 if let Some(session) = &session {
                     let data = serde_json::to_value(&message).unwrap_or_default();
                     log.record(c, session_event("session.message", session, data))?;

@@ -56,6 +56,8 @@ pub async fn profile(remote: &Remote, command: ProfileCommand) -> anyhow::Result
                         vec![
                             p.name.clone(),
                             p.provider.clone(),
+                            p.format.as_str().to_owned(),
+                            if p.installed { "yes" } else { "no" }.to_owned(),
                             p.approval.as_str().to_owned(),
                             shown_sandbox(p.sandbox.into()).to_owned(),
                             format!("{:?}", p.origin).to_lowercase(),
@@ -63,7 +65,10 @@ pub async fn profile(remote: &Remote, command: ProfileCommand) -> anyhow::Result
                         ]
                     })
                     .collect();
-                print_table(&["name", "provider", "approval", "sandbox", "origin", "command"], &rows);
+                print_table(
+                    &["name", "provider", "format", "installed", "approval", "sandbox", "origin", "command"],
+                    &rows,
+                );
             }
         }
         ProfileCommand::Show { name, json } => {

@@ -9,7 +9,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{Outcome, Remote};
+use crate::agent::profiles::program_installed;
 use crate::config::{Config, Overrides};
+use crate::domain::Origin;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -198,21 +200,18 @@ fn database(path: &Path) -> Vec<Finding> {
     findings
 }
 
-/// Each profile's program is on PATH (or is a path that exists).
+/// Each profile's program is on PATH (or is a path that exists). A ready agent profile
+/// whose agent is not installed is only noted: nobody asked for it.
 fn agent_binaries(config: &Config) -> Vec<Finding> {
     config
         .profiles
         .values()
-        .filter_map(|profile| Some((profile.name.clone(), profile.spec.command.first()?.clone())))
-        .map(|(name, program)| {
-            let found = if program.contains('/') {
-                Path::new(&program).exists()
-            } else {
-                std::env::var_os("PATH")
-                    .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(&program).is_file()))
-            };
-            if found {
+        .filter_map(|profile| Some((profile.name.clone(), profile.spec.command.first()?.clone(), profile.origin)))
+        .map(|(name, program, origin)| {
+            if program_installed(&program) {
                 ok("profile", format!("{name}: {program} found"))
+            } else if origin == Origin::Builtin {
+                ok("profile", format!("{name}: {program} is not installed (a ready profile, for when it is)"))
             } else {
                 warn(
                     "profile",

@@ -334,6 +334,64 @@ pub async fn logs(remote: &Remote, id: i64, follow_output: bool, raw: bool) -> a
     Ok(Outcome::Done)
 }
 
+/// `warden logs --transcript ID [-f]`: the agent's transcript as lines, then (with
+/// `-f`) each new entry as it comes, until the execution ends.
+pub async fn transcript(remote: &Remote, id: i64, follow_it: bool) -> anyhow::Result<Outcome> {
+    let client = remote.client()?;
+    let execution: Execution = client.get(&format!("/api/v1/executions/{id}")).await?;
+    if execution.agent.is_none() {
+        anyhow::bail!(
+            "execution {id} has no transcript: its profile {} writes plain text (warden logs {id} shows it)",
+            crate::terminal::escape_line(&execution.profile)
+        );
+    }
+    if follow_it {
+        let path = format!("/api/v1/executions/{id}/stream");
+        let finished = stream_with_resume(&client, &path, async |message: SseMessage| {
+            match message.event.as_str() {
+                kind if kind.starts_with("agent.") => print_entry(&serde_json::from_str(&message.data)?)?,
+                "skipped" => {
+                    let notice: serde_json::Value = serde_json::from_str(&message.data)?;
+                    let (from, to) = (notice["from_seq"].as_u64().unwrap_or(0), notice["to_seq"].as_u64().unwrap_or(0));
+                    for event in client.events_between("agent.*", Some(id), from, to).await? {
+                        print_entry(&event)?;
+                    }
+                }
+                "end" => return Ok(Some(serde_json::from_str(&message.data)?)),
+                _ => {}
+            }
+            Ok(None)
+        })
+        .await?;
+        return Ok(Outcome::Code(exit_code_of(&finished)));
+    }
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(after) => format!("/api/v1/executions/{id}/transcript?limit=500&cursor={after}"),
+            None => format!("/api/v1/executions/{id}/transcript?limit=500"),
+        };
+        let page: crate::domain::Page<Envelope> = client.get(&path).await?;
+        for entry in &page.items {
+            print_entry(entry)?;
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+fn print_entry(envelope: &Envelope) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for (_, line) in crate::agent::render::entry_lines(&envelope.kind, &envelope.data) {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
 pub async fn control(remote: &Remote, id: i64, action: &str) -> anyhow::Result<Outcome> {
     let client = remote.client()?;
     let execution: Execution = client.post(&format!("/api/v1/executions/{id}/{action}"), &json!({})).await?;

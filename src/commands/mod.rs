@@ -68,7 +68,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Open { no_browser } => dashboards::open(&remote, no_browser),
         Command::Ls { status, limit, json } => block_on(executions::list(&remote, status, limit, json)),
         Command::Show { id, json } => block_on(executions::show(&remote, id, json)),
-        Command::Logs { id, follow, raw } => block_on(executions::logs(&remote, id, follow, raw)),
+        Command::Logs { id, follow, raw, transcript: false } => block_on(executions::logs(&remote, id, follow, raw)),
+        Command::Logs { id, follow, transcript: true, .. } => block_on(executions::transcript(&remote, id, follow)),
         Command::Diff { id, path, stat, context, color } => {
             block_on(changes::diff(&remote, changes::DiffArgs { id, path, stat, context, color }))
         }

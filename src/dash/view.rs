@@ -66,7 +66,12 @@ fn draw_header(frame: &mut Frame, area: Rect, model: &Model) {
         Span::styled(link, link_style),
     ]);
     let mut providers = vec![Span::raw(" ")];
-    for provider in &model.providers {
+    // Busy providers only: the ready agents' providers exist whether used or not.
+    let busy: Vec<_> = model.providers.iter().filter(|p| p.running + p.queued + p.pending_approval > 0).collect();
+    if busy.is_empty() {
+        providers.push(Span::styled("no provider busy", Style::new().dim()));
+    }
+    for provider in busy {
         let limit = if provider.limits.max_concurrent == 0 {
             "∞".to_owned()
         } else {

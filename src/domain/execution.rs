@@ -157,6 +157,9 @@ pub struct Execution {
     /// kept with its row until its worktree is made, not shown.
     #[serde(skip)]
     pub base_ref: Option<String>,
+    /// What its agent has done so far, read from its output (null for a `text` profile).
+    #[serde(default)]
+    pub agent: Option<super::AgentSummary>,
 }
 
 words! {
@@ -208,6 +211,10 @@ pub struct SessionTurn {
     pub session_uuid: String,
     /// 1 for the first turn.
     pub turn: u32,
+    /// The agent's own conversation id from the previous turn, if it told one.
+    pub agent_session_id: Option<String>,
+    /// What that conversation had used so far, where the agent reports totals over it.
+    pub conversation_tokens: Option<super::Tokens>,
 }
 
 /// What the placeholders of an argv template stand for.
@@ -218,6 +225,12 @@ pub struct TemplateValues<'a> {
     pub session_id: Option<SessionId>,
     pub session_uuid: Option<&'a str>,
     pub turn: Option<u32>,
+    pub agent_session_id: Option<&'a str>,
+}
+
+/// Whether a template uses a placeholder.
+pub fn uses_placeholder(template: &[String], placeholder: &str) -> bool {
+    template.iter().any(|element| element.contains(placeholder))
 }
 
 /// Fills a template. Placeholders are replaced inside each element; nothing is split or
@@ -226,13 +239,14 @@ pub fn fill_template(template: &[String], values: &TemplateValues<'_>) -> Vec<St
     let id = values.execution_id.to_string();
     let session_id = values.session_id.map(|s| s.to_string()).unwrap_or_default();
     let turn = values.turn.map(|t| t.to_string()).unwrap_or_default();
-    let pairs: [(&str, &str); 6] = [
+    let pairs: [(&str, &str); 7] = [
         ("{prompt}", values.prompt),
         ("{workspace}", values.workspace),
         ("{execution_id}", &id),
         ("{session_id}", &session_id),
         ("{session_uuid}", values.session_uuid.unwrap_or("")),
         ("{turn}", &turn),
+        ("{agent_session_id}", values.agent_session_id.unwrap_or("")),
     ];
     template.iter().map(|element| substitute(element, &pairs)).collect()
 }
@@ -270,6 +284,7 @@ mod tests {
             session_id: None,
             session_uuid: None,
             turn: None,
+            agent_session_id: None,
         }
     }
 

@@ -62,6 +62,7 @@ macro_rules! words {
     };
 }
 
+mod agent;
 mod approval;
 mod changes;
 mod event;
@@ -70,6 +71,7 @@ mod page;
 mod session;
 mod word;
 
+pub use agent::*;
 pub use approval::*;
 pub use changes::*;
 pub use event::*;
@@ -268,7 +270,7 @@ pub enum Origin {
 
 /// The placeholders an argv template may use.
 pub const PLACEHOLDERS: &[&str] =
-    &["{prompt}", "{workspace}", "{execution_id}", "{session_id}", "{session_uuid}", "{turn}"];
+    &["{prompt}", "{workspace}", "{execution_id}", "{session_id}", "{session_uuid}", "{turn}", "{agent_session_id}"];
 
 /// What a profile says, as written in the config file or sent to the API.
 #[derive(Clone, PartialEq, Deserialize, Serialize, ToSchema)]
@@ -295,6 +297,10 @@ pub struct ProfileSpec {
     /// Where its executions work (default `none`: in the work tree as it is).
     #[serde(default)]
     pub isolation: Isolation,
+    /// What its agent writes on stdout (default `text`); an agent's JSON format is read
+    /// into agent events, a transcript, tokens and cost.
+    #[serde(default)]
+    pub format: AgentFormat,
 }
 
 impl fmt::Debug for ProfileSpec {
@@ -308,6 +314,7 @@ impl fmt::Debug for ProfileSpec {
             .field("env", &format_args!("<{} vars hidden>", self.env.len()))
             .field("sandbox", &self.sandbox)
             .field("isolation", &self.isolation)
+            .field("format", &self.format)
             .finish()
     }
 }
@@ -384,6 +391,7 @@ impl Profile {
                 env: BTreeMap::new(),
                 sandbox: SandboxMode::default(),
                 isolation: Isolation::None,
+                format: AgentFormat::Text,
             },
             origin: Origin::Builtin,
         }
@@ -406,7 +414,12 @@ pub struct ProfileView {
     pub sandbox: SandboxMode,
     #[serde(default)]
     pub isolation: Isolation,
+    #[serde(default)]
+    pub format: AgentFormat,
     pub origin: Origin,
+    /// Whether its program is found (a path that exists, or on the daemon's PATH).
+    #[serde(default)]
+    pub installed: bool,
 }
 
 impl From<&Profile> for ProfileView {
@@ -422,7 +435,9 @@ impl From<&Profile> for ProfileView {
             env: spec.env.keys().cloned().collect(),
             sandbox: spec.sandbox,
             isolation: spec.isolation,
+            format: spec.format,
             origin: profile.origin,
+            installed: spec.command.first().is_some_and(|program| crate::agent::profiles::program_installed(program)),
         }
     }
 }

@@ -38,6 +38,14 @@ pub struct Session {
     pub updated_at: DateTime<Utc>,
     #[schema(value_type = Option<i64>)]
     pub last_execution_id: Option<ExecutionId>,
+    /// The agent's own conversation id, from the last turn whose agent told one: the
+    /// next turn's `{agent_session_id}`.
+    #[serde(default)]
+    pub agent_session_id: Option<String>,
+    /// What the agent's conversation had used so far, where the agent reports totals
+    /// over a resumed conversation (Codex); not shown.
+    #[serde(skip)]
+    pub conversation_tokens: Option<super::Tokens>,
 }
 
 words! {

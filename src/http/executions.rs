@@ -11,7 +11,9 @@ use super::pagination::{Page, PageQuery};
 use super::problem::{ApiError, Problem};
 use crate::actors::execution_monitor::{Cancel, Enqueue, ExecutionMonitor, ExecutionReader, Pause, Resume, Retry};
 use crate::domain::SessionId;
-use crate::domain::{Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, OutputLine, Words};
+use crate::domain::{
+    Envelope, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, OutputLine, Words,
+};
 use crate::store::idempotency::Claim;
 
 type Monitor = web::Data<Addr<ExecutionMonitor>>;
@@ -57,6 +59,18 @@ pub struct OutputQuery {
     /// viewer can start at the tail of a long output.
     #[param(minimum = 1, maximum = 10000)]
     pub tail: Option<usize>,
+}
+
+/// `GET /api/v1/executions/{id}/transcript` query: a page of agent events.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TranscriptQuery {
+    /// Entries per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+    /// The previous page's `next_cursor` (the `seq` of its last entry).
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 9007199254740991_u64)]
+    pub cursor: Option<String>,
 }
 
 /// Queue an execution of a profile in a workspace or directory.
@@ -135,6 +149,26 @@ pub async fn output(
     }
     let items = reader.output(ExecutionId(*id), after, limit + 1).await?;
     Ok(HttpResponse::Ok().json(Page::from_overfetch(items, limit, |l| l.n.to_string())))
+}
+
+/// An agent execution's transcript: its agent events (`agent.started`, `agent.message`,
+/// `agent.tool_call`, `agent.tool_result`, `agent.usage`, `agent.result`) in order, as
+/// the event stream carries them; the cursor is the last event's `seq`. Empty for a
+/// `text` execution.
+#[utoipa::path(get, path = "/api/v1/executions/{id}/transcript", operation_id = "getExecutionTranscript", tag = "executions",
+    params(("id" = i64, Path), TranscriptQuery),
+    responses((status = 200, body = Page<Envelope>), (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub async fn transcript(
+    reader: Reader,
+    id: web::Path<i64>,
+    query: web::Query<TranscriptQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let page = PageQuery { limit: query.limit, cursor: query.cursor };
+    let limit = page.limit()?;
+    let after = page.cursor::<u64>()?.unwrap_or(0);
+    let body = reader.transcript_json(ExecutionId(*id), after, limit).await?;
+    Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }
 
 /// Cancel: a queued execution leaves its queue; a running one gets SIGTERM, then SIGKILL

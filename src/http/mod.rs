@@ -122,6 +122,7 @@ route_table! {
     "/executions" => [get: executions::list, post: executions::create],
     "/executions/{id}" => [get: executions::get],
     "/executions/{id}/output" => [get: executions::output],
+    "/executions/{id}/transcript" => [get: executions::transcript],
     "/executions/{id}/cancel" => [post: executions::cancel],
     "/executions/{id}/pause" => [post: executions::pause],
     "/executions/{id}/resume" => [post: executions::resume],

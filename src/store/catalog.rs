@@ -7,8 +7,8 @@ use rusqlite::{params, Connection, Row};
 
 use crate::domain::Word;
 use crate::domain::{
-    format_ts, parse_ts, ApprovalPolicy, Isolation, Origin, Profile, ProfileSpec, ProviderLimits, SandboxMode,
-    Workspace, WorkspaceId,
+    format_ts, parse_ts, AgentFormat, ApprovalPolicy, Isolation, Origin, Profile, ProfileSpec, ProviderLimits,
+    SandboxMode, Workspace, WorkspaceId,
 };
 
 fn conversion_error(column: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
@@ -71,10 +71,10 @@ pub fn upsert_profile(conn: &Connection, profile: &Profile, now: DateTime<Utc>) 
     let continue_command = spec.continue_command.as_ref().map(to_json).transpose()?;
     conn.prepare_cached(
         "INSERT INTO profiles (name, provider, command, continue_command, approval, timeout_s, env, created_at, updated_at,
-             sandbox, isolation)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)
+             sandbox, isolation, format)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11)
          ON CONFLICT (name) DO UPDATE SET provider = ?2, command = ?3, continue_command = ?4,
-             approval = ?5, timeout_s = ?6, env = ?7, updated_at = ?8, sandbox = ?9, isolation = ?10",
+             approval = ?5, timeout_s = ?6, env = ?7, updated_at = ?8, sandbox = ?9, isolation = ?10, format = ?11",
     )?
     .execute(params![
         profile.name,
@@ -87,6 +87,7 @@ pub fn upsert_profile(conn: &Connection, profile: &Profile, now: DateTime<Utc>) 
         format_ts(&now),
         spec.sandbox.as_str(),
         spec.isolation.as_str(),
+        spec.format.as_str(),
     ])?;
     Ok(())
 }
@@ -97,7 +98,7 @@ pub fn delete_profile(conn: &Connection, name: &str) -> rusqlite::Result<usize> 
 
 pub fn all_profiles(conn: &Connection) -> rusqlite::Result<Vec<Profile>> {
     let mut stmt = conn.prepare(
-        "SELECT name, provider, command, continue_command, approval, timeout_s, env, sandbox, isolation
+        "SELECT name, provider, command, continue_command, approval, timeout_s, env, sandbox, isolation, format
          FROM profiles ORDER BY name",
     )?;
     let rows = stmt.query_map([], |row| {
@@ -116,6 +117,7 @@ pub fn all_profiles(conn: &Connection) -> rusqlite::Result<Vec<Profile>> {
                 env: json_column(row, 6)?,
                 sandbox: SandboxMode::parse(row.get_ref(7)?.as_str()?).unwrap_or_default(),
                 isolation: Isolation::parse(row.get_ref(8)?.as_str()?).unwrap_or_default(),
+                format: AgentFormat::parse(row.get_ref(9)?.as_str()?).unwrap_or_default(),
             },
             origin: Origin::Api,
         })

@@ -79,6 +79,7 @@ fn execution_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
         base: row.get(22)?,
         base_ref: row.get(23)?,
         base_branch: row.get(24)?,
+        agent: None,
     })
 }
 
@@ -124,6 +125,9 @@ pub fn insert(
         execution.isolation.as_str(),
         execution.base_ref,
     ])?;
+    if let Some(agent) = &execution.agent {
+        super::agent_activity::store_summary(conn, execution.id, agent)?;
+    }
     Ok(())
 }
 
@@ -309,9 +313,15 @@ pub fn worktrees_of_final(conn: &Connection) -> rusqlite::Result<Vec<EndedWorktr
 }
 
 pub fn get(conn: &Connection, id: ExecutionId) -> rusqlite::Result<Option<Execution>> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM executions WHERE id = ?1"))?
+    let Some(mut execution) = conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM executions WHERE id = ?1"))?
         .query_row([id.0], execution_row)
-        .optional()
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    execution.agent = super::agent_activity::summary(conn, id)?;
+    Ok(Some(execution))
 }
 
 /// The request an execution was made from, for a retry.

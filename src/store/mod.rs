@@ -3,6 +3,7 @@
 //! Actors hold a `Store` and call [`Store::write`] / [`Store::read`] with a closure over
 //! the typed queries in the submodules; nothing else opens the database.
 
+pub mod agent_activity;
 pub mod approvals;
 pub mod catalog;
 pub mod events;
@@ -135,6 +136,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0011_trust_boundary.sql")),
         M::up(include_str!("../../migrations/0012_worktree_isolation.sql")),
         M::up(include_str!("../../migrations/0013_merge_target.sql")),
+        M::up(include_str!("../../migrations/0014_agent_activity.sql")),
     ])
 }
 

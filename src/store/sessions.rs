@@ -6,10 +6,11 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::catalog::ts_column;
 use crate::domain::Word;
-use crate::domain::{format_ts, ExecutionId, Role, Session, SessionId, SessionMessage, SessionStatus};
+use crate::domain::{format_ts, ExecutionId, Role, Session, SessionId, SessionMessage, SessionStatus, Tokens};
 
 const COLUMNS: &str =
-    "id, title, workspace, cwd, profile, status, session_uuid, turns, created_at, updated_at, last_execution_id";
+    "id, title, workspace, cwd, profile, status, session_uuid, turns, created_at, updated_at, last_execution_id, \
+     agent_session_id, conversation_tokens";
 
 fn session_row(row: &Row<'_>) -> rusqlite::Result<Session> {
     let status: String = row.get(5)?;
@@ -26,6 +27,8 @@ fn session_row(row: &Row<'_>) -> rusqlite::Result<Session> {
         created_at: ts_column(row, 8)?,
         updated_at: ts_column(row, 9)?,
         last_execution_id: row.get(10)?,
+        agent_session_id: row.get(11)?,
+        conversation_tokens: row.get::<_, Option<String>>(12)?.and_then(|text| serde_json::from_str(&text).ok()),
     })
 }
 
@@ -43,7 +46,7 @@ fn message_row(row: &Row<'_>) -> rusqlite::Result<SessionMessage> {
 
 pub fn insert(conn: &Connection, session: &Session) -> rusqlite::Result<()> {
     conn.prepare_cached(&format!(
-        "INSERT INTO sessions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        "INSERT INTO sessions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL)"
     ))?
     .execute(params![
         session.id,
@@ -57,14 +60,17 @@ pub fn insert(conn: &Connection, session: &Session) -> rusqlite::Result<()> {
         format_ts(&session.created_at),
         format_ts(&session.updated_at),
         session.last_execution_id,
+        session.agent_session_id,
     ])?;
     Ok(())
 }
 
-/// Stores the changeable fields: title, status, turns, last execution.
+/// Stores the changeable fields: title, status, turns, last execution, the agent's
+/// conversation id.
 pub fn update(conn: &Connection, session: &Session) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "UPDATE sessions SET title = ?2, status = ?3, turns = ?4, updated_at = ?5, last_execution_id = ?6 WHERE id = ?1",
+        "UPDATE sessions SET title = ?2, status = ?3, turns = ?4, updated_at = ?5, last_execution_id = ?6,
+             agent_session_id = ?7 WHERE id = ?1",
     )?
     .execute(params![
         session.id,
@@ -72,8 +78,26 @@ pub fn update(conn: &Connection, session: &Session) -> rusqlite::Result<()> {
         session.status.as_str(),
         session.turns,
         format_ts(&session.updated_at),
-        session.last_execution_id
+        session.last_execution_id,
+        session.agent_session_id
     ])?;
+    Ok(())
+}
+
+/// Keeps the agent's own conversation id (and what it had used) for the session's next
+/// turn.
+pub fn set_agent_conversation(
+    conn: &Connection,
+    id: SessionId,
+    agent_session_id: &str,
+    tokens: Option<Tokens>,
+) -> rusqlite::Result<()> {
+    let tokens = tokens
+        .map(|t| serde_json::to_string(&t))
+        .transpose()
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    conn.prepare_cached("UPDATE sessions SET agent_session_id = ?2, conversation_tokens = ?3 WHERE id = ?1")?
+        .execute(params![id, agent_session_id, tokens])?;
     Ok(())
 }
 

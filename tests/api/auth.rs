@@ -121,6 +121,7 @@ async fn status_describes_the_daemon() {
     assert_eq!(status["data_dir"], d.home.dir().to_str().unwrap());
     assert!(status["uptime_s"].as_u64().is_some());
     assert_eq!(status["counts"]["workspaces"], 0);
-    assert_eq!(status["counts"]["profiles"], 1);
+    // `shell` and the ready agent profiles (claude, codex, gemini).
+    assert_eq!(status["counts"]["profiles"], 4);
     assert_eq!(status["counts"]["clients"]["max"], 10);
 }

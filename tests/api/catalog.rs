@@ -148,8 +148,7 @@ async fn the_builtin_shell_profile_and_local_provider_exist() {
     assert_eq!(shell["approval"], "never");
     assert_eq!(shell["origin"], "builtin");
     let providers = d.get_ok("/api/v1/providers").await;
-    let local = &items(&providers)[0];
-    assert_eq!(local["name"], "local");
+    let local = items(&providers).iter().find(|p| p["name"] == "local").expect("the local provider").clone();
     assert_eq!((local["running"].as_u64(), local["queued"].as_u64()), (Some(0), Some(0)));
     expect_problem(d.get("/api/v1/profiles/nope").await, StatusCode::NOT_FOUND, "not_found").await;
     expect_problem(d.get("/api/v1/providers/nope").await, StatusCode::NOT_FOUND, "not_found").await;
@@ -207,7 +206,7 @@ env = { CLAUDE_FLAG = "1" }
 async fn api_profiles_are_created_changed_deleted_and_survive_a_restart() {
     let d = spawn_daemon().await;
     let body = json!({
-        "name": "codex", "provider": "openai", "command": ["codex", "exec", "{prompt}"],
+        "name": "my-codex", "provider": "openai", "command": ["codex", "exec", "{prompt}"],
         "approval": "always", "env": {"OPENAI_MODEL": "x"}
     });
     let created = expect_json(d.post("/api/v1/profiles", &body).await, StatusCode::CREATED).await;
@@ -221,18 +220,41 @@ async fn api_profiles_are_created_changed_deleted_and_survive_a_restart() {
     expect_problem(d.post("/api/v1/profiles", &body).await, StatusCode::CONFLICT, "conflict").await;
 
     let spec = json!({"provider": "openai", "command": ["codex", "{prompt}"], "timeout_s": 60});
-    let updated = expect_json(d.put("/api/v1/profiles/codex", &spec).await, StatusCode::OK).await;
+    let updated = expect_json(d.put("/api/v1/profiles/my-codex", &spec).await, StatusCode::OK).await;
     assert_eq!(updated["command"], json!(["codex", "{prompt}"]));
     assert_eq!(updated["approval"], "never");
     expect_problem(d.put("/api/v1/profiles/missing", &spec).await, StatusCode::NOT_FOUND, "not_found").await;
 
     let d = d.restart().await;
-    assert_eq!(d.get_ok("/api/v1/profiles/codex").await, updated);
+    assert_eq!(d.get_ok("/api/v1/profiles/my-codex").await, updated);
 
-    expect_json(d.delete("/api/v1/profiles/codex").await, StatusCode::OK).await;
-    expect_problem(d.get("/api/v1/profiles/codex").await, StatusCode::NOT_FOUND, "not_found").await;
+    expect_json(d.delete("/api/v1/profiles/my-codex").await, StatusCode::OK).await;
+    expect_problem(d.get("/api/v1/profiles/my-codex").await, StatusCode::NOT_FOUND, "not_found").await;
     let d = d.restart().await;
-    expect_problem(d.get("/api/v1/profiles/codex").await, StatusCode::NOT_FOUND, "not_found").await;
+    expect_problem(d.get("/api/v1/profiles/my-codex").await, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[actix_web::test]
+async fn ready_agent_profiles_exist_and_an_api_profile_replaces_one_until_deleted() {
+    let d = spawn_daemon().await;
+    let claude = d.get_ok("/api/v1/profiles/claude").await;
+    assert_eq!((claude["origin"].as_str(), claude["format"].as_str()), (Some("builtin"), Some("claude-stream-json")));
+    assert_eq!(claude["provider"], "anthropic");
+    assert!(claude["continue_command"].to_string().contains("{agent_session_id}"), "{claude}");
+    for (name, format) in [("codex", "codex-json"), ("gemini", "gemini-stream-json")] {
+        assert_eq!(d.get_ok(&format!("/api/v1/profiles/{name}")).await["format"], format);
+    }
+    // A ready profile cannot be changed in place, but one of the user's may take its name.
+    let spec = json!({"provider": "anthropic", "command": ["my-claude", "{prompt}"]});
+    expect_problem(d.put("/api/v1/profiles/claude", &spec).await, StatusCode::CONFLICT, "read_only").await;
+    let mine = json!({"name": "claude", "provider": "anthropic", "command": ["my-claude", "{prompt}"]});
+    let created = expect_json(d.post("/api/v1/profiles", &mine).await, StatusCode::CREATED).await;
+    assert_eq!((created["origin"].as_str(), created["format"].as_str()), (Some("api"), Some("text")));
+    let d = d.restart().await;
+    assert_eq!(d.get_ok("/api/v1/profiles/claude").await["command"], json!(["my-claude", "{prompt}"]));
+    expect_json(d.delete("/api/v1/profiles/claude").await, StatusCode::OK).await;
+    assert_eq!(d.get_ok("/api/v1/profiles/claude").await, claude, "the ready profile is back");
+    expect_problem(d.delete("/api/v1/profiles/claude").await, StatusCode::CONFLICT, "read_only").await;
 }
 
 #[actix_web::test]
@@ -252,7 +274,8 @@ async fn invalid_profiles_are_422_problems() {
         expect_problem(d.post("/api/v1/profiles", &body).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
             .await;
     }
-    assert_eq!(items(&d.get_ok("/api/v1/profiles").await).len(), 1);
+    let names: Vec<Value> = items(&d.get_ok("/api/v1/profiles").await).iter().map(|p| p["name"].clone()).collect();
+    assert_eq!(names, [json!("claude"), json!("codex"), json!("gemini"), json!("shell")], "nothing was added");
 }
 
 #[actix_web::test]

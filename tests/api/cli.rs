@@ -262,14 +262,19 @@ async fn profile_and_provider_commands_show_the_catalog() {
         stdout(&profiles)
     );
     let json: Value = serde_json::from_slice(&warden(home, &["profile", "ls", "--json"]).await.stdout).unwrap();
-    assert_eq!(json[0]["name"], "shell");
+    let shell = json.as_array().unwrap().iter().find(|p| p["name"] == "shell").expect("shell is listed");
+    assert_eq!((shell["format"].as_str(), shell["installed"].as_bool()), (Some("text"), Some(true)));
+    let table = stdout(&profiles);
+    let claude_row = table.lines().find(|l| l.starts_with("claude")).expect("claude is listed");
+    assert!(claude_row.contains("claude-stream-json"), "{table}");
 
     let set = warden(home, &["provider", "set", "local", "--max-concurrent", "3"]).await;
     assert!(set.status.success(), "{}", stderr(&set));
     let set = warden(home, &["provider", "set", "local", "--rate-per-minute", "12"]).await;
     assert!(set.status.success(), "{}", stderr(&set));
     let json: Value = serde_json::from_slice(&warden(home, &["provider", "ls", "--json"]).await.stdout).unwrap();
-    assert_eq!((json[0]["max_concurrent"].as_u64(), json[0]["rate_per_minute"].as_u64()), (Some(3), Some(12)));
+    let local = json.as_array().unwrap().iter().find(|p| p["name"] == "local").expect("local is listed");
+    assert_eq!((local["max_concurrent"].as_u64(), local["rate_per_minute"].as_u64()), (Some(3), Some(12)));
     let table = stdout(&warden(home, &["provider", "ls"]).await);
     assert!(table.contains("local") && table.contains("12"), "{table}");
 }

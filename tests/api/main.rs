@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod agents;
 mod approvals;
 mod auth;
 mod catalog;

@@ -10,14 +10,14 @@ use nix::sys::signal::Signal;
 
 use super::executions::{execution_event, KeepShowing, ProcessEnded, Reply, TurnEnded};
 use super::lifecycle::{self, Command, Effect, Ending, Now, Phase, Refused};
-use super::process::{self, signal_group, SpawnSpec};
+use super::process::{self, signal_group, AgentCapture, SpawnSpec};
 use super::{ExecutionMonitor, MonitorError};
 use crate::actors::approval_arbiter::CancelForExecution;
 use crate::actors::change_tracker::{PrepareWorktree, RemoveWorktree, SnapshotEnd, SnapshotStart};
 use crate::domain::{ChangesSummary, ExecutionId, Isolation, SandboxMode};
 use crate::sandbox::Confinement;
-use crate::store::executions as rows;
 use crate::store::OutputSource;
+use crate::store::{agent_activity, executions as rows};
 
 /// Why a command was not applied to a run.
 #[derive(Debug, thiserror::Error)]
@@ -225,8 +225,14 @@ impl ExecutionMonitor {
         });
         let source =
             OutputSource { execution_id: id, session_id: execution.session_id, workspace: execution.workspace.clone() };
-        let spec = SpawnSpec { source, argv: execution.argv.clone(), cwd: dir, env, confinement };
         let monitor = ctx.address();
+        let agent = execution.agent.as_ref().map(|agent| AgentCapture {
+            format: agent.format,
+            conversation: agent.conversation_tokens,
+            provider: execution.provider.clone(),
+            progress: monitor.clone().recipient(),
+        });
+        let spec = SpawnSpec { source, argv: execution.argv.clone(), cwd: dir, env, confinement, agent };
         let spawned = process::spawn(&self.capture, spec, self.store.clone(), move |exit| {
             monitor.do_send(ProcessEnded { id, exit })
         });
@@ -289,16 +295,20 @@ impl ExecutionMonitor {
         let (store, monitor) = (self.store.clone(), ctx.address());
         let turn_listener = finished.session_id.and(self.turn_listener.clone());
         actix::spawn(async move {
-            let row = finished.clone();
+            let mut row = finished.clone();
             let stored = store.record("finish execution", move |c, log| {
+                // Queued behind all of its output: the stored summary is its last.
+                if row.agent.is_some() {
+                    row.agent = agent_activity::summary(c, id)?.or(row.agent);
+                }
                 rows::mark_finished(c, &row)?;
                 log.record(c, execution_event("execution.finished", &row))?;
-                Ok(())
+                Ok(row)
             });
             match stored.await {
-                Ok(()) => {
+                Ok(row) => {
                     if let Some(listener) = turn_listener {
-                        listener.do_send(TurnEnded { execution: finished });
+                        listener.do_send(TurnEnded { execution: row });
                     }
                 }
                 Err(e) => {

@@ -16,8 +16,8 @@ use crate::actors::catalog::Target;
 use crate::actors::change_tracker::ChangesRecorded;
 use crate::credentials::IssuedToken;
 use crate::domain::{
-    fill_template, now, validate_env, ApprovalId, ApprovalKind, ApprovalPolicy, Execution, ExecutionId,
-    ExecutionStatus, Isolation, NewEvent, NewExecution, SessionTurn, TemplateValues,
+    fill_template, now, uses_placeholder, validate_env, AgentSummary, ApprovalId, ApprovalKind, ApprovalPolicy,
+    Execution, ExecutionId, ExecutionStatus, Isolation, NewEvent, NewExecution, SessionTurn, TemplateValues,
 };
 use crate::store::executions as rows;
 use crate::store::idempotency::Claim;
@@ -286,8 +286,15 @@ impl ExecutionMonitor {
         let id = ExecutionId(self.next_id);
         self.next_id += 1;
         // From a session's second turn on, the profile's continue_command (if any).
+        // A continue command that resumes the agent's own conversation needs its id: a
+        // session whose agent never told one starts it afresh.
         let template = match (&turn, &profile.spec.continue_command) {
-            (Some(t), Some(continued)) if t.turn > 1 => continued,
+            (Some(t), Some(continued))
+                if t.turn > 1
+                    && (t.agent_session_id.is_some() || !uses_placeholder(continued, "{agent_session_id}")) =>
+            {
+                continued
+            }
             _ => &profile.spec.command,
         };
         // Outside a session, `{session_uuid}` is a fresh UUID, never empty: an agent's
@@ -302,6 +309,7 @@ impl ExecutionMonitor {
                 session_id: turn.as_ref().map(|t| t.session_id),
                 session_uuid: Some(turn.as_ref().map_or(fresh_uuid.as_str(), |t| t.session_uuid.as_str())),
                 turn: turn.as_ref().map(|t| t.turn),
+                agent_session_id: turn.as_ref().and_then(|t| t.agent_session_id.as_deref()),
             },
         );
         let gated = profile.spec.approval == ApprovalPolicy::Always;
@@ -332,6 +340,10 @@ impl ExecutionMonitor {
             worktree: None,
             base: None,
             base_branch: None,
+            agent: (!profile.spec.format.is_text()).then(|| AgentSummary {
+                conversation_tokens: turn.as_ref().and_then(|t| t.conversation_tokens),
+                ..AgentSummary::new(profile.spec.format)
+            }),
             base_ref: request.base,
         };
         Ok((execution, request.env))

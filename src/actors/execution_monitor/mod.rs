@@ -7,6 +7,7 @@
 //! publishes the run to the [`LiveExecutions`] read model, which nothing else writes.
 //! Workspaces and profiles are the Catalog's; the monitor reads them from its view.
 
+mod agent;
 mod effects;
 pub mod executions;
 mod gating;
@@ -38,6 +39,7 @@ use crate::store::{Store, StoreError};
 use lifecycle::Run;
 use providers::ProviderState;
 
+pub use agent::AgentProgress;
 pub use executions::*;
 pub use providers::*;
 pub use view::ExecutionReader;

@@ -17,9 +17,14 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{oneshot, Semaphore};
 
+use actix::Recipient;
+
+use super::agent::AgentProgress;
+use crate::agent::{AgentReader, Batch};
 use crate::credentials::token_hash;
-use crate::domain::{now, OutputStream, SandboxApplied};
+use crate::domain::{now, AgentFormat, OutputStream, SandboxApplied, Tokens};
 use crate::sandbox::{Confinement, Sandboxer};
+use crate::store::agent_activity::{self, SpendAccount};
 use crate::store::{OutputSource, PreparedChunk, Store, MAX_CHUNK_LINES};
 
 /// Lines longer than this are split, so one line can never hold the whole output.
@@ -46,6 +51,37 @@ pub struct SpawnSpec {
     pub env: BTreeMap<String, String>,
     /// How to confine it; `None` runs it unsandboxed (`sandbox = "off"`).
     pub confinement: Option<Confinement>,
+    /// For an agent that writes a JSON stream: how to read it (none for `text`).
+    pub agent: Option<AgentCapture>,
+}
+
+/// How an agent execution's stdout is read into agent activity, and who is told.
+pub struct AgentCapture {
+    pub format: AgentFormat,
+    /// What a resumed conversation had used before (see `AgentReader::new`).
+    pub conversation: Option<Tokens>,
+    /// Whose spend it is.
+    pub provider: String,
+    /// Told after each stored batch (the monitor).
+    pub progress: Recipient<AgentProgress>,
+}
+
+/// The stdout side of an agent execution's capture: its reader, and where its activity
+/// goes.
+struct AgentSide {
+    reader: AgentReader,
+    provider: Arc<str>,
+    progress: Recipient<AgentProgress>,
+}
+
+impl AgentSide {
+    fn new(capture: AgentCapture) -> Option<Self> {
+        Some(AgentSide {
+            reader: AgentReader::new(capture.format, capture.conversation)?,
+            provider: capture.provider.into(),
+            progress: capture.progress,
+        })
+    }
 }
 
 /// A started process group.
@@ -150,7 +186,15 @@ pub fn spawn(
             let sent = thread.spawn_fn(move || {
                 let started = start(&spec, SandboxApplied::Off);
                 let _ = answer.send(started.map(|(child, spawned)| {
-                    capture_here(child, spawned.pid, spec.source, store, opened, capture.running, on_exit);
+                    capture_here(
+                        child,
+                        spawned.pid,
+                        (spec.source, spec.agent),
+                        store,
+                        opened,
+                        capture.running,
+                        on_exit,
+                    );
                     spawned
                 }));
             });
@@ -170,7 +214,7 @@ pub fn spawn(
                 let spawned = started.map(|(child, spawned)| {
                     let pid = spawned.pid;
                     capture.thread.clone().spawn_fn(move || {
-                        capture_here(child, pid, spec.source, store, opened, capture.running, on_exit);
+                        capture_here(child, pid, (spec.source, spec.agent), store, opened, capture.running, on_exit);
                         sandboxer.prepare_next();
                     });
                     spawned
@@ -212,7 +256,7 @@ fn start(spec: &SpawnSpec, sandbox: SandboxApplied) -> Result<(tokio::process::C
 fn capture_here(
     mut child: tokio::process::Child,
     pid: i32,
-    source: OutputSource,
+    (source, agent): (OutputSource, Option<AgentCapture>),
     store: Store,
     gate: oneshot::Receiver<()>,
     running: Arc<AtomicUsize>,
@@ -231,8 +275,9 @@ fn capture_here(
     actix_rt::spawn(async move {
         // Dropped or sent, the gate opens the same way.
         let _ = gate.await;
-        let stdout = stdout.map(|out| actix_rt::spawn(capture(out, OutputStream::Stdout, sink.clone())));
-        let stderr = stderr.map(|err| actix_rt::spawn(capture(err, OutputStream::Stderr, sink)));
+        let agent = agent.and_then(AgentSide::new);
+        let stdout = stdout.map(|out| actix_rt::spawn(capture(out, OutputStream::Stdout, sink.clone(), agent)));
+        let stderr = stderr.map(|err| actix_rt::spawn(capture(err, OutputStream::Stderr, sink, None)));
         let status = child.wait().await;
         // The leader is gone: take every process left in its group with it.
         signal_group(pid, Signal::SIGKILL);
@@ -276,28 +321,79 @@ struct OutputSink {
 
 impl OutputSink {
     /// Queues a read's chunks for the store, in order; waits first while too many are
-    /// in flight (backpressure on the process).
-    async fn persist(&self, stream: OutputStream, chunks: Vec<Chunk>, ts: DateTime<Utc>) {
+    /// in flight (backpressure on the process). An agent's lines are read into agent
+    /// activity here, and stored with them.
+    async fn persist(
+        &self,
+        stream: OutputStream,
+        chunks: Vec<Chunk>,
+        ts: DateTime<Utc>,
+        mut agent: Option<&mut AgentSide>,
+    ) {
         for chunk in chunks {
             let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
+            let activity = agent.as_deref_mut().map(|side| side.reader.read_lines(&chunk.text));
             // Numbered and queued with no wait in between: both streams' capture tasks run
             // on this thread, so line numbers follow the order the chunks are stored in.
             let first_n = self.counter.fetch_add(chunk.lines, Ordering::Relaxed) + 1;
             let mut prepared = PreparedChunk::new(&self.source, first_n, stream, ts, chunk.text);
-            // The chunk comes back once stored, so that it is freed on this thread, which
-            // allocated it.
-            let committed = self.store.record_queued("insert output", move |c, log| {
-                let recorded = log.record_output(c, &mut prepared);
-                // Taken into the transaction: capture may queue the next chunk while this
-                // batch commits, so the writer never waits for it.
-                drop(permit);
-                recorded.map(|()| prepared)
-            });
-            actix_rt::spawn(async move {
-                if let Err(e) = committed.await {
-                    tracing::error!(error = %e, "storing output failed");
+            match (activity.filter(|batch| !batch.is_empty()), agent.as_deref()) {
+                (Some(batch), Some(side)) => {
+                    let stored = self.store_activity(side, batch, ts, move |c, log| {
+                        let recorded = log.record_output(c, &mut prepared);
+                        drop(permit);
+                        recorded
+                    });
+                    actix_rt::spawn(stored);
                 }
-            });
+                _ => {
+                    // The chunk comes back once stored, so that it is freed on this
+                    // thread, which allocated it.
+                    let committed = self.store.record_queued("insert output", move |c, log| {
+                        let recorded = log.record_output(c, &mut prepared);
+                        // Taken into the transaction: capture may queue the next chunk
+                        // while this batch commits, so the writer never waits for it.
+                        drop(permit);
+                        recorded.map(|()| prepared)
+                    });
+                    actix_rt::spawn(async move {
+                        if let Err(e) = committed.await {
+                            tracing::error!(error = %e, "storing output failed");
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Stores an agent batch after what `first` stores (its output lines), in one
+    /// transaction, then tells the monitor.
+    fn store_activity(
+        &self,
+        side: &AgentSide,
+        batch: Batch,
+        ts: DateTime<Utc>,
+        first: impl FnOnce(&rusqlite::Connection, &mut crate::store::EventLog) -> rusqlite::Result<()> + Send + 'static,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let (source, provider, progress) = (self.source.clone(), side.provider.clone(), side.progress.clone());
+        let day = ts.format("%Y-%m-%d").to_string();
+        let committed = self.store.record_queued("insert agent output", move |c, log| {
+            first(c, log)?;
+            let account = SpendAccount { provider: &provider, day: &day };
+            agent_activity::record(c, log, &source, &account, &batch)?;
+            Ok(AgentProgress {
+                id: source.execution_id,
+                summary: batch.summary,
+                provider: provider.to_string(),
+                day,
+                spent: batch.spent,
+            })
+        });
+        async move {
+            match committed.await {
+                Ok(stored) => progress.do_send(stored),
+                Err(e) => tracing::error!(error = %e, "storing agent output failed"),
+            }
         }
     }
 }
@@ -344,7 +440,7 @@ impl Chunker {
 }
 
 /// Reads one stream to its end, queueing each read's lines in chunks.
-async fn capture(reader: impl AsyncRead + Unpin, stream: OutputStream, sink: OutputSink) {
+async fn capture(reader: impl AsyncRead + Unpin, stream: OutputStream, sink: OutputSink, mut agent: Option<AgentSide>) {
     let id = sink.source.execution_id;
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     // A line that a read ended in the middle of.
@@ -391,12 +487,18 @@ async fn capture(reader: impl AsyncRead + Unpin, stream: OutputStream, sink: Out
         }
         let consumed = chunk.len();
         reader.consume(consumed);
-        sink.persist(stream, chunker.take(), read_at).await;
+        sink.persist(stream, chunker.take(), read_at, agent.as_mut()).await;
     }
     if !line.is_empty() {
         // A last line without a newline is kept.
         chunker.push(&line);
-        sink.persist(stream, chunker.take(), now()).await;
+        sink.persist(stream, chunker.take(), now(), agent.as_mut()).await;
+    }
+    if let Some(side) = agent.as_mut() {
+        let held_back = side.reader.finish();
+        if !held_back.is_empty() {
+            sink.store_activity(side, held_back, now(), |_, _| Ok(())).await;
+        }
     }
 }
 

@@ -9,8 +9,8 @@ use bytes::Bytes;
 
 use super::{LiveExecutions, MonitorError};
 use crate::domain::{Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, OutputLine};
-use crate::store::executions as rows;
 use crate::store::Store;
+use crate::store::{agent_activity, executions as rows};
 
 /// A list page's JSON body being written: items as they come (stored JSON is copied,
 /// not parsed), then the cursor.
@@ -167,6 +167,30 @@ impl ExecutionReader {
     pub async fn output_tail(&self, id: ExecutionId, count: usize) -> Result<Vec<OutputLine>, MonitorError> {
         self.get(id).await?;
         Ok(self.store.read("read output tail", move |c| rows::output_tail(c, id, count)).await?)
+    }
+
+    /// A page of an execution's transcript after `after` (a seq), as the body
+    /// `{"items":[…],"next_cursor":…}` made of the stored events; an unknown execution
+    /// is a 404.
+    pub async fn transcript_json(&self, id: ExecutionId, after: u64, limit: usize) -> Result<String, MonitorError> {
+        self.get(id).await?;
+        let mut entries =
+            self.store.read("read transcript", move |c| agent_activity::transcript(c, id, after, limit + 1)).await?;
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        let mut body = String::from("{\"items\":[");
+        for (i, (_, json)) in entries.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(json);
+        }
+        body.push_str("],\"next_cursor\":");
+        match entries.last().filter(|_| more) {
+            Some((seq, _)) => body.push_str(&format!("\"{seq}\"}}")),
+            None => body.push_str("null}"),
+        }
+        Ok(body)
     }
 
     /// The request an execution was made from, for a retry.
