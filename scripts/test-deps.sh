@@ -2,7 +2,8 @@
 # Installs what the test suite needs on a fresh Debian machine, skipping what is there:
 # cargo-nextest, and Debian packages for the tests that drive real tools (git for the
 # workspace-changes tests, tmux for the terminal dashboard,
-# chromium for the web dashboard), the npm packages of tests/web (playwright-core), and
+# chromium for the web dashboard), the npm packages of tests/web (playwright-core) and
+# tests/agents (the real Claude Code and Codex CLIs, run against mock model APIs), and
 # schemathesis and openapi-spec-validator (PyPI) in tests/contract/.venv.
 set -euo pipefail
 
@@ -26,6 +27,12 @@ fi
 # playwright-core for the web dashboard test (it drives the system chromium).
 if [ ! -d tests/web/node_modules/playwright-core ] || [ tests/web/package-lock.json -nt tests/web/node_modules ]; then
   (cd tests/web && npm ci --no-audit --no-fund)
+fi
+
+# The real agents for tests/api/real_agents.rs (native binaries, about 800 MB).
+if [ ! -x tests/agents/node_modules/.bin/claude ] || [ ! -x tests/agents/node_modules/.bin/codex ] \
+  || [ tests/agents/package-lock.json -nt tests/agents/node_modules ]; then
+  (cd tests/agents && npm ci --no-audit --no-fund)
 fi
 
 # schemathesis and openapi-spec-validator for the contract test (tests/api/contract.rs), in a venv of its own.

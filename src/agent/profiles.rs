@@ -32,9 +32,12 @@ fn ready(name: &str, provider: &str, format: AgentFormat, command: &[&str], cont
 
 /// The ready agent profiles. Flags as each CLI documents them: Claude Code's
 /// `-p --output-format stream-json --verbose` and `--resume <session id>`; Codex's
-/// `exec --json` (with its workspace-write sandbox, so it may edit the work tree) and
-/// `exec resume <thread id>`; Gemini CLI's `--output-format stream-json` and
-/// `--resume <session id>`.
+/// `exec --json` and `exec resume <thread id>`; Gemini CLI's `--output-format
+/// stream-json` and `--resume <session id>`. Codex's own sandbox is off
+/// (`danger-full-access`): it is made with bubblewrap, whose mount namespace a process
+/// under warden's Landlock sandbox may not make, so every command it ran would fail;
+/// warden's sandbox confines it instead (`sandbox = "workspace-write"` on a profile of
+/// your own keeps its writes in the work tree).
 pub fn ready_profiles() -> Vec<Profile> {
     vec![
         ready(
@@ -58,14 +61,14 @@ pub fn ready_profiles() -> Vec<Profile> {
             "codex",
             "openai",
             AgentFormat::CodexJson,
-            &["codex", "exec", "--json", "--skip-git-repo-check", "--sandbox", "workspace-write", "--", "{prompt}"],
+            &["codex", "exec", "--json", "--skip-git-repo-check", "--sandbox", "danger-full-access", "--", "{prompt}"],
             &[
                 "codex",
                 "exec",
                 "--json",
                 "--skip-git-repo-check",
                 "--sandbox",
-                "workspace-write",
+                "danger-full-access",
                 "resume",
                 "{agent_session_id}",
                 "--",

@@ -453,24 +453,3 @@ async fn a_confined_agent_commits_in_its_worktree_but_cannot_touch_the_repositor
     assert_eq!(d.output_text(&unconfined["id"]).await, "committed\nconfig-written");
     assert_ne!(std::fs::read(&config).unwrap(), before);
 }
-
-/// A directory outside those `workspace-write` lets every agent write (`/tmp`, `/var/tmp`,
-/// `$TMPDIR`): cargo's temp dir for tests when the checkout is elsewhere, else a
-/// directory in `$HOME` (removed with the repository in it).
-fn outside_scratch_dirs() -> std::path::PathBuf {
-    let scratch: Vec<std::path::PathBuf> = ["/tmp", "/var/tmp"]
-        .into_iter()
-        .map(std::path::PathBuf::from)
-        .chain(std::env::var_os("TMPDIR").map(std::path::PathBuf::from))
-        .filter_map(|dir| dir.canonicalize().ok())
-        .collect();
-    let home = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".warden-test-repos"));
-    [Some(std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))), home]
-        .into_iter()
-        .flatten()
-        .find(|dir| {
-            std::fs::create_dir_all(dir).is_ok()
-                && dir.canonicalize().is_ok_and(|dir| !scratch.iter().any(|s| dir.starts_with(s)))
-        })
-        .expect("a directory outside /tmp, /var/tmp and $TMPDIR (cargo's target dir or $HOME) for this test")
-}
