@@ -22,6 +22,10 @@ CREATE TABLE provider_spend (
     PRIMARY KEY (provider, day)
 ) WITHOUT ROWID;
 
+-- Daily budgets on a provider (NULL: none).
+ALTER TABLE providers ADD COLUMN max_cost_usd_per_day REAL;
+ALTER TABLE providers ADD COLUMN max_tokens_per_day INTEGER;
+
 -- The agent's own conversation id, from a session's last turn that told one: the next
 -- turn's `{agent_session_id}`.
 ALTER TABLE sessions ADD COLUMN agent_session_id TEXT;

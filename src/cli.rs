@@ -404,19 +404,39 @@ pub enum ProviderCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Set a provider's limits (applies to its queue at once).
+    /// Set a provider's limits (applies to its queue at once). Limits left out stay as
+    /// they are.
+    #[command(group(clap::ArgGroup::new("limit").required(true).multiple(true)))]
     Set {
         name: String,
-        /// Executions at once; 0 = unlimited. Unchanged when left out.
-        #[arg(long, required_unless_present = "rate_per_minute")]
+        /// Executions at once; 0 = unlimited.
+        #[arg(long, group = "limit")]
         max_concurrent: Option<u32>,
-        /// Starts per minute; 0 = unlimited. Unchanged when left out.
-        #[arg(long)]
+        /// Starts per minute; 0 = unlimited.
+        #[arg(long, group = "limit")]
         rate_per_minute: Option<u32>,
+        /// Dollars its agents may spend a UTC day before new starts wait; `none` removes
+        /// the budget.
+        #[arg(long, group = "limit", value_parser = budget::<f64>)]
+        max_cost_usd_per_day: Option<Budget<f64>>,
+        /// Tokens its agents may use a UTC day before new starts wait; `none` removes it.
+        #[arg(long, group = "limit", value_parser = budget::<u64>)]
+        max_tokens_per_day: Option<Budget<u64>>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A daily budget on the command line: a number, or `none` for no budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget<T>(pub Option<T>);
+
+fn budget<T: std::str::FromStr>(text: &str) -> Result<Budget<T>, String> {
+    if text == "none" {
+        return Ok(Budget(None));
+    }
+    text.parse().map(|n| Budget(Some(n))).map_err(|_| format!("{text:?} is not a number (or none)"))
 }
 
 /// When to colour output.

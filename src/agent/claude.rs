@@ -34,7 +34,7 @@ impl Claude {
         let id = text(message, "id").map(str::to_owned);
         if id.is_none() || id != self.counted_response {
             self.counted_response = id;
-            summary.turns += 1;
+            summary.turns = summary.turns.saturating_add(1);
             if let Some(usage) = message.get("usage") {
                 let usage = Usage::from_tokens(tokens(usage), None);
                 if !usage.is_zero() {
@@ -95,7 +95,7 @@ fn tool_results(line: &Value, out: &mut Vec<AgentEvent>) {
 /// The end: Claude's totals are the truth, so what the responses' usage left out (their
 /// last output tokens) and the cost come as one more `agent.usage` first.
 fn result(line: &Value, out: &mut Vec<AgentEvent>, summary: &AgentSummary) {
-    let cost = line.get("total_cost_usd").and_then(Value::as_f64);
+    let cost = line.get("total_cost_usd").and_then(Value::as_f64).filter(|c| *c >= 0.0);
     let total = line.get("usage").map(tokens).unwrap_or_default();
     let missing = total.beyond(&summary.tokens);
     let missing_cost = cost.map(|c| (c - summary.cost_usd.unwrap_or(0.0)).max(0.0));

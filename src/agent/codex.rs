@@ -37,7 +37,7 @@ impl Codex {
                 }
             }
             Some("turn.completed") => {
-                summary.turns += 1;
+                summary.turns = summary.turns.saturating_add(1);
                 // Codex's usage is the thread's total so far, over every turn of a
                 // resumed thread too: what this turn used is what it adds.
                 let total = line.get("usage").map(usage).unwrap_or_default();
@@ -56,7 +56,7 @@ impl Codex {
                 }));
             }
             Some("turn.failed") => {
-                summary.turns += 1;
+                summary.turns = summary.turns.saturating_add(1);
                 let why = line.get("error").and_then(|e| text(e, "message")).unwrap_or("the turn failed");
                 out.push(AgentEvent::Result(AgentResult {
                     text: why.to_owned(),

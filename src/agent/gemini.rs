@@ -32,11 +32,11 @@ impl Gemini {
                 let said = text(line, "content").unwrap_or_default();
                 if piece {
                     if self.streaming.is_none() {
-                        summary.turns += 1;
+                        summary.turns = summary.turns.saturating_add(1);
                     }
                     self.streaming.get_or_insert_with(String::new).push_str(said);
                 } else {
-                    summary.turns += 1;
+                    summary.turns = summary.turns.saturating_add(1);
                     self.say(said.to_owned(), out);
                 }
             }

@@ -141,7 +141,7 @@ fn absorb(summary: &mut AgentSummary, event: &AgentEvent) {
                 summary.model.clone_from(model);
             }
         }
-        AgentEvent::ToolCall { .. } => summary.tool_calls += 1,
+        AgentEvent::ToolCall { .. } => summary.tool_calls = summary.tool_calls.saturating_add(1),
         AgentEvent::Usage(usage) => {
             summary.tokens.add(&usage.tokens());
             if let Some(cost) = usage.cost_usd {

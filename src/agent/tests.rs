@@ -173,6 +173,20 @@ fn long_tool_results_are_cut_on_a_character_boundary() {
 }
 
 #[test]
+fn absurd_counts_from_a_hostile_agent_saturate_instead_of_overflowing() {
+    let huge = u64::MAX;
+    let lines = format!(
+        "{{\"type\":\"assistant\",\"message\":{{\"id\":\"a\",\"usage\":{{\"input_tokens\":{huge},\"output_tokens\":{huge}}}}}}}\n\
+         {{\"type\":\"assistant\",\"message\":{{\"id\":\"b\",\"usage\":{{\"input_tokens\":{huge},\"cache_read_input_tokens\":{huge}}}}}}}\n\
+         {{\"type\":\"result\",\"num_turns\":99999999999,\"total_cost_usd\":-5,\"usage\":{{\"input_tokens\":1}}}}"
+    );
+    let (_, summary) = read_all(AgentFormat::ClaudeStreamJson, None, &lines);
+    assert_eq!((summary.tokens.input, summary.tokens.all_input()), (huge, huge));
+    assert_eq!(summary.cost_usd, None, "a negative cost counts as none");
+    assert_eq!(summary.result.and_then(|r| r.cost_usd), None);
+}
+
+#[test]
 fn text_has_no_reader() {
     assert!(AgentReader::new(AgentFormat::Text, None).is_none());
 }

@@ -103,19 +103,48 @@ pub async fn provider(remote: &Remote, command: ProviderCommand) -> anyhow::Resu
                 let rows: Vec<Vec<String>> = providers
                     .iter()
                     .map(|p| {
+                        let budget = match (p.limits.max_cost_usd_per_day, p.limits.max_tokens_per_day) {
+                            (None, None) => "-".to_owned(),
+                            (cost, tokens) => [cost.map(|c| format!("${c:.2}")), tokens.map(|t| format!("{t} tokens"))]
+                                .into_iter()
+                                .flatten()
+                                .collect::<Vec<_>>()
+                                .join(" / "),
+                        };
+                        let spend = &p.spend_today;
                         vec![
                             p.name.clone(),
                             limit(p.limits.max_concurrent),
                             limit(p.limits.rate_per_minute),
                             p.running.to_string(),
                             p.queued.to_string(),
+                            format!("${:.4} {}+{} tokens", spend.cost_usd, spend.input_tokens, spend.output_tokens),
+                            if p.budget_reached { format!("{budget} REACHED") } else { budget },
                         ]
                     })
                     .collect();
-                print_table(&["name", "max_concurrent", "rate_per_minute", "running", "queued"], &rows);
+                print_table(
+                    &[
+                        "name",
+                        "max_concurrent",
+                        "rate_per_minute",
+                        "running",
+                        "queued",
+                        "spend_today",
+                        "budget_per_day",
+                    ],
+                    &rows,
+                );
             }
         }
-        ProviderCommand::Set { name, max_concurrent, rate_per_minute, json } => {
+        ProviderCommand::Set {
+            name,
+            max_concurrent,
+            rate_per_minute,
+            max_cost_usd_per_day,
+            max_tokens_per_day,
+            json,
+        } => {
             let path = format!("/api/v1/providers/{}", encode(&name));
             let current = match client.get::<Provider>(&path).await {
                 Ok(provider) => provider.limits,
@@ -125,6 +154,8 @@ pub async fn provider(remote: &Remote, command: ProviderCommand) -> anyhow::Resu
             let body = json!({
                 "max_concurrent": max_concurrent.unwrap_or(current.max_concurrent),
                 "rate_per_minute": rate_per_minute.unwrap_or(current.rate_per_minute),
+                "max_cost_usd_per_day": max_cost_usd_per_day.map_or(current.max_cost_usd_per_day, |b| b.0),
+                "max_tokens_per_day": max_tokens_per_day.map_or(current.max_tokens_per_day, |b| b.0),
             });
             let provider: Provider = client.put(&path, &body).await?;
             if json {

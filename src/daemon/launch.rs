@@ -13,14 +13,14 @@ use crate::actors::catalog::{Catalog, CatalogSeed};
 use crate::actors::change_tracker::{git::Git, ChangeTracker, SnapshotEnd};
 use crate::actors::client_registry::{event_sink, ClientRegistry};
 use crate::actors::execution_monitor::{
-    process, ExecutionMonitor, ExecutionReader, MonitorSeed, MonitorSettings, TurnEnded,
+    process, utc_day, ExecutionMonitor, ExecutionReader, MonitorSeed, MonitorSettings, TurnEnded,
 };
 use crate::actors::session_keeper::SessionKeeper;
 use crate::actors::supervisor::{DaemonInfo, SandboxStatus, Supervised, Supervisor};
 use crate::config::Config;
 use crate::credentials::IssuedToken;
 use crate::domain::{now, ApprovalStatus, ExecutionId, NewEvent, SessionStatus};
-use crate::store::{approvals, catalog, executions, sessions, Store, StoreError};
+use crate::store::{agent_activity, approvals, catalog, executions, sessions, Store, StoreError};
 
 /// The addresses of every actor, handed to the HTTP layer.
 #[derive(Clone)]
@@ -69,6 +69,7 @@ pub async fn start_actors(
                 api_providers: catalog::all_providers(conn)?,
                 queued: executions::queued(conn)?.into_iter().map(|q| (q, IssuedToken::new())).collect(),
                 high_water: executions::high_water(conn)?,
+                spend_today: agent_activity::spend_on(conn, &utc_day())?,
             })
         })
         .await?;

@@ -36,11 +36,18 @@ pub struct Tokens {
 }
 
 impl Tokens {
+    /// Adds, saturating: the counts come from what an agent printed, which may be
+    /// anything.
     pub fn add(&mut self, other: &Tokens) {
-        self.input += other.input;
-        self.output += other.output;
-        self.cache_read += other.cache_read;
-        self.cache_write += other.cache_write;
+        self.input = self.input.saturating_add(other.input);
+        self.output = self.output.saturating_add(other.output);
+        self.cache_read = self.cache_read.saturating_add(other.cache_read);
+        self.cache_write = self.cache_write.saturating_add(other.cache_write);
+    }
+
+    /// Input of every kind (uncached, cache reads, cache writes).
+    pub fn all_input(&self) -> u64 {
+        self.input.saturating_add(self.cache_read).saturating_add(self.cache_write)
     }
 
     /// What `self` holds beyond `before`, never below zero.

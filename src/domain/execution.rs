@@ -157,9 +157,21 @@ pub struct Execution {
     /// kept with its row until its worktree is made, not shown.
     #[serde(skip)]
     pub base_ref: Option<String>,
+    /// Why a queued execution is not starting though its turn may have come: `budget`
+    /// (its provider's daily budget is reached). Null otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<WaitingFor>,
     /// What its agent has done so far, read from its output (null for a `text` profile).
     #[serde(default)]
     pub agent: Option<super::AgentSummary>,
+}
+
+words! {
+    "snake_case" []
+    /// What holds a queued execution back beyond its place in the queue.
+    pub enum WaitingFor {
+        Budget,
+    }
 }
 
 words! {

@@ -442,8 +442,12 @@ impl From<&Profile> for ProfileView {
     }
 }
 
-/// A provider's capacity: how many executions at once and how many starts a minute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// The largest integer a JSON number holds exactly (2^53 - 1).
+pub const MAX_JSON_INTEGER: u64 = (1 << 53) - 1;
+
+/// A provider's capacity: how many executions at once, how many starts a minute, and
+/// what its agents may spend a UTC day before new starts wait.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderLimits {
     /// Executions running at once, 0 to 100000; 0 = unlimited.
@@ -454,6 +458,16 @@ pub struct ProviderLimits {
     #[serde(default)]
     #[schema(maximum = 100000)]
     pub rate_per_minute: u32,
+    /// Dollars its agents may spend a UTC day (as they report it); once reached, new
+    /// starts wait until the day turns or the limit is raised. None: no budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
+    pub max_cost_usd_per_day: Option<f64>,
+    /// Tokens (input of every kind and output) its agents may use a UTC day; as above.
+    /// At most 2^53 - 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 9007199254740991_u64)]
+    pub max_tokens_per_day: Option<u64>,
 }
 
 impl ProviderLimits {
@@ -464,7 +478,19 @@ impl ProviderLimits {
         if self.max_concurrent > Self::MAX || self.rate_per_minute > Self::MAX {
             return Err(format!("max_concurrent and rate_per_minute must be 0 to {} (0 = unlimited)", Self::MAX));
         }
+        if self.max_cost_usd_per_day.is_some_and(|cost| !cost.is_finite() || cost < 0.0) {
+            return Err("max_cost_usd_per_day must be a number of dollars, 0 or more".into());
+        }
+        if self.max_tokens_per_day.is_some_and(|tokens| tokens > MAX_JSON_INTEGER) {
+            return Err(format!("max_tokens_per_day must be at most {MAX_JSON_INTEGER}"));
+        }
         Ok(())
+    }
+
+    /// Whether what was spent today reaches a budget.
+    pub fn budget_reached(&self, spent: &Spend) -> bool {
+        self.max_cost_usd_per_day.is_some_and(|max| spent.cost_usd >= max)
+            || self.max_tokens_per_day.is_some_and(|max| spent.input_tokens.saturating_add(spent.output_tokens) >= max)
     }
 }
 
@@ -475,7 +501,7 @@ fn default_max_concurrent() -> u32 {
 impl Default for ProviderLimits {
     /// A provider nobody configured: four at a time, no start rate limit.
     fn default() -> Self {
-        ProviderLimits { max_concurrent: 4, rate_per_minute: 0 }
+        ProviderLimits { max_concurrent: 4, rate_per_minute: 0, max_cost_usd_per_day: None, max_tokens_per_day: None }
     }
 }
 
@@ -492,6 +518,10 @@ pub struct Provider {
     pub queued: u32,
     /// Executions waiting for a human before they may queue.
     pub pending_approval: u32,
+    /// What its agents spent this UTC day.
+    pub spend_today: Spend,
+    /// A daily budget is reached: new starts wait (`waiting_for: "budget"`).
+    pub budget_reached: bool,
 }
 
 #[cfg(test)]

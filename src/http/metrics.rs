@@ -62,6 +62,30 @@ pub async fn metrics_text(
         "The provider's concurrency limit (0: none).",
         providers.iter().map(|p| (provider(&p.name), p.limits.max_concurrent as u64)),
     );
+    family(
+        &mut out,
+        "warden_provider_spend_usd_today",
+        "gauge",
+        "Dollars the provider's agents reported spending this UTC day.",
+        providers.iter().map(|p| (provider(&p.name), p.spend_today.cost_usd)),
+    );
+    family(
+        &mut out,
+        "warden_provider_tokens_today",
+        "gauge",
+        "Tokens the provider's agents used this UTC day, by kind (input counts cached input too).",
+        providers.iter().flat_map(|p| {
+            [("input", p.spend_today.input_tokens), ("output", p.spend_today.output_tokens)]
+                .map(|(kind, n)| (format!("{},kind=\"{kind}\"", provider(&p.name)), n))
+        }),
+    );
+    family(
+        &mut out,
+        "warden_provider_budget_reached",
+        "gauge",
+        "1 while the provider's daily budget holds its new starts.",
+        providers.iter().map(|p| (provider(&p.name), u64::from(p.budget_reached))),
+    );
     m.start_latency.render(
         &mut out,
         "warden_execution_start_seconds",
@@ -117,7 +141,13 @@ pub async fn metrics_text(
 }
 
 /// One metric family: its help and type, then a sample per label set.
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl Iterator<Item = (String, u64)>) {
+fn family<V: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl Iterator<Item = (String, V)>,
+) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (labels, value) in samples {
         if labels.is_empty() {

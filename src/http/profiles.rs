@@ -93,8 +93,11 @@ pub async fn get_provider(monitor: Monitor, name: web::Path<String>) -> Result<H
 pub async fn set_provider(
     monitor: Monitor,
     name: web::Path<String>,
-    body: web::Json<ProviderLimits>,
+    body: web::Json<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<HttpResponse, ApiError> {
-    let provider = monitor.send(SetProviderLimits { name: name.into_inner(), limits: body.into_inner() }).await??;
+    // Read from an object only: every field has a default, so serde would also take `[]`.
+    let limits: ProviderLimits = serde_json::from_value(serde_json::Value::Object(body.into_inner()))
+        .map_err(|e| ApiError::unprocessable(format!("invalid body: {e}")))?;
+    let provider = monitor.send(SetProviderLimits { name: name.into_inner(), limits }).await??;
     Ok(HttpResponse::Ok().json(provider))
 }

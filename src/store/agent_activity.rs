@@ -72,14 +72,15 @@ pub fn record(
         conn.prepare_cached(
             "INSERT INTO provider_spend (provider, day, cost_usd, input_tokens, output_tokens) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (provider, day) DO UPDATE SET cost_usd = cost_usd + ?3,
-                 input_tokens = input_tokens + ?4, output_tokens = output_tokens + ?5",
+                 input_tokens = min(input_tokens + ?4, 9223372036854775807),
+                 output_tokens = min(output_tokens + ?5, 9223372036854775807)",
         )?
         .execute(params![
             account.provider,
             account.day,
             spent.cost_usd.unwrap_or(0.0),
-            (spent.input_tokens + spent.cache_read_tokens + spent.cache_write_tokens) as i64,
-            spent.output_tokens as i64,
+            spent.tokens().all_input().min(i64::MAX as u64) as i64,
+            spent.output_tokens.min(i64::MAX as u64) as i64,
         ])?;
     }
     Ok(())

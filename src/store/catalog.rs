@@ -132,17 +132,37 @@ pub fn upsert_provider(
     now: DateTime<Utc>,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO providers (name, max_concurrent, rate_per_minute, updated_at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (name) DO UPDATE SET max_concurrent = ?2, rate_per_minute = ?3, updated_at = ?4",
+        "INSERT INTO providers (name, max_concurrent, rate_per_minute, updated_at, max_cost_usd_per_day,
+             max_tokens_per_day) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (name) DO UPDATE SET max_concurrent = ?2, rate_per_minute = ?3, updated_at = ?4,
+             max_cost_usd_per_day = ?5, max_tokens_per_day = ?6",
     )?
-    .execute(params![name, limits.max_concurrent, limits.rate_per_minute, format_ts(&now)])?;
+    .execute(params![
+        name,
+        limits.max_concurrent,
+        limits.rate_per_minute,
+        format_ts(&now),
+        limits.max_cost_usd_per_day,
+        limits.max_tokens_per_day.map(|t| t as i64)
+    ])?;
     Ok(())
 }
 
 pub fn all_providers(conn: &Connection) -> rusqlite::Result<Vec<(String, ProviderLimits)>> {
-    let mut stmt = conn.prepare("SELECT name, max_concurrent, rate_per_minute FROM providers ORDER BY name")?;
+    let mut stmt = conn.prepare(
+        "SELECT name, max_concurrent, rate_per_minute, max_cost_usd_per_day, max_tokens_per_day
+         FROM providers ORDER BY name",
+    )?;
     let rows = stmt.query_map([], |row| {
-        Ok((row.get(0)?, ProviderLimits { max_concurrent: row.get(1)?, rate_per_minute: row.get(2)? }))
+        Ok((
+            row.get(0)?,
+            ProviderLimits {
+                max_concurrent: row.get(1)?,
+                rate_per_minute: row.get(2)?,
+                max_cost_usd_per_day: row.get(3)?,
+                max_tokens_per_day: row.get::<_, Option<i64>>(4)?.map(|t| t.max(0) as u64),
+            },
+        ))
     })?;
     rows.collect()
 }

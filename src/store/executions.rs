@@ -79,6 +79,7 @@ fn execution_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
         base: row.get(22)?,
         base_ref: row.get(23)?,
         base_branch: row.get(24)?,
+        waiting_for: None,
         agent: None,
     })
 }
@@ -215,7 +216,7 @@ pub fn set_status(conn: &Connection, id: ExecutionId, status: ExecutionStatus) -
 /// Records the final state, and the execution's JSON as lists show it from now on.
 pub fn mark_finished(conn: &Connection, execution: &Execution) -> rusqlite::Result<()> {
     // As decoding the row would give it: what only a live execution has is gone.
-    let shown = Execution { queue_position: None, waiting_approval_id: None, ..execution.clone() };
+    let shown = Execution { queue_position: None, waiting_approval_id: None, waiting_for: None, ..execution.clone() };
     conn.prepare_cached(
         "UPDATE executions SET status = ?2, exit_code = ?3, error = ?4, finished_at = ?5, pid = NULL, json = ?6
          WHERE id = ?1",

@@ -175,3 +175,78 @@ async fn a_text_execution_has_no_agent_and_no_transcript() {
     expect_problem(d.post("/api/v1/profiles", &bad_format).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
         .await;
 }
+
+#[actix_web::test]
+async fn a_reached_daily_budget_holds_the_next_start_until_it_is_raised() {
+    let d = spawn_for_executions().await;
+    let dir = tempfile::tempdir().unwrap();
+    // One run of the captured Claude stream costs $0.002702.
+    let profile = json!({
+        "name": "metered", "provider": "metered", "format": "claude-stream-json",
+        "env": {"CAPTURE": testdata("claude-tool-call.jsonl")}, "command": ["sh", "-c", "cat \"$CAPTURE\""],
+    });
+    expect_json(d.post("/api/v1/profiles", &profile).await, StatusCode::CREATED).await;
+    let budget = json!({"max_concurrent": 4, "max_cost_usd_per_day": 0.004});
+    let set = expect_json(d.put("/api/v1/providers/metered", &budget).await, StatusCode::OK).await;
+    assert_eq!((set["max_cost_usd_per_day"].as_f64(), set["budget_reached"].as_bool()), (Some(0.004), Some(false)));
+    let run = || d.exec_with(json!({"prompt": "p", "profile": "metered", "cwd": dir.path()}));
+
+    // Under the budget, runs start; the one that reaches it still ends normally.
+    for _ in 0..2 {
+        let done = d.wait_final(&run().await["id"]).await;
+        assert_eq!(done["status"], "succeeded");
+    }
+    let provider = d.get_ok("/api/v1/providers/metered").await;
+    assert_eq!(provider["spend_today"]["cost_usd"], 0.005404);
+    assert_eq!(provider["spend_today"]["input_tokens"], 2 * (240 + 60 + 10));
+    assert_eq!(provider["spend_today"]["output_tokens"], 2 * 84);
+    assert_eq!(provider["budget_reached"], true);
+    let reached = d.get_ok("/api/v1/events/history?topics=provider.budget_reached&limit=10").await;
+    assert_eq!(reached["items"].as_array().unwrap().len(), 1, "{reached}");
+    assert_eq!(reached["items"][0]["data"]["name"], "metered");
+
+    // The next start waits, saying why; other providers are not held.
+    let held = run().await;
+    let held = wait_until("the start to wait for the budget", Duration::from_secs(10), || async {
+        let execution = d.execution(&held["id"]).await;
+        (execution["waiting_for"] == "budget").then_some(execution)
+    })
+    .await;
+    assert_eq!(held["status"], "queued");
+    let other = d.exec("echo not metered").await;
+    assert_eq!(d.wait_final(&other["id"]).await["status"], "succeeded");
+    assert_eq!(d.execution(&held["id"]).await["status"], "queued");
+    let metrics = d.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("warden_provider_spend_usd_today{provider=\"metered\"} 0.005404"), "{metrics}");
+    assert!(metrics.contains("warden_provider_budget_reached{provider=\"metered\"} 1"), "{metrics}");
+    let listed = stdout(&warden(d.home.dir(), &["provider", "ls"]).await);
+    assert!(
+        listed.lines().any(|l| l.starts_with("metered") && l.contains("$0.0054") && l.contains("REACHED")),
+        "{listed}"
+    );
+
+    // Raised, it starts at once.
+    let raised = warden(d.home.dir(), &["provider", "set", "metered", "--max-cost-usd-per-day", "1"]).await;
+    assert!(raised.status.success(), "{}", stderr(&raised));
+    let done = d.wait_final(&held["id"]).await;
+    assert_eq!(done["status"], "succeeded");
+    assert!(done.get("waiting_for").is_none(), "{done}");
+    let provider = d.get_ok("/api/v1/providers/metered").await;
+    assert_eq!((provider["max_concurrent"].as_u64(), provider["budget_reached"].as_bool()), (Some(4), Some(false)));
+
+    // Spend is kept across a restart, and so are the limits.
+    let d = d.restart().await;
+    let provider = d.get_ok("/api/v1/providers/metered").await;
+    assert_eq!(provider["spend_today"]["cost_usd"], 0.008106);
+    assert_eq!(provider["max_cost_usd_per_day"], 1.0);
+    let removed = warden(d.home.dir(), &["provider", "set", "metered", "--max-cost-usd-per-day", "none"]).await;
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert!(d.get_ok("/api/v1/providers/metered").await.get("max_cost_usd_per_day").is_none());
+
+    for bad in
+        [json!({"max_cost_usd_per_day": -1}), json!({"max_tokens_per_day": -5}), json!({"max_cost_usd_per_day": "x"})]
+    {
+        let response = d.put("/api/v1/providers/metered", &bad).await;
+        assert!(response.status().is_client_error(), "{bad}: {}", response.status());
+    }
+}

@@ -22,10 +22,11 @@ pub struct AgentProgress {
 impl Handler<AgentProgress> for ExecutionMonitor {
     type Result = ();
 
-    fn handle(&mut self, msg: AgentProgress, _: &mut Self::Context) {
+    fn handle(&mut self, msg: AgentProgress, ctx: &mut Self::Context) {
         if let (Some(summary), Some(run)) = (msg.summary, self.runs.get_mut(&msg.id)) {
             run.execution.agent = Some(summary);
             self.publish(msg.id);
         }
+        self.add_spend(&msg.provider, &msg.day, &msg.spent, ctx);
     }
 }

@@ -340,6 +340,7 @@ impl ExecutionMonitor {
             worktree: None,
             base: None,
             base_branch: None,
+            waiting_for: None,
             agent: (!profile.spec.format.is_text()).then(|| AgentSummary {
                 conversation_tokens: turn.as_ref().and_then(|t| t.conversation_tokens),
                 ..AgentSummary::new(profile.spec.format)

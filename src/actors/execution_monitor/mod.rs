@@ -8,6 +8,7 @@
 //! Workspaces and profiles are the Catalog's; the monitor reads them from its view.
 
 mod agent;
+mod budgets;
 mod effects;
 pub mod executions;
 mod gating;
@@ -40,6 +41,7 @@ use lifecycle::Run;
 use providers::ProviderState;
 
 pub use agent::AgentProgress;
+pub use budgets::utc_day;
 pub use executions::*;
 pub use providers::*;
 pub use view::ExecutionReader;
@@ -144,6 +146,8 @@ pub struct MonitorSeed {
     pub queued: Vec<(QueuedExecution, IssuedToken)>,
     /// The largest execution id and queue order used so far.
     pub high_water: (i64, i64),
+    /// What each provider's agents spent this UTC day so far.
+    pub spend_today: Vec<(String, crate::domain::Spend)>,
 }
 
 impl ExecutionMonitor {
@@ -167,6 +171,12 @@ impl ExecutionMonitor {
         // Limits changed over the API win over the file: they were set later, on purpose.
         for (name, limits) in seed.api_providers {
             providers.insert(name, ProviderState::new(limits, Origin::Api));
+        }
+        for (name, spent) in seed.spend_today {
+            providers
+                .entry(name)
+                .or_insert_with(|| ProviderState::new(ProviderLimits::default(), Origin::Config))
+                .spend = budgets::DaySpend::today(spent);
         }
         let mut monitor = ExecutionMonitor {
             store,
@@ -239,6 +249,7 @@ impl Actor for ExecutionMonitor {
         for provider in names {
             self.try_start(&provider, ctx);
         }
+        self.turn_the_day_at_midnight(ctx);
     }
 }
 

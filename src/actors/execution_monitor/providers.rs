@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
+use super::budgets::DaySpend;
 use super::lifecycle::{Command, Phase};
 use super::queue::{NextStart, ProviderQueue};
 use super::{ExecutionMonitor, MonitorError};
-use crate::domain::{validate_name, NewEvent, Origin, Provider, ProviderLimits};
+use crate::domain::{validate_name, NewEvent, Origin, Provider, ProviderLimits, Spend};
 use crate::store::catalog as rows;
 
 /// One provider: where it was defined, its queue and limits.
@@ -19,11 +20,18 @@ pub(super) struct ProviderState {
     pub(super) queue: ProviderQueue,
     /// A pending wake-up for the head of the queue waiting on a start token.
     wake: Option<SpawnHandle>,
+    /// What its agents spent this UTC day, against its daily budgets.
+    pub(super) spend: DaySpend,
 }
 
 impl ProviderState {
     pub(super) fn new(limits: ProviderLimits, origin: Origin) -> Self {
-        ProviderState { origin, queue: ProviderQueue::new(limits, Instant::now()), wake: None }
+        ProviderState {
+            origin,
+            queue: ProviderQueue::new(limits, Instant::now()),
+            wake: None,
+            spend: DaySpend::today(Spend::default()),
+        }
     }
 }
 
@@ -81,7 +89,8 @@ impl Handler<SetProviderLimits> for ExecutionMonitor {
             store
                 .record("set provider limits", move |c, log| {
                     rows::upsert_provider(c, &stored, limits, crate::domain::now())?;
-                    let data = serde_json::json!({ "name": stored, "max_concurrent": limits.max_concurrent, "rate_per_minute": limits.rate_per_minute });
+                    let mut data = serde_json::to_value(limits).unwrap_or_default();
+                    data["name"] = serde_json::json!(stored);
                     log.record(c, NewEvent::new("provider.changed", data)).map(|_| ())
                 })
                 .await?;
@@ -128,6 +137,8 @@ impl ExecutionMonitor {
                 .values()
                 .filter(|run| matches!(run.phase, Phase::AwaitingApproval) && run.execution.provider == name)
                 .count() as u32,
+            spend_today: state.spend.spent,
+            budget_reached: state.queue.limits().budget_reached(&state.spend.spent),
         }
     }
 
@@ -142,6 +153,9 @@ impl ExecutionMonitor {
     /// waits for a start token. Called after every change that could let one start.
     pub(super) fn try_start(&mut self, provider: &str, ctx: &mut Context<Self>) {
         if !self.accepting {
+            return;
+        }
+        if self.held_by_budget(provider) {
             return;
         }
         let mut started = false;

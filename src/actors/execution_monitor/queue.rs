@@ -167,7 +167,7 @@ mod tests {
     use super::*;
 
     fn limits(max_concurrent: u32, rate_per_minute: u32) -> ProviderLimits {
-        ProviderLimits { max_concurrent, rate_per_minute }
+        ProviderLimits { max_concurrent, rate_per_minute, ..ProviderLimits::default() }
     }
 
     #[test]

@@ -60,6 +60,7 @@ async fn daemon() -> Daemon {
         api_providers: Vec::new(),
         queued: Vec::new(),
         high_water: (0, 0),
+        spend_today: Vec::new(),
     };
     let monitor = ExecutionMonitor::new(store.clone(), settings, arbiter.clone(), None, changes, catalog, seed);
     let live = monitor.live();
