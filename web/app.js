@@ -17,6 +17,8 @@ const state = {
   firstShown: 0,      // the smallest n in `output`
   session: null,      // session id whose transcript is open
   attempt: 0,
+  agent: null,        // the selected execution's transcript so far: {seq, usage, calls}
+  tab: "transcript",  // which of the selected agent execution's views is shown
 };
 
 // ---- token --------------------------------------------------------------------------
@@ -123,6 +125,15 @@ function apply(event) {
     if (event.execution_id === state.selected) appendOutput([{ ...event.data, ts: event.ts }]);
     return;
   }
+  if (kind.startsWith("agent.")) {
+    if (event.execution_id === state.selected) addEntry(event);
+    if (kind === "agent.usage") refreshProvidersSoon();
+    return;
+  }
+  if (kind.startsWith("provider.")) {
+    refreshProvidersSoon();
+    return;
+  }
   if (kind === "execution.changes") {
     const execution = state.executions.get(event.execution_id);
     if (execution) {
@@ -209,13 +220,29 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+function money(usd) {
+  return `$${(usd ?? 0).toFixed(usd >= 100 ? 0 : usd >= 1 ? 2 : 4)}`;
+}
+
+function count(n) {
+  return n >= 1e6 ? `${(n / 1e6).toFixed(1)}M` : n >= 1e4 ? `${Math.round(n / 1e3)}k` : String(n ?? 0);
+}
+
 function renderProviders() {
   $("provider-list").replaceChildren(...state.providers.map((p) => {
     const limit = p.max_concurrent || 0;
     const bar = el("meter", { min: "0", max: String(limit || Math.max(1, p.running)), value: String(p.running),
       "aria-label": `${p.name}: ${p.running} of ${limit || "unlimited"} running` });
+    const spent = p.spend_today ?? {};
+    const budget = [p.max_cost_usd_per_day !== undefined ? `of ${money(p.max_cost_usd_per_day)}` : "",
+      p.max_tokens_per_day !== undefined ? `of ${count(p.max_tokens_per_day)} tokens` : ""].filter(Boolean).join(", ");
     return el("li", { "data-provider": p.name },
-      el("strong", {}, p.name), " ", bar, ` ${p.running}/${limit || "∞"} running, ${p.queued} queued`);
+      el("strong", {}, p.name), " ", bar, ` ${p.running}/${limit || "∞"} running, ${p.queued} queued`,
+      spent.cost_usd || spent.input_tokens || spent.output_tokens || budget
+        ? el("span", { class: "spend", title: "spent this UTC day, as its agents reported" },
+          ` · ${money(spent.cost_usd)}, ${count((spent.input_tokens ?? 0) + (spent.output_tokens ?? 0))} tokens today${budget ? ` ${budget}` : ""}`)
+        : null,
+      p.budget_reached ? el("span", { class: "badge bad" }, " budget reached") : null);
   }));
 }
 
@@ -312,7 +339,7 @@ function renderExecutions() {
         onclick: open, onkeydown: (k) => { if (k.key === "Enter" || k.key === " ") { k.preventDefault(); open(); } },
       },
         el("td", {}, String(e.id)),
-        el("td", { class: `status ${e.status}` }, e.status.replace("_", " ")),
+        el("td", { class: `status ${e.status}` }, e.status.replace("_", " "), e.waiting_for ? ` (${e.waiting_for})` : ""),
         el("td", {}, e.profile, unconfined(e) ? el("span", { class: "unsandboxed", title: unconfined(e) }, " ⚠") : ""),
         el("td", {}, e.workspace ?? "–"),
         el("td", { class: "prompt", title: e.prompt }, e.prompt),
@@ -337,19 +364,136 @@ function renderSessions() {
 async function select(id) {
   state.selected = id;
   state.output = [];
+  state.agent = { seq: 0, usage: { input_tokens: 0, output_tokens: 0, cache_read_tokens: 0, cache_write_tokens: 0, cost_usd: null }, turns: null, tools: 0 };
   $("output").replaceChildren();
+  $("agent-transcript").replaceChildren();
   $("output-note").textContent = "";
   $("output-earlier").hidden = true;
   $("detail-result").textContent = "";
   $("diff").hidden = true;
   $("detail").hidden = false;
+  $("focus-empty").hidden = true;
+  $("transcript-box").hidden = true;
+  state.session = null;
+  const agentRun = Boolean(state.executions.get(id)?.agent);
+  showTab(agentRun ? "transcript" : "output", agentRun);
   renderExecutions();
   renderDetail(true);
   try {
-    const page = await api("GET", `/executions/${id}/output?tail=${OUTPUT_SHOWN}`);
+    const [page] = await Promise.all([
+      api("GET", `/executions/${id}/output?tail=${OUTPUT_SHOWN}`),
+      agentRun ? loadTranscript(id) : null,
+    ]);
     if (state.selected !== id) return;
     prependOutput(page.items);
   } catch (e) { $("detail-result").textContent = e.message; }
+}
+
+// ---- agent transcript -----------------------------------------------------------------
+
+function showTab(tab, agentRun) {
+  state.tab = tab;
+  $("detail-tabs").hidden = !agentRun;
+  for (const [name, pane] of [["transcript", "transcript-pane"], ["output", "output-pane"]]) {
+    $(`tab-${name}`).setAttribute("aria-selected", String(name === tab));
+    $(pane).hidden = name !== tab;
+  }
+}
+
+async function loadTranscript(id) {
+  let cursor = null;
+  do {
+    const page = await api("GET", `/executions/${id}/transcript?limit=500${cursor ? `&cursor=${cursor}` : ""}`);
+    if (state.selected !== id) return;
+    page.items.forEach(addEntry);
+    cursor = page.next_cursor;
+  } while (cursor);
+}
+
+// A tool call's input as one line: its telling field (a command, a file), else JSON.
+function headline(input) {
+  if (input && typeof input === "object" && !Array.isArray(input)) {
+    const keys = Object.keys(input);
+    const key = keys.length === 1 ? keys[0] : ["command", "file_path", "path", "pattern", "query", "url", "prompt"].find((k) => k in input);
+    if (key !== undefined) input = input[key];
+  }
+  return typeof input === "string" ? input : JSON.stringify(input);
+}
+
+// One agent event into the transcript (each once, in seq order).
+function addEntry(event) {
+  if (event.seq <= state.agent.seq) return;
+  state.agent.seq = event.seq;
+  const d = event.data;
+  const list = $("agent-transcript");
+  const follow = list.parentElement.scrollTop + list.parentElement.clientHeight >= list.parentElement.scrollHeight - 4;
+  switch (event.type) {
+    case "agent.started":
+      list.append(el("li", { class: "marker" }, `${visible(d.model ?? "agent")} · conversation ${visible(d.agent_session_id ?? "–")}`));
+      break;
+    case "agent.message":
+      list.append(el("li", { class: "message" }, el("p", {}, visible(d.text))));
+      break;
+    case "agent.tool_call":
+      state.agent.tools += 1;
+      list.append(el("li", { class: "tool", "data-call": d.call_id },
+        el("details", {},
+          el("summary", {}, el("span", { class: "tool-name" }, visible(d.tool)), " ", el("code", {}, visible(headline(d.input)).slice(0, 300)),
+            " ", el("span", { class: "tool-state pending" }, "…")),
+          el("h4", {}, "Input"), el("pre", { class: "tool-input" }, visible(JSON.stringify(d.input, null, 2))))));
+      break;
+    case "agent.tool_result": {
+      const call = [...list.querySelectorAll("li.tool")].find((li) => li.dataset.call === d.call_id);
+      const result = [el("h4", {}, d.ok ? "Result" : "Result (failed)"), el("pre", { class: "tool-result" }, visible(d.summary || "(nothing)"))];
+      if (call) {
+        call.querySelector("details").append(...result);
+        const mark = call.querySelector(".tool-state");
+        mark.className = `tool-state ${d.ok ? "ok" : "bad"}`;
+        mark.textContent = d.ok ? "✓" : "✗ failed";
+      } else {
+        list.append(el("li", { class: "tool" }, el("details", {}, el("summary", {}, `result of ${visible(d.call_id)}`), ...result)));
+      }
+      break;
+    }
+    case "agent.usage":
+      for (const key of ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"]) state.agent.usage[key] += d[key] ?? 0;
+      if (d.cost_usd !== undefined) state.agent.usage.cost_usd = (state.agent.usage.cost_usd ?? 0) + d.cost_usd;
+      break;
+    case "agent.result": {
+      const facts = [d.turns !== undefined ? `${d.turns} turn(s)` : "", d.duration_ms !== undefined ? `${(d.duration_ms / 1000).toFixed(1)} s` : "",
+        d.cost_usd !== undefined ? money(d.cost_usd) : ""].filter(Boolean).join(", ");
+      state.agent.turns = d.turns ?? null;
+      list.append(el("li", { class: `marker ${d.is_error ? "bad" : "ok"}` }, `${d.is_error ? "✗ the agent failed" : "✓ done"}${facts ? `: ${facts}` : ""}`,
+        d.is_error && d.text ? el("p", {}, visible(d.text)) : null));
+      break;
+    }
+    default:
+      return;
+  }
+  renderUsage();
+  if (follow) list.parentElement.scrollTop = list.parentElement.scrollHeight;
+}
+
+// Running tokens and cost: the transcript's sums while it runs, the agent's own once it
+// has ended.
+function renderUsage() {
+  const e = state.executions.get(state.selected);
+  const line = $("agent-usage");
+  line.hidden = !e?.agent;
+  if (!e?.agent) return;
+  const a = e.agent.result ? e.agent : null;
+  const u = state.agent.usage;
+  const tokens = a ? a.tokens : { input: u.input_tokens, output: u.output_tokens, cache_read: u.cache_read_tokens, cache_write: u.cache_write_tokens };
+  const cost = a ? a.cost_usd : u.cost_usd;
+  const parts = [
+    `${count(tokens.input)} in (${count(tokens.cache_read)} cached, ${count(tokens.cache_write)} written)`,
+    `${count(tokens.output)} out`,
+    cost !== null && cost !== undefined ? money(cost) : "cost not reported",
+    `${a ? a.tool_calls : state.agent.tools} tool call(s)`,
+  ];
+  if (a) parts.push(`${a.turns} turn(s)`);
+  if (e.agent.model) parts.unshift(visible(e.agent.model));
+  line.textContent = parts.join(" · ");
 }
 
 function renderDetail(withChanges) {
@@ -368,6 +512,7 @@ function renderDetail(withChanges) {
       : action === "resume" ? e.status !== "paused" : final;
   }
   renderWork(e, final);
+  if (state.agent) renderUsage();
   if (withChanges) loadChanges(e);
 }
 
@@ -432,8 +577,37 @@ async function showDiff(id, path) {
   $("diff").hidden = false;
 }
 
+// An output line with its ANSI colours (SGR) rendered; every other escape is shown, not
+// obeyed.
 function lineNode(line) {
-  return el("span", { class: line.stream, "data-n": line.n }, `${line.text}\n`);
+  const node = el("span", { class: line.stream, "data-n": line.n });
+  const text = line.text;
+  if (!text.includes("\u001b[")) {
+    node.textContent = `${visible(text)}\n`;
+    return node;
+  }
+  const sgr = /\u001b\[([0-9;]*)m/g;
+  let at = 0, colour = null, bold = false, match;
+  const push = (part) => {
+    if (!part) return;
+    const classes = [colour !== null ? `ansi-${colour}` : "", bold ? "ansi-bold" : ""].filter(Boolean).join(" ");
+    node.append(classes ? el("span", { class: classes }, visible(part)) : visible(part));
+  };
+  while ((match = sgr.exec(text)) !== null) {
+    push(text.slice(at, match.index));
+    at = sgr.lastIndex;
+    for (const code of (match[1] || "0").split(";").map(Number)) {
+      if (code === 0) { colour = null; bold = false; }
+      else if (code === 1) bold = true;
+      else if (code === 22) bold = false;
+      else if (code === 39) colour = null;
+      else if (code >= 30 && code <= 37) colour = code - 30;
+      else if (code >= 90 && code <= 97) colour = code - 90 + 8;
+    }
+  }
+  push(text.slice(at));
+  node.append("\n");
+  return node;
 }
 
 // Live lines arrive after the tail; each line number is shown once.
@@ -472,6 +646,10 @@ async function loadOutputAfter(after) {
 
 async function openSession(id) {
   state.session = id;
+  state.selected = null;
+  $("detail").hidden = true;
+  $("focus-empty").hidden = true;
+  renderExecutions();
   const session = state.sessions.get(id);
   $("transcript-title").textContent = `Session ${id}: ${session?.title || "(untitled)"}`;
   $("transcript").replaceChildren();
@@ -491,7 +669,14 @@ function appendTranscript(message) {
 function wire() {
   $("filter-status").addEventListener("change", renderExecutions);
   $("filter-text").addEventListener("input", renderExecutions);
-  $("detail-close").addEventListener("click", () => { state.selected = null; $("detail").hidden = true; renderExecutions(); });
+  $("detail-close").addEventListener("click", () => {
+    state.selected = null;
+    $("detail").hidden = true;
+    $("focus-empty").hidden = false;
+    renderExecutions();
+  });
+  $("tab-transcript").addEventListener("click", () => showTab("transcript", true));
+  $("tab-output").addEventListener("click", () => showTab("output", true));
   $("output-earlier").addEventListener("click", async () => {
     const id = state.selected;
     const after = Math.max(0, state.firstShown - 1 - OUTPUT_SHOWN);

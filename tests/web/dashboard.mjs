@@ -139,7 +139,7 @@ try {
   writeFileSync(go, "");
   await page.waitForFunction(() => document.querySelector("#output").textContent.includes("tock"), null, WAIT);
   await row(first.id).locator("td.status.succeeded").waitFor(WAIT);
-  const lines = await page.locator("#output span").allTextContents();
+  const lines = await page.locator("#output > span").allTextContents();
   assert.deepEqual(lines.map((l) => l.trim()), ["tick-1", "tick-2", "tick-3", "tick-4", "tick-5", "tock"], "each line once, in order");
   await shot("1-output");
 
@@ -181,6 +181,53 @@ try {
   await row(long.id).locator("td.status.cancelled").waitFor(WAIT);
   await waitStatus(long.id, "cancelled");
   await shot("3-cancelled");
+
+  // An agent execution reads as a transcript, live: its words, its tool call (folded,
+  // with input and result), running tokens and cost; the raw output is one click away.
+  // The stand-in agent prints a real Claude Code stream-json capture, pausing after the
+  // tool call until the test lets it go on.
+  const capture = new URL("../../src/agent/testdata/claude-tool-call.jsonl", import.meta.url).pathname;
+  const goOn = join(scratch, "go-on");
+  await api("POST", "/profiles", {
+    name: "replay", provider: "local", format: "claude-stream-json", env: { CAPTURE: capture, GO: goOn },
+    command: ["sh", "-c", 'head -n 3 "$CAPTURE"; while [ ! -e "$GO" ]; do sleep 0.05; done; tail -n +4 "$CAPTURE"'],
+  });
+  const agentRun = await api("POST", "/executions", { prompt: "say hello", profile: "replay", cwd: scratch });
+  await row(agentRun.id).locator("td.status.running").waitFor(WAIT);
+  await row(agentRun.id).click();
+  const call = page.locator('#agent-transcript li.tool[data-call="toolu_01"]');
+  await call.locator(".tool-state.ok").waitFor(WAIT);
+  assert.equal(await call.locator("summary .tool-name").textContent(), "Bash");
+  assert.ok((await call.locator("summary code").textContent()).includes("echo hello-from-tool"));
+  assert.equal(await page.locator("#agent-transcript li.message").count(), 0, "the answer has not come yet");
+  writeFileSync(goOn, "");
+  await page.waitForSelector("#agent-transcript li.message:has-text('All done: hello.')", WAIT);
+  await page.waitForSelector("#agent-transcript li.marker.ok:has-text('done: 2 turn(s)')", WAIT);
+  await waitStatus(agentRun.id, "succeeded");
+  await page.waitForSelector("#agent-usage:has-text('$0.0027')", WAIT);
+  assert.ok((await page.textContent("#agent-usage")).includes("1 tool call(s)"));
+  assert.ok(!(await call.locator(".tool-result").isVisible()), "a tool call starts folded");
+  await call.locator("summary").click();
+  assert.ok((await call.locator(".tool-input").textContent()).includes('"command": "echo hello-from-tool"'));
+  assert.equal(await call.locator(".tool-result").textContent(), "hello-from-tool");
+  assert.ok(!(await page.textContent("#transcript-pane")).includes('"type"'), "no raw JSON in the transcript");
+  await shot("3b-transcript");
+  await page.click("#tab-output");
+  await page.waitForSelector("#output-pane:not([hidden])", WAIT);
+  assert.ok(await page.isHidden("#transcript-pane"));
+  assert.ok((await page.textContent("#output")).includes('"type":"result"'), "the raw lines are all there");
+  await page.click("#tab-transcript");
+  await page.waitForSelector('#provider-list li[data-provider="local"] .spend:has-text("$0.0027")', WAIT);
+
+  // Output keeps its ANSI colours; other escapes are shown, not obeyed.
+  const coloured = await api("POST", "/executions", { prompt: "printf '\\033[31mred\\033[0m plain \\033]0;title\\007\\n'", cwd: scratch });
+  await waitStatus(coloured.id, "succeeded");
+  await row(coloured.id).click();
+  await page.waitForSelector("#output span.ansi-1", WAIT);
+  assert.equal(await page.textContent("#output span.ansi-1"), "red");
+  assert.ok(await page.isHidden("#detail-tabs"), "a text execution has no transcript tab");
+  const shown = await page.textContent("#output");
+  assert.ok(shown.includes("red plain \\e]0;title\\u{7}") && !shown.includes("[31m"), JSON.stringify(shown));
 
   // In a git work tree, the detail lists the changed files and shows a file's diff.
   const repo = join(scratch, "repo");
@@ -235,11 +282,11 @@ try {
   await waitStatus(flood.id, "succeeded");
   await row(flood.id).click();
   await page.waitForFunction(() => document.querySelector("#output").lastChild?.textContent === "100000\n", null, WAIT);
-  assert.equal(await page.locator("#output span").count(), 2000);
-  assert.equal((await page.locator("#output span").first().textContent()).trim(), "98001");
+  assert.equal(await page.locator("#output > span").count(), 2000);
+  assert.equal((await page.locator("#output > span").first().textContent()).trim(), "98001");
   await page.click("#output-earlier");
   await page.waitForFunction(() => document.querySelector("#output").firstChild?.textContent === "96001\n", null, WAIT);
-  assert.equal(await page.locator("#output span").count(), 2000);
+  assert.equal(await page.locator("#output > span").count(), 2000);
 
   // A session: open its transcript, send a message, see the agent's reply.
   const session = await api("POST", "/sessions", { cwd: scratch, title: "web chat" });
