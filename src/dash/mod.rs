@@ -17,7 +17,7 @@ use tokio::sync::mpsc::{self, UnboundedSender};
 use crate::client::{Client, ClientError};
 use crate::domain::Page;
 use crate::domain::Word;
-use crate::domain::{AppliedWork, Approval, ExecutionStatus, MergedWork, OutputLine};
+use crate::domain::{AppliedWork, Approval, Envelope, ExecutionStatus, MergedWork, OutputLine};
 use feed::Feed;
 use model::{Focus, Link, Model, OutputPane, OUTPUT_KEPT};
 
@@ -31,6 +31,7 @@ const FEED_BATCH: usize = 512;
 enum Done {
     Notice(String),
     Output { execution_id: i64, lines: Vec<OutputLine> },
+    Transcript { execution_id: i64, entries: Vec<Envelope> },
     Providers(Vec<crate::domain::Provider>),
 }
 
@@ -177,8 +178,18 @@ fn on_key(key: KeyEvent, model: &mut Model, client: &Client, done: &UnboundedSen
             if let Some((id, _)) = selected {
                 model.output = Some(OutputPane { execution_id: id, ..Default::default() });
                 load_output(client, id, done);
+                if model.executions.get(&id).is_some_and(|e| e.agent.is_some()) {
+                    load_transcript(client, id, done);
+                }
             }
         }
+        KeyCode::Char('t') => match model.output.as_mut() {
+            Some(pane) if model.executions.get(&pane.execution_id).is_some_and(|e| e.agent.is_some()) => {
+                pane.raw = !pane.raw;
+            }
+            Some(_) => model.notify("this execution's profile writes plain text: its output is all there is"),
+            None => model.notify("Enter opens the selected execution first"),
+        },
         KeyCode::Esc => model.output = None,
         KeyCode::PageUp => scroll(model, 10),
         KeyCode::PageDown => scroll(model, -10),
@@ -220,7 +231,8 @@ fn scroll(model: &mut Model, by: i64) {
         pane.scroll_back = if by == i64::MIN {
             0
         } else {
-            (pane.scroll_back as i64 + by).clamp(0, pane.lines.len().saturating_sub(1) as i64) as usize
+            let held = pane.lines.len().max(pane.transcript.len());
+            (pane.scroll_back as i64 + by).clamp(0, held.saturating_sub(1) as i64) as usize
         };
     }
 }
@@ -268,8 +280,35 @@ fn on_done(done: Done, model: &mut Model) {
                 }
             }
         }
+        Done::Transcript { execution_id, entries } => {
+            if let Some(pane) = model.output.as_mut().filter(|p| p.execution_id == execution_id) {
+                // The history, then what came live meanwhile (each seq once).
+                let live = std::mem::take(&mut pane.transcript);
+                let live_seq = std::mem::replace(&mut pane.transcript_seq, 0);
+                for entry in &entries {
+                    pane.push_entry(entry);
+                }
+                if live_seq > pane.transcript_seq {
+                    pane.transcript = live;
+                    pane.transcript_seq = live_seq;
+                }
+            }
+        }
         Done::Providers(providers) => model.providers = providers,
     }
+}
+
+/// An agent execution's transcript (its first 500 entries, then what comes live).
+fn load_transcript(client: &Client, execution_id: i64, done: &UnboundedSender<Done>) {
+    let (client, done) = (client.clone(), done.clone());
+    tokio::spawn(async move {
+        let path = format!("/api/v1/executions/{execution_id}/transcript?limit=500");
+        let report = match client.get::<Page<Envelope>>(&path).await {
+            Ok(page) => Done::Transcript { execution_id, entries: page.items },
+            Err(e) => Done::Notice(format!("reading the transcript failed: {e}")),
+        };
+        let _ = done.send(report);
+    });
 }
 
 /// The last `OUTPUT_KEPT` stored lines of an execution, all the pane keeps: a gap of

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use serde::Deserialize;
 
+use crate::agent::render::{entry_lines, Tone};
 use crate::domain::Word;
 use crate::domain::{
     Approval, ApprovalId, ApprovalStatus, Envelope, Execution, ExecutionId, ExecutionStatus, OutputLine, OutputStream,
@@ -52,9 +53,26 @@ pub struct OutputPane {
     pub scroll_back: usize,
     /// Live lines the daemon skipped for this slow client; refetched from the history.
     pub gaps: u64,
+    /// For an agent execution: its transcript as lines, and the last agent event's seq
+    /// in it (entries come from the history and live; each once).
+    pub transcript: Vec<(Tone, String)>,
+    pub transcript_seq: u64,
+    /// Showing the raw output instead of the transcript (`t` toggles).
+    pub raw: bool,
 }
 
 impl OutputPane {
+    /// Adds an agent event's lines to the transcript, once.
+    pub fn push_entry(&mut self, event: &Envelope) {
+        if event.seq <= self.transcript_seq {
+            return;
+        }
+        self.transcript_seq = event.seq;
+        self.transcript.extend(entry_lines(&event.kind, &event.data));
+        let excess = self.transcript.len().saturating_sub(OUTPUT_KEPT);
+        self.transcript.drain(..excess);
+    }
+
     pub fn push(&mut self, line: OutputLine) {
         if line.n <= self.last_n {
             return;
@@ -187,6 +205,18 @@ impl Model {
                     pane.push(OutputLine { n: line.n, stream: line.stream, text: line.text, ts: event.ts });
                 }
             }
+            return false;
+        } else if kind.starts_with("agent.") {
+            if let Some(pane) = self.output.as_mut().filter(|p| Some(ExecutionId(p.execution_id)) == event.execution_id)
+            {
+                pane.push_entry(event);
+            }
+            if kind == "agent.usage" {
+                self.providers_stale = true;
+            }
+            return false;
+        } else if kind.starts_with("provider.") {
+            self.providers_stale = true;
             return false;
         } else if kind == "execution.changes" {
             if let Some(execution) = event.execution_id.and_then(|id| self.executions.get_mut(&id.0)) {

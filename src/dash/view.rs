@@ -12,6 +12,7 @@ use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, Table
 use ratatui::Frame;
 
 use super::model::{Focus, Link, Model};
+use crate::agent::render::Tone;
 use crate::domain::Word;
 use crate::domain::{Approval, Execution, ExecutionStatus, OutputStream};
 use crate::terminal::{escape, escape_line};
@@ -66,8 +67,11 @@ fn draw_header(frame: &mut Frame, area: Rect, model: &Model) {
         Span::styled(link, link_style),
     ]);
     let mut providers = vec![Span::raw(" ")];
-    // Busy providers only: the ready agents' providers exist whether used or not.
-    let busy: Vec<_> = model.providers.iter().filter(|p| p.running + p.queued + p.pending_approval > 0).collect();
+    // Busy providers and those that spent today only: the ready agents' providers exist
+    // whether used or not.
+    let spent = |p: &crate::domain::Provider| p.spend_today.cost_usd > 0.0 || p.spend_today.output_tokens > 0;
+    let busy: Vec<_> =
+        model.providers.iter().filter(|p| p.running + p.queued + p.pending_approval > 0 || spent(p)).collect();
     if busy.is_empty() {
         providers.push(Span::styled("no provider busy", Style::new().dim()));
     }
@@ -78,7 +82,14 @@ fn draw_header(frame: &mut Frame, area: Rect, model: &Model) {
             provider.limits.max_concurrent.to_string()
         };
         providers.push(Span::styled(provider.name.clone(), Style::new().bold()));
-        providers.push(Span::raw(format!(" {}/{limit} run, {} queued   ", provider.running, provider.queued)));
+        providers.push(Span::raw(format!(" {}/{limit} run, {} queued", provider.running, provider.queued)));
+        if spent(provider) {
+            providers.push(Span::styled(format!(" ${:.4} today", provider.spend_today.cost_usd), Style::new().dim()));
+        }
+        if provider.budget_reached {
+            providers.push(Span::styled(" BUDGET REACHED", Style::new().red().bold()));
+        }
+        providers.push(Span::raw("   "));
     }
     frame.render_widget(Paragraph::new(vec![first, Line::from(providers)]), area);
 }
@@ -163,20 +174,47 @@ fn draw_executions(frame: &mut Frame, area: Rect, model: &Model) {
 fn draw_output(frame: &mut Frame, area: Rect, model: &Model) {
     let Some(pane) = &model.output else { return };
     let execution = model.executions.get(&pane.execution_id);
+    let agent = execution.and_then(|e| e.agent.as_ref());
+    let transcript = agent.is_some() && !pane.raw;
     let inner_height = area.height.saturating_sub(2) as usize;
-    let end = pane.lines.len().saturating_sub(pane.scroll_back);
+    let held = if transcript { pane.transcript.len() } else { pane.lines.len() };
+    let end = held.saturating_sub(pane.scroll_back);
     let start = end.saturating_sub(inner_height);
-    let lines: Vec<Line> = pane
-        .lines
-        .range(start..end)
-        .map(|l| match l.stream {
-            OutputStream::Stdout => Line::raw(escape_line(&l.text).into_owned()),
-            OutputStream::Stderr => Line::styled(escape_line(&l.text).into_owned(), Style::new().red()),
-        })
-        .collect();
-    let mut title = format!(" Output of {} ", pane.execution_id);
+    let lines: Vec<Line> = if transcript {
+        pane.transcript[start..end]
+            .iter()
+            .map(|(tone, text)| {
+                let style = match tone {
+                    Tone::Message => Style::new(),
+                    Tone::Call => Style::new().cyan(),
+                    Tone::Result { ok: true } => Style::new().dim(),
+                    Tone::Result { ok: false } => Style::new().red(),
+                    Tone::Marker { ok: true } => Style::new().green(),
+                    Tone::Marker { ok: false } => Style::new().red().bold(),
+                };
+                Line::styled(text.clone(), style)
+            })
+            .collect()
+    } else {
+        pane.lines
+            .range(start..end)
+            .map(|l| match l.stream {
+                OutputStream::Stdout => Line::raw(escape_line(&l.text).into_owned()),
+                OutputStream::Stderr => Line::styled(escape_line(&l.text).into_owned(), Style::new().red()),
+            })
+            .collect()
+    };
+    let mut title = format!(" {} of {} ", if transcript { "Transcript" } else { "Output" }, pane.execution_id);
     if let Some(e) = execution {
         title.push_str(&format!("({}) ", e.status));
+        if let Some(agent) = agent {
+            let tokens = &agent.tokens;
+            title.push_str(&format!("{}+{} tokens ", tokens.all_input(), tokens.output));
+            if let Some(cost) = agent.cost_usd {
+                title.push_str(&format!("${cost:.4} "));
+            }
+            title.push_str(if transcript { "· t raw output " } else { "· t transcript " });
+        }
         if e.sandbox.is_unconfined() {
             title.push_str("UNSANDBOXED ");
         }
@@ -253,6 +291,7 @@ fn draw_help(frame: &mut Frame) {
         Line::raw("Enter        (approvals) read the whole request first"),
         Line::raw("Enter        show the selected execution's output"),
         Line::raw("Esc          close the output (or this help)"),
+        Line::raw("t            an agent's transcript, or its raw output"),
         Line::raw("PgUp/PgDn    scroll the output; End follows the tail"),
         Line::raw("a / d        approve / deny the selected approval"),
         Line::raw("c            cancel the selected execution"),

@@ -357,3 +357,37 @@ async fn warden_dash_applies_merges_and_discards_isolated_work_with_keys() {
     tmux.keys(&["q"]);
     tmux.wait_for(&["EXITED 0"]).await;
 }
+
+#[actix_web::test]
+async fn warden_dash_shows_an_agents_transcript_its_spend_and_its_raw_output_on_t() {
+    let d = spawn_for_executions().await;
+    let capture = format!("{}/src/agent/testdata/claude-tool-call.jsonl", env!("CARGO_MANIFEST_DIR"));
+    let profile = json!({
+        "name": "replay", "provider": "anthropic", "format": "claude-stream-json", "env": {"CAPTURE": capture},
+        "command": ["sh", "-c", "cat \"$CAPTURE\""],
+    });
+    expect_json(d.post("/api/v1/profiles", &profile).await, StatusCode::CREATED).await;
+    let agent = d.exec_with(json!({"prompt": "say hello", "profile": "replay", "cwd": std::env::temp_dir()})).await;
+    d.wait_final(&agent["id"]).await;
+
+    let tmux = Tmux::start(&dash_command(d.home.dir()), 100, 30);
+    let screen = tmux.wait_for(&["live", "say hello", "anthropic", "$0.0027 today"]).await;
+    assert!(!screen.contains("google"), "idle providers that spent nothing stay out of the header:\n{screen}");
+    tmux.keys(&["Enter"]);
+    let screen = tmux
+        .wait_for(&[
+            &format!("Transcript of {}", agent["id"]),
+            "→ Bash echo hello-from-tool",
+            "│ hello-from-tool",
+            "All done: hello.",
+            "✓ done: 2 turn(s)",
+            "310+84 tokens $0.0027",
+        ])
+        .await;
+    assert!(!screen.contains("\"type\""), "no raw JSON in the transcript:\n{screen}");
+    tmux.keys(&["t"]);
+    tmux.wait_for(&[&format!("Output of {}", agent["id"]), "{\"type\":\"assistant\""]).await;
+    tmux.keys(&["t"]);
+    tmux.wait_for(&["All done: hello."]).await;
+    tmux.keys(&["q"]);
+}
