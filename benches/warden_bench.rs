@@ -1010,6 +1010,77 @@ fn write_results(path: &Path, figures: &[(String, String)]) -> anyhow::Result<()
     std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
 }
 
+/// A Claude Code stream-json run of `lines` lines, made from a real capture: its init
+/// line, then model turns (a tool call, its result, a message) with ids of their own,
+/// then its result line.
+fn claude_stream(lines: usize) -> String {
+    let capture = include_str!("../src/agent/testdata/claude-tool-call.jsonl");
+    let captured: Vec<&str> = capture.lines().collect();
+    let (init, turn, result) = (captured[0], &captured[1..4], captured[4]);
+    let mut out = String::with_capacity(lines * 700);
+    out.push_str(init);
+    out.push('\n');
+    for i in 0..lines.saturating_sub(2) {
+        let line = turn[i % 3].replace("msg_2", &format!("msg_a{i}")).replace("msg_4", &format!("msg_b{i}"));
+        out.push_str(&line.replace("toolu_01", &format!("toolu_{}", i / 3)));
+        out.push('\n');
+    }
+    out.push_str(result);
+    out.push('\n');
+    out
+}
+
+/// B12: how fast agent output is read into agent events (the normaliser alone, in
+/// 256-line chunks as capture hands them over), and a 100,000-line Claude stream
+/// through a `claude-stream-json` execution end to end.
+async fn b12_agent_stream(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    const LINES: usize = 100_000;
+    let stream = claude_stream(LINES);
+    let lines: Vec<&str> = stream.lines().collect();
+    let chunks: Vec<String> = lines.chunks(256).map(|c| c.join("\n")).collect();
+    let mut rates = Vec::new();
+    let mut events = 0;
+    for _ in 0..5 {
+        let mut reader = warden::agent::AgentReader::new(warden::domain::AgentFormat::ClaudeStreamJson, None)
+            .context("a reader")?;
+        let started = Instant::now();
+        events = chunks.iter().map(|chunk| reader.read_lines(chunk).events.len()).sum::<usize>();
+        rates.push(LINES as f64 / started.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    figures.push(("b12 normaliser lines/s (median of 5)".into(), format!("{:.0}", rates[2])));
+    figures.push(("b12 normaliser MB/s".into(), format!("{:.0}", rates[2] * stream.len() as f64 / LINES as f64 / 1e6)));
+    figures.push(("b12 agent events from 100,000 lines".into(), events.to_string()));
+
+    let daemon = start_daemon(
+        "[profiles.replay]\nprovider = \"local\"\nformat = \"claude-stream-json\"\ncommand = [\"cat\", \"{prompt}\"]\n",
+    )
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("stream.jsonl");
+    std::fs::write(&file, &stream)?;
+    let started = Instant::now();
+    let created: Value = daemon
+        .client
+        .post("/api/v1/executions", &json!({"prompt": file, "profile": "replay", "cwd": dir.path()}))
+        .await?;
+    let id = created["id"].clone();
+    let finished = loop {
+        let execution: Value = daemon.client.get(&format!("/api/v1/executions/{id}")).await?;
+        if execution["status"].as_str().is_some_and(|s| s != "queued" && s != "running") {
+            break execution;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    if finished["status"] != "succeeded" || finished["agent"]["result"].is_null() {
+        bail!("the agent stream did not end well: {finished}");
+    }
+    figures.push(("b12 agent stream end to end, lines/s persisted".into(), format!("{:.0}", LINES as f64 / elapsed)));
+    figures.push(("b12 agent stream tool calls counted".into(), finished["agent"]["tool_calls"].to_string()));
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -1049,6 +1120,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("b11") {
         b11_isolated_start(&mut figures).await?;
+    }
+    if wanted("b12") {
+        b12_agent_stream(&mut figures).await?;
     }
     for (name, value) in &figures {
         println!("{name}: {value}");
