@@ -1041,8 +1041,8 @@ async fn b12_agent_stream(figures: &mut Vec<(String, String)>) -> anyhow::Result
     let mut rates = Vec::new();
     let mut events = 0;
     for _ in 0..5 {
-        let mut reader = warden::agent::AgentReader::new(warden::domain::AgentFormat::ClaudeStreamJson, None)
-            .context("a reader")?;
+        let mut reader =
+            warden::agent::AgentReader::new(warden::domain::AgentFormat::ClaudeStreamJson, None).context("a reader")?;
         let started = Instant::now();
         events = chunks.iter().map(|chunk| reader.read_lines(chunk).events.len()).sum::<usize>();
         rates.push(LINES as f64 / started.elapsed().as_secs_f64());

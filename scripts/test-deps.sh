@@ -3,7 +3,8 @@
 # cargo-nextest, and Debian packages for the tests that drive real tools (git for the
 # workspace-changes tests, tmux for the terminal dashboard,
 # chromium for the web dashboard), the npm packages of tests/web (playwright-core) and
-# tests/agents (the real Claude Code and Codex CLIs, run against mock model APIs), and
+# tests/agents (the real Claude Code, Codex and Gemini CLIs, run against mock model
+# APIs), and
 # schemathesis and openapi-spec-validator (PyPI) in tests/contract/.venv.
 set -euo pipefail
 
@@ -31,6 +32,7 @@ fi
 
 # The real agents for tests/api/real_agents.rs (native binaries, about 800 MB).
 if [ ! -x tests/agents/node_modules/.bin/claude ] || [ ! -x tests/agents/node_modules/.bin/codex ] \
+  || [ ! -x tests/agents/node_modules/.bin/gemini ] \
   || [ tests/agents/package-lock.json -nt tests/agents/node_modules ]; then
   (cd tests/agents && npm ci --no-audit --no-fund)
 fi

@@ -37,7 +37,8 @@ fn ready(name: &str, provider: &str, format: AgentFormat, command: &[&str], cont
 /// (`danger-full-access`): it is made with bubblewrap, whose mount namespace a process
 /// under warden's Landlock sandbox may not make, so every command it ran would fail;
 /// warden's sandbox confines it instead (`sandbox = "workspace-write"` on a profile of
-/// your own keeps its writes in the work tree).
+/// your own keeps its writes in the work tree). Each was run for real against a mock of
+/// its model API (`tests/api/real_agents.rs`).
 pub fn ready_profiles() -> Vec<Profile> {
     vec![
         ready(

@@ -100,37 +100,50 @@ fn codex_json_becomes_a_transcript_and_a_resumed_thread_counts_only_its_turn() {
 }
 
 #[test]
-fn gemini_stream_json_joins_streamed_pieces_and_reports_failed_tools() {
+fn gemini_stream_json_becomes_a_transcript() {
     let (events, summary) =
         read_all(AgentFormat::GeminiStreamJson, None, include_str!("testdata/gemini-tool-call.jsonl"));
     assert_eq!(
         kinds(&events),
-        [
-            "agent.started",
-            "agent.message",
-            "agent.tool_call",
-            "agent.tool_result",
-            "agent.tool_call",
-            "agent.tool_result",
-            "agent.message",
-            "agent.usage",
-            "agent.result"
-        ]
+        ["agent.started", "agent.tool_call", "agent.tool_result", "agent.message", "agent.usage", "agent.result"]
     );
-    assert_eq!(events[1], AgentEvent::Message { text: "I'll run a command.".into() });
     assert_eq!(
-        events[5],
-        AgentEvent::ToolResult {
-            call_id: "read_file-1764684001400-2".into(),
-            ok: false,
-            summary: "File not found: /nope".into()
+        events[1],
+        AgentEvent::ToolCall {
+            call_id: "run_shell_command__run_shell_command_1796223420598_0".into(),
+            tool: "run_shell_command".into(),
+            input: json!({"command": "echo hello-from-tool", "description": "Say hello"}),
         }
     );
-    assert_eq!(summary.tokens, Tokens { input: 200, output: 50, cache_read: 100, cache_write: 0 });
-    assert_eq!(summary.tool_calls, 2);
+    assert!(matches!(&events[2], AgentEvent::ToolResult { ok: true, summary, .. } if summary == "hello-from-tool"));
+    assert_eq!(events[3], AgentEvent::Message { text: "All done: hello.".into() });
+    assert_eq!(summary.agent_session_id.as_deref(), Some("b5d0932a-dcab-4e3b-be58-1ee478ac75e0"));
+    // Gemini's input_tokens include the cached ones.
+    assert_eq!(summary.tokens, Tokens { input: 270, output: 126, cache_read: 90, cache_write: 0 });
+    assert_eq!(summary.tool_calls, 1);
+    let result = summary.result.expect("a result");
+    assert_eq!((result.text.as_str(), result.is_error, result.duration_ms), ("All done: hello.", false, Some(564)));
+
+    // Its stats are the process's own, so a resumed conversation counts only its turn.
+    let (_, resumed) = read_all(AgentFormat::GeminiStreamJson, None, include_str!("testdata/gemini-resumed.jsonl"));
+    assert_eq!(resumed.tokens, Tokens { input: 180, output: 84, cache_read: 60, cache_write: 0 });
+    assert_eq!(resumed.agent_session_id, summary.agent_session_id);
+}
+
+#[test]
+fn streamed_pieces_make_one_message_and_a_failed_tool_says_why() {
+    let lines = [
+        r#"{"type":"message","role":"assistant","content":"I'll run ","delta":true}"#,
+        r#"{"type":"message","role":"assistant","content":"a command.","delta":true}"#,
+        r#"{"type":"tool_use","tool_name":"read_file","tool_id":"t2","parameters":{"absolute_path":"/nope"}}"#,
+        r#"{"type":"tool_result","tool_id":"t2","status":"error","error":{"type":"file_not_found","message":"File not found: /nope"}}"#,
+    ]
+    .join("\n");
+    let (events, _) = read_all(AgentFormat::GeminiStreamJson, None, &lines);
+    assert_eq!(events[0], AgentEvent::Message { text: "I'll run a command.".into() });
     assert_eq!(
-        summary.result.map(|r| (r.text, r.is_error, r.duration_ms)),
-        Some(("All done: hello.".into(), false, Some(2100)))
+        events[2],
+        AgentEvent::ToolResult { call_id: "t2".into(), ok: false, summary: "File not found: /nope".into() }
     );
 }
 

@@ -1,6 +1,7 @@
 //! Local stand-ins for the model APIs the real agents call: Anthropic's Messages API
-//! (streamed as server-sent events, as the API documents) for Claude Code, and
-//! OpenAI's Responses API for Codex. A prompt with "run" in it gets one shell tool call
+//! (streamed as server-sent events, as the API documents) for Claude Code, OpenAI's
+//! Responses API for Codex and the Gemini API (`streamGenerateContent?alt=sse`) for the
+//! Gemini CLI. A prompt with "run" in it gets one shell tool call
 //! (`echo hello-from-tool`), then "All done: hello."; any other prompt gets an answer
 //! that says how many prompts the conversation holds and which was first, so a test can
 //! tell that a resumed conversation was resumed. Every request is kept for the test.
@@ -21,6 +22,7 @@ pub struct MockModel {
 enum Flavour {
     Anthropic,
     OpenAi,
+    Gemini,
 }
 
 /// Tokens each mock response reports.
@@ -38,6 +40,10 @@ impl MockModel {
         Self::start(Flavour::OpenAi).await
     }
 
+    pub async fn gemini() -> MockModel {
+        Self::start(Flavour::Gemini).await
+    }
+
     async fn start(flavour: Flavour) -> MockModel {
         let requests: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
         let kept = requests.clone();
@@ -52,6 +58,7 @@ impl MockModel {
                         match flavour {
                             Flavour::Anthropic => anthropic(request.path(), &body),
                             Flavour::OpenAi => openai(request.path(), &body),
+                            Flavour::Gemini => gemini(request.path(), &body),
                         }
                     }
                 },
@@ -110,7 +117,9 @@ fn texts(content: &Value) -> Vec<String> {
         Value::String(s) => vec![s.clone()],
         Value::Array(blocks) => blocks
             .iter()
-            .filter(|b| b["type"] == "text" || b["type"] == "input_text")
+            .filter(|b| {
+                b["type"] == "text" || b["type"] == "input_text" || (b.get("type").is_none() && b.get("text").is_some())
+            })
             .filter_map(|b| b["text"].as_str().map(str::to_owned))
             .collect(),
         _ => Vec::new(),
@@ -231,4 +240,45 @@ fn openai(path: &str, body: &Value) -> HttpResponse {
             "total_tokens": INPUT_TOKENS + OUTPUT_TOKENS}}}),
         ),
     ])
+}
+
+fn gemini(path: &str, body: &Value) -> HttpResponse {
+    let usage = json!({"promptTokenCount": INPUT_TOKENS, "candidatesTokenCount": OUTPUT_TOKENS,
+        "totalTokenCount": INPUT_TOKENS + OUTPUT_TOKENS, "cachedContentTokenCount": CACHE_READ_TOKENS});
+    if path.ends_with(":countTokens") {
+        return HttpResponse::Ok().json(json!({"totalTokens": 10}));
+    }
+    if path.ends_with(":generateContent") {
+        // The CLI's own helper calls (choosing a model, who speaks next): a JSON answer
+        // that satisfies each.
+        let answer = json!({"complexity_reasoning": "simple", "complexity_score": 1, "reasoning": "done",
+            "next_speaker": "user"});
+        return HttpResponse::Ok().json(json!({"candidates": [{"content": {"role": "model",
+            "parts": [{"text": answer.to_string()}]}, "finishReason": "STOP", "index": 0}], "usageMetadata": usage}));
+    }
+    if !path.ends_with(":streamGenerateContent") {
+        return HttpResponse::Ok().json(json!({}));
+    }
+    let contents = body["contents"].as_array().cloned().unwrap_or_default();
+    let is_response =
+        |c: &Value| c["parts"].as_array().is_some_and(|p| p.iter().any(|p| p.get("functionResponse").is_some()));
+    let prompts: Vec<(usize, String)> = contents
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c["role"] == "user" && !is_response(c))
+        .filter_map(|(i, c)| prompt_of(&c["parts"]).map(|p| (i, p)))
+        .collect();
+    let last = prompts.last().map_or(0, |(i, _)| *i);
+    // Gemini calls carry no id of ours: a response after the last prompt is its result.
+    let result = contents[last.min(contents.len())..].iter().find(|c| is_response(c)).map(|c| c.to_string());
+    let conversation =
+        Conversation { prompts: prompts.into_iter().map(|(_, p)| p).collect(), call_id: String::new(), result };
+    let part = match conversation.reply() {
+        Reply::Text(text) => json!({"text": text}),
+        Reply::Tool { .. } => json!({"functionCall": {"name": "run_shell_command",
+            "args": {"command": "echo hello-from-tool", "description": "Say hello"}}}),
+    };
+    let chunk = json!({"candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": usage, "modelVersion": "gemini-mock"});
+    HttpResponse::Ok().content_type("text/event-stream").body(format!("data: {chunk}\r\n\r\n"))
 }

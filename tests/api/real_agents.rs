@@ -1,5 +1,5 @@
-//! The real agents as warden executions: the Claude Code CLI and the Codex CLI (from
-//! npm, installed by scripts/test-deps.sh into tests/agents) run through their ready
+//! The real agents as warden executions: the Claude Code CLI, the Codex CLI and the
+//! Gemini CLI (from npm, installed by scripts/test-deps.sh into tests/agents) run through their ready
 //! profiles against local mocks of their model APIs (`model_mocks.rs`). warden must
 //! show what they did as it happens (agent events, transcript, tokens, cost), route
 //! Claude's tool call through `warden hook claude` to an approval, and resume each
@@ -17,7 +17,7 @@ use crate::model_mocks::*;
 /// Where the real agent CLIs are; the suite's dependencies put them there.
 fn agents_bin() -> PathBuf {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/agents/node_modules/.bin");
-    for agent in ["claude", "codex"] {
+    for agent in ["claude", "codex", "gemini"] {
         assert!(
             bin.join(agent).exists(),
             "{agent} is not installed in {}: run `make test` (scripts/test-deps.sh)",
@@ -245,4 +245,55 @@ async fn codex_runs_its_command_and_resumes_its_thread_in_a_session() {
     assert_eq!(session["agent_session_id"], thread.as_str());
     // The resumed turn counts only its own tokens, though Codex reports the thread's.
     assert_eq!(second["agent"]["tokens"]["output"], OUTPUT_TOKENS, "{}", second["agent"]);
+}
+
+#[actix_web::test]
+async fn gemini_cli_runs_its_command_and_resumes_its_session() {
+    let model = MockModel::gemini().await;
+    let rig = AgentRig::start(&[
+        ("GEMINI_API_KEY", "gm-test".into()),
+        ("GOOGLE_GEMINI_BASE_URL", model.url.clone()),
+        ("GEMINI_CLI_TRUST_WORKSPACE", "true".into()),
+    ])
+    .await;
+    // Its API key, and `echo` allowed without asking (headless, nobody could answer).
+    let settings = rig.agent_home.join(".gemini");
+    std::fs::create_dir_all(&settings).unwrap();
+    std::fs::write(
+        settings.join("settings.json"),
+        json!({"security": {"auth": {"selectedType": "gemini-api-key"}}, "tools": {"allowed": ["run_shell_command(echo)"]}})
+            .to_string(),
+    )
+    .unwrap();
+
+    let created = rig.run("gemini", "run a greeting").await;
+    let done = rig.daemon.wait_final(&created["id"]).await;
+    assert_eq!(done["status"], "succeeded", "{}", rig.daemon.output_text(&created["id"]).await);
+    let agent = &done["agent"];
+    assert_eq!(agent["format"], "gemini-stream-json");
+    assert_eq!(agent["result"]["text"], "All done: hello.");
+    assert_eq!(agent["tool_calls"], 1);
+    // Every model call the CLI made (its helper calls too) is in its totals.
+    let calls = model.requests().iter().filter(|(path, _)| path.contains("enerateContent")).count() as u64;
+    assert_eq!(agent["tokens"]["output"], calls * OUTPUT_TOKENS, "{agent}");
+    assert_eq!(agent["tokens"]["cache_read"], calls * CACHE_READ_TOKENS);
+    let entries = rig.transcript(&created["id"]).await;
+    assert_eq!(
+        kinds(&entries),
+        ["agent.started", "agent.tool_call", "agent.tool_result", "agent.message", "agent.usage", "agent.result"]
+    );
+    assert_eq!(entries[1]["data"]["tool"], "run_shell_command");
+    assert_eq!(
+        entries[2]["data"],
+        json!({"call_id": entries[1]["data"]["call_id"], "ok": true, "summary": "hello-from-tool"})
+    );
+
+    let (session, replies) = rig.chat("gemini", &["remember the word tangerine", "what was my first message?"]).await;
+    assert_eq!(replies[1]["content"], "You have said 2 thing(s); the first was: remember the word tangerine");
+    let first = rig.daemon.execution(&replies[0]["execution_id"]).await;
+    let second = rig.daemon.execution(&replies[1]["execution_id"]).await;
+    let conversation = first["agent"]["agent_session_id"].as_str().unwrap().to_owned();
+    let argv: Vec<&str> = second["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(argv.windows(2).any(|w| w == ["--resume", conversation.as_str()]), "{argv:?}");
+    assert_eq!(session["agent_session_id"], conversation.as_str());
 }
