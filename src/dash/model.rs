@@ -15,6 +15,7 @@ use crate::domain::{
     Approval, ApprovalId, ApprovalStatus, Envelope, Execution, ExecutionId, ExecutionStatus, OutputLine, OutputStream,
     Provider,
 };
+use crate::domain::{Tokens, Usage};
 
 /// Lines of the selected execution's output kept in memory.
 pub const OUTPUT_KEPT: usize = 5000;
@@ -57,6 +58,10 @@ pub struct OutputPane {
     /// in it (entries come from the history and live; each once).
     pub transcript: Vec<(Tone, String)>,
     pub transcript_seq: u64,
+    /// What the transcript's `agent.usage` entries add up to (the running totals while
+    /// the execution's own summary is not yet final).
+    pub spent: Tokens,
+    pub cost_usd: Option<f64>,
     /// Showing the raw output instead of the transcript (`t` toggles).
     pub raw: bool,
 }
@@ -68,6 +73,14 @@ impl OutputPane {
             return;
         }
         self.transcript_seq = event.seq;
+        if event.kind == "agent.usage" {
+            if let Ok(usage) = Usage::deserialize(&event.data) {
+                self.spent.add(&usage.tokens());
+                if let Some(cost) = usage.cost_usd {
+                    self.cost_usd = Some(self.cost_usd.unwrap_or(0.0) + cost);
+                }
+            }
+        }
         self.transcript.extend(entry_lines(&event.kind, &event.data));
         let excess = self.transcript.len().saturating_sub(OUTPUT_KEPT);
         self.transcript.drain(..excess);

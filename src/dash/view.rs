@@ -208,9 +208,13 @@ fn draw_output(frame: &mut Frame, area: Rect, model: &Model) {
     if let Some(e) = execution {
         title.push_str(&format!("({}) ", e.status));
         if let Some(agent) = agent {
-            let tokens = &agent.tokens;
+            // The agent's own totals once it has ended; the transcript's sums until then.
+            let (tokens, cost) = match agent.result {
+                Some(_) => (agent.tokens, agent.cost_usd),
+                None => (pane.spent, pane.cost_usd),
+            };
             title.push_str(&format!("{}+{} tokens ", tokens.all_input(), tokens.output));
-            if let Some(cost) = agent.cost_usd {
+            if let Some(cost) = cost {
                 title.push_str(&format!("${cost:.4} "));
             }
             title.push_str(if transcript { "· t raw output " } else { "· t transcript " });
