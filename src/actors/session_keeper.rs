@@ -139,18 +139,20 @@ impl SessionKeeper {
             }
             return;
         };
-        let fut = self.start_turn(session_id, message);
+        let fut = self.start_turn(session_id, message, None);
         ctx.spawn(fut.into_actor(self).map(move |started, act, ctx| {
             act.turn_started(session_id, &started, ctx);
         }));
     }
 
     /// Enqueues the turn's execution and links the message to it. The session counts as
-    /// running from now on.
+    /// running from now on. A message sent with an idempotency key that starts its turn
+    /// at once is remembered again here with the execution, as its answer says.
     fn start_turn(
         &mut self,
         session_id: SessionId,
         message: SessionMessage,
+        claim: Option<Claim>,
     ) -> impl std::future::Future<Output = Result<Execution, KeeperError>> + 'static {
         let open = self.open.get_mut(&session_id).expect("checked by the caller");
         open.session.turns += 1;
@@ -182,9 +184,14 @@ impl SessionKeeper {
             let mut session = session;
             session.last_execution_id = Some(execution.id);
             let execution_id = execution.id;
+            let answer = execution.clone();
             store
                 .record("start session turn", move |c, _| {
                     rows::set_message_execution(c, message.id, execution_id)?;
+                    if let Some(claim) = &claim {
+                        let message = SessionMessage { execution_id: Some(execution_id), ..message };
+                        claim.remember(c, 202, &Sent { message, execution: Some(answer) })?;
+                    }
                     rows::update(c, &session)
                 })
                 .await?;
@@ -317,6 +324,7 @@ impl Handler<SendMessage> for SessionKeeper {
         };
         let session = open.session.clone();
         let store = self.store.clone();
+        let turn_claim = claim.clone();
         let stored = async move {
             store
                 .record("insert user message", move |c, log| {
@@ -340,7 +348,7 @@ impl Handler<SendMessage> for SessionKeeper {
                         Box::new(fut::ready(Ok(Sent { message, execution: None })))
                     }
                     Some(_) => {
-                        let turn = act.start_turn(session_id, message.clone());
+                        let turn = act.start_turn(session_id, message.clone(), turn_claim);
                         Box::new(turn.into_actor(act).map(move |started, act, ctx| {
                             act.turn_started(session_id, &started, ctx);
                             let execution = started?;

@@ -162,8 +162,9 @@ pub struct Execution {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<WaitingFor>,
     /// What its agent has done so far, read from its output (null for a `text` profile).
+    /// Boxed: most executions have none, and every execution is cloned often.
     #[serde(default)]
-    pub agent: Option<super::AgentSummary>,
+    pub agent: Option<Box<super::AgentSummary>>,
 }
 
 words! {

@@ -321,7 +321,7 @@ pub fn get(conn: &Connection, id: ExecutionId) -> rusqlite::Result<Option<Execut
     else {
         return Ok(None);
     };
-    execution.agent = super::agent_activity::summary(conn, id)?;
+    execution.agent = super::agent_activity::summary(conn, id)?.map(Box::new);
     Ok(Some(execution))
 }
 

@@ -24,7 +24,7 @@ impl Handler<AgentProgress> for ExecutionMonitor {
 
     fn handle(&mut self, msg: AgentProgress, ctx: &mut Self::Context) {
         if let (Some(summary), Some(run)) = (msg.summary, self.runs.get_mut(&msg.id)) {
-            run.execution.agent = Some(summary);
+            run.execution.agent = Some(Box::new(summary));
             self.publish(msg.id);
         }
         self.add_spend(&msg.provider, &msg.day, &msg.spent, ctx);

@@ -299,7 +299,7 @@ impl ExecutionMonitor {
             let stored = store.record("finish execution", move |c, log| {
                 // Queued behind all of its output: the stored summary is its last.
                 if row.agent.is_some() {
-                    row.agent = agent_activity::summary(c, id)?.or(row.agent);
+                    row.agent = agent_activity::summary(c, id)?.map(Box::new).or(row.agent);
                 }
                 rows::mark_finished(c, &row)?;
                 log.record(c, execution_event("execution.finished", &row))?;

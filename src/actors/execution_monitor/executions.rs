@@ -341,9 +341,11 @@ impl ExecutionMonitor {
             base: None,
             base_branch: None,
             waiting_for: None,
-            agent: (!profile.spec.format.is_text()).then(|| AgentSummary {
-                conversation_tokens: turn.as_ref().and_then(|t| t.conversation_tokens),
-                ..AgentSummary::new(profile.spec.format)
+            agent: (!profile.spec.format.is_text()).then(|| {
+                Box::new(AgentSummary {
+                    conversation_tokens: turn.as_ref().and_then(|t| t.conversation_tokens),
+                    ..AgentSummary::new(profile.spec.format)
+                })
             }),
             base_ref: request.base,
         };
