@@ -57,6 +57,33 @@ impl AgentRig {
         self.daemon.exec_with(json!({"profile": profile, "prompt": prompt, "cwd": self.workspace})).await
     }
 
+    /// Runs the profile's agent on a prompt to its end; it must succeed and answer.
+    async fn run_to_end(&self, profile: &str, format: &str) -> Value {
+        let created = self.run(profile, "run a greeting").await;
+        let done = self.daemon.wait_final(&created["id"]).await;
+        assert_eq!(done["status"], "succeeded", "{}", self.daemon.output_text(&created["id"]).await);
+        assert_eq!(done["agent"]["format"], format);
+        assert_eq!(done["agent"]["result"]["text"], "All done: hello.");
+        done
+    }
+
+    /// A two-turn session: the second turn must resume the agent's own conversation
+    /// (`flag` then its id in its argv) and the model must have seen the first turn.
+    /// Returns the session and the second turn's execution.
+    async fn resumes_in_a_session(&self, profile: &str, flag: &str) -> (Value, Value) {
+        let (session, replies) =
+            self.chat(profile, &["remember the word tangerine", "what was my first message?"]).await;
+        assert_eq!(replies[0]["content"], "You have said 1 thing(s); the first was: remember the word tangerine");
+        assert_eq!(replies[1]["content"], "You have said 2 thing(s); the first was: remember the word tangerine");
+        let first = self.daemon.execution(&replies[0]["execution_id"]).await;
+        let second = self.daemon.execution(&replies[1]["execution_id"]).await;
+        let conversation = first["agent"]["agent_session_id"].as_str().expect("the agent named its conversation");
+        let argv: Vec<&str> = second["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        assert!(argv.windows(2).any(|w| w == [flag, conversation]), "{argv:?}");
+        assert_eq!(session["agent_session_id"], conversation);
+        (session, second)
+    }
+
     async fn transcript(&self, id: &Value) -> Vec<Value> {
         self.daemon.get_ok(&format!("/api/v1/executions/{id}/transcript?limit=500")).await["items"]
             .as_array()
@@ -181,16 +208,8 @@ async fn claude_code_runs_with_its_tool_call_approved_through_warden_and_shows_w
         || body.to_string().contains("\"content\":\"hello-from-tool\"")));
 
     // A two-turn session resumes Claude's own conversation.
-    let (session, replies) = rig.chat("claude", &["remember the word tangerine", "what was my first message?"]).await;
-    assert_eq!(replies[0]["content"], "You have said 1 thing(s); the first was: remember the word tangerine");
-    assert_eq!(replies[1]["content"], "You have said 2 thing(s); the first was: remember the word tangerine");
-    let first = rig.daemon.execution(&replies[0]["execution_id"]).await;
-    let second = rig.daemon.execution(&replies[1]["execution_id"]).await;
-    let conversation = first["agent"]["agent_session_id"].as_str().unwrap().to_owned();
-    let argv: Vec<&str> = second["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    assert!(argv.windows(2).any(|w| w == ["--resume", conversation.as_str()]), "{argv:?}");
-    assert_eq!(second["agent"]["agent_session_id"], conversation.as_str());
-    assert_eq!(session["agent_session_id"], conversation.as_str());
+    let (session, second) = rig.resumes_in_a_session("claude", "--resume").await;
+    assert_eq!(second["agent"]["agent_session_id"], session["agent_session_id"]);
     assert!(rig.agent_home.join(".claude").is_dir(), "Claude kept its state in its own home");
 }
 
@@ -211,12 +230,8 @@ async fn codex_runs_its_command_and_resumes_its_thread_in_a_session() {
     )
     .unwrap();
 
-    let created = rig.run("codex", "run a greeting").await;
-    let done = rig.daemon.wait_final(&created["id"]).await;
-    assert_eq!(done["status"], "succeeded", "{}", rig.daemon.output_text(&created["id"]).await);
+    let done = rig.run_to_end("codex", "codex-json").await;
     let agent = &done["agent"];
-    assert_eq!(agent["format"], "codex-json");
-    assert_eq!(agent["result"]["text"], "All done: hello.");
     assert_eq!(agent["tool_calls"], 1, "{:#?}", model.requests().last().map(|(_, b)| b["input"].clone()));
     // Codex counts cached input inside its input tokens; warden's `input` does not.
     assert_eq!(
@@ -225,7 +240,7 @@ async fn codex_runs_its_command_and_resumes_its_thread_in_a_session() {
                "cache_read": 2 * CACHE_READ_TOKENS, "cache_write": 0})
     );
     assert_eq!(agent["cost_usd"], Value::Null, "Codex reports no cost");
-    let entries = rig.transcript(&created["id"]).await;
+    let entries = rig.transcript(&done["id"]).await;
     assert_eq!(
         kinds(&entries),
         ["agent.started", "agent.tool_call", "agent.tool_result", "agent.message", "agent.usage", "agent.result"]
@@ -235,14 +250,7 @@ async fn codex_runs_its_command_and_resumes_its_thread_in_a_session() {
     assert_eq!(entries[2]["data"]["ok"], true);
     assert!(entries[2]["data"]["summary"].as_str().unwrap().contains("hello-from-tool"));
 
-    let (session, replies) = rig.chat("codex", &["remember the word tangerine", "what was my first message?"]).await;
-    assert_eq!(replies[1]["content"], "You have said 2 thing(s); the first was: remember the word tangerine");
-    let first = rig.daemon.execution(&replies[0]["execution_id"]).await;
-    let second = rig.daemon.execution(&replies[1]["execution_id"]).await;
-    let thread = first["agent"]["agent_session_id"].as_str().unwrap().to_owned();
-    let argv: Vec<&str> = second["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    assert!(argv.windows(2).any(|w| w == ["resume", thread.as_str()]), "{argv:?}");
-    assert_eq!(session["agent_session_id"], thread.as_str());
+    let (_, second) = rig.resumes_in_a_session("codex", "resume").await;
     // The resumed turn counts only its own tokens, though Codex reports the thread's.
     assert_eq!(second["agent"]["tokens"]["output"], OUTPUT_TOKENS, "{}", second["agent"]);
 }
@@ -266,18 +274,14 @@ async fn gemini_cli_runs_its_command_and_resumes_its_session() {
     )
     .unwrap();
 
-    let created = rig.run("gemini", "run a greeting").await;
-    let done = rig.daemon.wait_final(&created["id"]).await;
-    assert_eq!(done["status"], "succeeded", "{}", rig.daemon.output_text(&created["id"]).await);
+    let done = rig.run_to_end("gemini", "gemini-stream-json").await;
     let agent = &done["agent"];
-    assert_eq!(agent["format"], "gemini-stream-json");
-    assert_eq!(agent["result"]["text"], "All done: hello.");
     assert_eq!(agent["tool_calls"], 1);
     // Every model call the CLI made (its helper calls too) is in its totals.
     let calls = model.requests().iter().filter(|(path, _)| path.contains("enerateContent")).count() as u64;
     assert_eq!(agent["tokens"]["output"], calls * OUTPUT_TOKENS, "{agent}");
     assert_eq!(agent["tokens"]["cache_read"], calls * CACHE_READ_TOKENS);
-    let entries = rig.transcript(&created["id"]).await;
+    let entries = rig.transcript(&done["id"]).await;
     assert_eq!(
         kinds(&entries),
         ["agent.started", "agent.tool_call", "agent.tool_result", "agent.message", "agent.usage", "agent.result"]
@@ -288,12 +292,5 @@ async fn gemini_cli_runs_its_command_and_resumes_its_session() {
         json!({"call_id": entries[1]["data"]["call_id"], "ok": true, "summary": "hello-from-tool"})
     );
 
-    let (session, replies) = rig.chat("gemini", &["remember the word tangerine", "what was my first message?"]).await;
-    assert_eq!(replies[1]["content"], "You have said 2 thing(s); the first was: remember the word tangerine");
-    let first = rig.daemon.execution(&replies[0]["execution_id"]).await;
-    let second = rig.daemon.execution(&replies[1]["execution_id"]).await;
-    let conversation = first["agent"]["agent_session_id"].as_str().unwrap().to_owned();
-    let argv: Vec<&str> = second["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    assert!(argv.windows(2).any(|w| w == ["--resume", conversation.as_str()]), "{argv:?}");
-    assert_eq!(session["agent_session_id"], conversation.as_str());
+    rig.resumes_in_a_session("gemini", "--resume").await;
 }
