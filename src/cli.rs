@@ -64,6 +64,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Notifications (`[[notify]]` in config.toml).
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// Print a completion script for a shell, e.g. `warden completions bash >
     /// ~/.local/share/bash-completion/completions/warden`.
     Completions {
@@ -422,6 +425,17 @@ pub enum ProviderCommand {
         /// Tokens its agents may use a UTC day before new starts wait; `none` removes it.
         #[arg(long, group = "limit", value_parser = budget::<u64>)]
         max_tokens_per_day: Option<Budget<u64>>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send one test notification to every target now and say how each went; exit 1
+    /// when one failed.
+    Test {
         /// Print JSON.
         #[arg(long)]
         json: bool,

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::{validate_name, Profile, ProfileSpec, ProviderLimits};
 use crate::home::Home;
@@ -30,6 +30,8 @@ struct ConfigFile {
     providers: BTreeMap<String, ProviderLimits>,
     #[serde(default)]
     profiles: BTreeMap<String, ProfileSpec>,
+    #[serde(default)]
+    notify: Vec<NotifyTarget>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +150,8 @@ pub struct Config {
     pub profiles: BTreeMap<String, Profile>,
     /// Work tree snapshots and diffs.
     pub changes: ChangeSettings,
+    /// Where notifications go (`[[notify]]`).
+    pub notify: Vec<NotifyTarget>,
 }
 
 impl Config {
@@ -192,6 +196,10 @@ impl Config {
             return Err("server.workers must be between 1 and 64".into());
         }
         let changes = file.changes;
+        for (i, target) in file.notify.iter().enumerate() {
+            target.validate().map_err(|e| format!("notify entry {}: {e}", i + 1))?;
+        }
+        let notify = file.notify;
         let worktrees_dir = match file.worktrees.dir {
             Some(dir) if dir.is_absolute() => dir,
             Some(dir) => return Err(format!("worktrees.dir must be an absolute path, not {}", dir.display())),
@@ -268,6 +276,7 @@ impl Config {
                 keep_worktrees: keep_worktrees?,
                 ..ChangeSettings::default()
             },
+            notify,
         })
     }
 }
@@ -285,6 +294,113 @@ fn parse_host(text: &str) -> Result<IpAddr, String> {
 
 // The settings the actors run with: defined here, with the file they are read from,
 // so that the configuration depends on no actor (the actors depend on it).
+
+/// A `[[notify]]` entry of the config file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyTarget {
+    /// Where to POST (http or https); none with `desktop = true`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A desktop notification instead (`notify-send`, or `osascript` on macOS), when the
+    /// daemon runs in a desktop session.
+    #[serde(default)]
+    pub desktop: bool,
+    /// Which events: a type (`approval.requested`), a prefix (`execution.*`), then
+    /// optional `field=value` conditions on the event's data, values separated by `|`
+    /// (`execution.finished status=failed|timed_out`). Default: `approval.requested`.
+    #[serde(default = "default_events")]
+    pub events: Vec<String>,
+    /// Signs each webhook body: `X-Warden-Signature: sha256=<hex HMAC-SHA256>`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// `json` (default: the event and a line of text) or `ntfy` (the text as the body,
+    /// with ntfy's title, priority and tags headers).
+    #[serde(default)]
+    pub format: NotifyFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyFormat {
+    #[default]
+    Json,
+    Ntfy,
+}
+
+fn default_events() -> Vec<String> {
+    vec!["approval.requested".into()]
+}
+
+impl NotifyTarget {
+    /// Checks the entry on its own, for the config loader.
+    pub fn validate(&self) -> Result<(), String> {
+        match (&self.url, self.desktop) {
+            (Some(url), false) => {
+                let parsed = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(format!("url {url:?} must be http or https"));
+                }
+            }
+            (None, true) => {}
+            _ => return Err("give either url or desktop = true".into()),
+        }
+        self.events.iter().try_for_each(|rule| EventRule::parse(rule).map(|_| ()))
+    }
+
+    /// How it is named in logs and `warden notify test`: its URL without credentials,
+    /// query or path beyond the host (a secret may hide there), or `desktop`.
+    pub fn label(&self) -> String {
+        match self.url.as_deref().and_then(|url| reqwest::Url::parse(url).ok()) {
+            Some(url) => format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or(""), port_of(&url)),
+            None => "desktop".into(),
+        }
+    }
+}
+
+fn port_of(url: &reqwest::Url) -> String {
+    url.port().map(|p| format!(":{p}")).unwrap_or_default()
+}
+
+/// One `events` entry of a `[[notify]]` target, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRule {
+    kind: String,
+    /// `field` must be one of the values.
+    conditions: Vec<(String, Vec<String>)>,
+}
+
+impl EventRule {
+    pub fn parse(text: &str) -> Result<EventRule, String> {
+        let mut words = text.split_whitespace();
+        let kind = words.next().ok_or("an empty events entry")?.to_owned();
+        let conditions = words
+            .map(|word| match word.split_once('=') {
+                Some((field, values)) if !field.is_empty() && !values.is_empty() => {
+                    Ok((field.to_owned(), values.split('|').map(str::to_owned).collect()))
+                }
+                _ => Err(format!("events entry {text:?}: {word:?} is not field=value")),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(EventRule { kind, conditions })
+    }
+
+    pub fn wants_kind(&self, kind: &str) -> bool {
+        self.kind == "*" || self.kind == kind || self.kind.strip_suffix('*').is_some_and(|p| kind.starts_with(p))
+    }
+
+    pub fn matches(&self, kind: &str, data: &serde_json::Value) -> bool {
+        self.wants_kind(kind)
+            && self.conditions.iter().all(|(field, values)| {
+                let found = match &data[field.as_str()] {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => return false,
+                    other => other.to_string(),
+                };
+                values.contains(&found)
+            })
+    }
+}
 
 /// Limits of the tracker, from `[changes]` in the config.
 #[derive(Debug, Clone)]

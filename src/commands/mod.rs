@@ -63,6 +63,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Exec(args) => block_on(executions::exec(&remote, args)),
         Command::Dash => block_on(dashboards::terminal(&remote)),
         Command::Doctor { json } => block_on(doctor::doctor(&remote, json)),
+        Command::Notify(crate::cli::NotifyCommand::Test { json }) => block_on(notify_test(&remote, json)),
         Command::Completions { shell } => generated::completions(shell),
         Command::Man => generated::man_page(),
         Command::Open { no_browser } => dashboards::open(&remote, no_browser),
@@ -214,4 +215,22 @@ pub fn absolute_path(path: PathBuf) -> anyhow::Result<PathBuf> {
     } else {
         Ok(std::env::current_dir()?.join(path))
     }
+}
+
+/// `warden notify test`: one test notification to every target, and how each went.
+async fn notify_test(remote: &Remote, json: bool) -> anyhow::Result<Outcome> {
+    let client = remote.client()?;
+    let results: Vec<crate::actors::notifier::TestResult> =
+        client.post("/api/v1/notify/test", &serde_json::json!({})).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else if results.is_empty() {
+        println!("no notification targets: add [[notify]] entries to config.toml");
+    }
+    if !json {
+        for result in &results {
+            println!("{} {}: {}", if result.ok { "ok  " } else { "FAIL" }, result.target, result.detail);
+        }
+    }
+    Ok(if results.iter().all(|r| r.ok) { Outcome::Done } else { Outcome::Code(1) })
 }

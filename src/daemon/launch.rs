@@ -15,6 +15,7 @@ use crate::actors::client_registry::{event_sink, ClientRegistry};
 use crate::actors::execution_monitor::{
     process, utc_day, ExecutionMonitor, ExecutionReader, MonitorSeed, MonitorSettings, TurnEnded,
 };
+use crate::actors::notifier::{Notifier, Notify};
 use crate::actors::session_keeper::SessionKeeper;
 use crate::actors::supervisor::{DaemonInfo, SandboxStatus, Supervised, Supervisor};
 use crate::config::Config;
@@ -32,6 +33,7 @@ pub struct Actors {
     pub registry: Addr<ClientRegistry>,
     pub keeper: Addr<SessionKeeper>,
     pub changes: Addr<ChangeTracker>,
+    pub notifier: Addr<Notifier>,
     /// The read side of executions (read model + database).
     pub executions: ExecutionReader,
 }
@@ -88,7 +90,19 @@ pub async fn start_actors(
     let last_seq = ClientRegistry::last_seq_in(&store).await?;
     let undelivered = Arc::new(AtomicUsize::new(0));
     let registry = ClientRegistry::new(config.max_clients, last_seq, undelivered.clone()).start();
-    store.set_event_sink(event_sink(registry.clone(), undelivered));
+    let (notifier, wanted) = Notifier::new(config.notify.clone());
+    let notifier = notifier.start();
+    let to_clients = event_sink(registry.clone(), undelivered);
+    let to_notifier = notifier.clone();
+    // Live clients get every committed event; the notifier only the types its targets
+    // want (checked here, on the writer thread, by type alone).
+    store.set_event_sink(Box::new(move |events| {
+        let notify: Vec<_> = events.iter().filter(|e| wanted.any(&e.kind)).cloned().collect();
+        if !notify.is_empty() {
+            to_notifier.do_send(Notify { events: notify });
+        }
+        to_clients(events);
+    }));
     // The monitor and the arbiter talk both ways: make the monitor's mailbox first,
     // so the arbiter can be given its address before the monitor runs.
     let (max_approval, pending) =
@@ -160,7 +174,7 @@ pub async fn start_actors(
         changes: changes.clone(),
     };
     let supervisor = Supervisor::new(info, store, supervised).start();
-    Ok(Actors { supervisor, catalog, monitor, arbiter, registry, keeper, changes, executions })
+    Ok(Actors { supervisor, catalog, monitor, arbiter, registry, keeper, changes, notifier, executions })
 }
 
 /// Executions that were running or paused when the daemon last died are `interrupted`.

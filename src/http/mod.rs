@@ -70,6 +70,7 @@ pub fn app(
         .app_data(web::Data::new(actors.registry.clone()))
         .app_data(web::Data::new(actors.keeper.clone()))
         .app_data(web::Data::new(actors.changes.clone()))
+        .app_data(web::Data::new(actors.notifier.clone()))
         .app_data(web::Data::new(actors.executions.clone()))
         .app_data(web::Data::new(state.live.clone()))
         .app_data(web::Data::new(state.live.store.clone()))
@@ -133,6 +134,7 @@ route_table! {
     "/executions/{id}/apply" => [post: changes::apply],
     "/executions/{id}/merge" => [post: changes::merge],
     "/executions/{id}/discard" => [post: changes::discard],
+    "/notify/test" => [post: system::notify_test],
     "/events" => [get: events::sse],
     "/events/history" => [get: events::history],
     "/ws" => [get: events::ws],

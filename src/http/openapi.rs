@@ -24,7 +24,7 @@ use super::{approvals, changes, events, executions, metrics, problem, profiles, 
             Errors are application/problem+json with a stable `code`."
     ),
     paths(
-        system::health, system::status, openapi_json, metrics::metrics_text,
+        system::health, system::status, system::notify_test, openapi_json, metrics::metrics_text,
         workspaces::list, workspaces::create, workspaces::get, workspaces::remove,
         profiles::list, profiles::get, profiles::create, profiles::update, profiles::remove,
         profiles::list_providers, profiles::get_provider, profiles::set_provider,

@@ -6,6 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::problem::ApiError;
+use crate::actors::notifier::{Notifier, SendTest, TestResult};
 use crate::actors::supervisor::{GetStatus, Status, Supervisor};
 
 #[derive(Serialize, serde::Deserialize, ToSchema)]
@@ -28,4 +29,13 @@ pub async fn health() -> HttpResponse {
 pub async fn status(supervisor: web::Data<Addr<Supervisor>>) -> Result<HttpResponse, ApiError> {
     let status = supervisor.send(GetStatus).await??;
     Ok(HttpResponse::Ok().json(status))
+}
+
+/// Sends one test notification to every `[[notify]]` target now and says how each went
+/// (`warden notify test`).
+#[utoipa::path(post, path = "/api/v1/notify/test", operation_id = "testNotifications", tag = "system",
+    responses((status = 200, body = Vec<TestResult>), (status = 401, body = super::problem::Problem)))]
+pub async fn notify_test(notifier: web::Data<Addr<Notifier>>) -> Result<HttpResponse, ApiError> {
+    let results = notifier.send(SendTest).await?;
+    Ok(HttpResponse::Ok().json(results))
 }

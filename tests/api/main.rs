@@ -21,6 +21,7 @@ mod lifecycle;
 mod live;
 mod metrics;
 mod model_mocks;
+mod notify;
 mod openapi;
 mod queueing;
 mod real_agents;
