@@ -2,7 +2,7 @@
 # Installs what the test suite needs on a fresh Debian machine, skipping what is there:
 # cargo-nextest, and Debian packages for the tests that drive real tools (git for the
 # workspace-changes tests, tmux for the terminal dashboard,
-# chromium for the web dashboard), the npm packages of tests/web (playwright-core) and
+# chromium for the web dashboard, systemd for systemd-analyze), the npm packages of tests/web (playwright-core) and
 # tests/agents (the real Claude Code, Codex and Gemini CLIs, run against mock model
 # APIs), and
 # schemathesis and openapi-spec-validator (PyPI) in tests/contract/.venv.
@@ -16,6 +16,8 @@ packages=()
 command -v git >/dev/null 2>&1 || packages+=(git)
 command -v tmux >/dev/null 2>&1 || packages+=(tmux)
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+# systemd-analyze checks the unit `warden service install` writes.
+command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=""

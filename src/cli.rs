@@ -64,6 +64,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A service that comes back: a systemd user unit (Linux) or launchd agent (macOS)
+    /// that restarts the daemon after a crash.
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Notifications (`[[notify]]` in config.toml).
     #[command(subcommand)]
     Notify(NotifyCommand),
@@ -429,6 +433,18 @@ pub enum ProviderCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Write the service file for this binary and data dir, and print the one command
+    /// that enables it.
+    Install,
+    /// Remove the service file (and print how to stop the service).
+    Uninstall,
+    /// Whether the service file is there and current, and what the service manager
+    /// says (exit 3 when it is not installed).
+    Status,
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,6 +10,7 @@ mod doctor;
 mod executions;
 mod generated;
 mod lifecycle;
+mod service;
 mod sessions;
 
 use std::path::PathBuf;
@@ -64,6 +65,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Dash => block_on(dashboards::terminal(&remote)),
         Command::Doctor { json } => block_on(doctor::doctor(&remote, json)),
         Command::Notify(crate::cli::NotifyCommand::Test { json }) => block_on(notify_test(&remote, json)),
+        Command::Service(command) => service::service(&home, command),
         Command::Completions { shell } => generated::completions(shell),
         Command::Man => generated::man_page(),
         Command::Open { no_browser } => dashboards::open(&remote, no_browser),

@@ -2,7 +2,7 @@
 //! commands against an in-process daemon.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -565,4 +565,72 @@ fn warden_doctor_says_what_is_wrong_and_fails_on_a_readable_token() {
     let stopped = home.run(&["doctor", "--json"]);
     assert_success(&stopped);
     assert_eq!(level(&findings(&stopped), "daemon", "not running"), "warn");
+}
+
+/// `warden service …` with its own HOME (where the unit goes) and data dir.
+async fn service(home: &Path, data: &Path, args: &[&str]) -> Output {
+    tokio::process::Command::new(warden_bin())
+        .args(["--home", data.to_str().unwrap(), "service"])
+        .args(args)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("WARDEN_HOME")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("running warden")
+}
+
+async fn systemd_verify(unit: &Path) -> Output {
+    tokio::process::Command::new("systemd-analyze")
+        .args(["verify", unit.to_str().unwrap()])
+        .output()
+        .await
+        .expect("systemd-analyze is installed by scripts/test-deps.sh (the systemd package)")
+}
+
+#[actix_web::test]
+async fn warden_service_writes_a_systemd_unit_that_systemd_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, data) = (dir.path().join("me"), dir.path().join("warden data"));
+    std::fs::create_dir_all(&home).unwrap();
+    let status = service(&home, &data, &["status"]).await;
+    assert_eq!(status.status.code(), Some(3), "{}", stdout(&status));
+    assert!(stdout(&status).contains("not installed"));
+
+    let installed = service(&home, &data, &["install"]).await;
+    assert!(installed.status.success(), "{}", stderr(&installed));
+    assert!(stdout(&installed).contains("systemctl --user daemon-reload && systemctl --user enable --now warden"));
+    let unit_path = home.join(".config/systemd/user/warden.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    let exe = warden_bin().canonicalize().unwrap();
+    assert!(
+        unit.contains(&format!(
+            "ExecStart=\"{}\" --home \"{}\" serve --log-file \"{}/warden.log\"",
+            exe.display(),
+            data.display(),
+            data.display()
+        )),
+        "{unit}"
+    );
+    assert!(unit.contains("Restart=on-failure") && unit.contains("WantedBy=default.target"), "{unit}");
+    // systemd itself accepts it — and refuses a broken one, so the check can fail.
+    let verified = systemd_verify(&unit_path).await;
+    assert!(verified.status.success(), "{}{}", stdout(&verified), stderr(&verified));
+    let broken = dir.path().join("broken.service");
+    std::fs::write(&broken, unit.replace(&exe.display().to_string(), "/nonexistent/warden")).unwrap();
+    assert!(!systemd_verify(&broken).await.status.success(), "systemd-analyze verify must refuse a bad unit");
+
+    let status = service(&home, &data, &["status"]).await;
+    assert!(status.status.success());
+    assert!(stdout(&status).contains("(current)"), "{}", stdout(&status));
+    // Written for another data dir, it says so.
+    let elsewhere = service(&home, &dir.path().join("other"), &["status"]).await;
+    assert!(stdout(&elsewhere).contains("written for another binary, data dir or PATH"), "{}", stdout(&elsewhere));
+
+    let removed = service(&home, &data, &["uninstall"]).await;
+    assert!(removed.status.success());
+    assert!(stdout(&removed).contains("systemctl --user disable --now warden"));
+    assert!(!unit_path.exists());
+    assert_eq!(service(&home, &data, &["status"]).await.status.code(), Some(3));
 }
