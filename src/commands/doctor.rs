@@ -56,6 +56,9 @@ pub async fn doctor(remote: &Remote, json: bool) -> anyhow::Result<Outcome> {
         Err(e) => fail("config", e.clone(), "fix config.toml: the daemon will not start with it"),
     });
     findings.push(daemon(remote).await);
+    if let Ok(config) = &config {
+        findings.push(port(remote, config));
+    }
     findings.push(match crate::sandbox::kernel_abi() {
         Some(abi) => ok("sandbox", format!("Landlock ABI {abi}")),
         None => warn(
@@ -110,6 +113,25 @@ fn private(check: &'static str, path: &Path, mode: u32, level: Level, fix: Strin
             fix: Some(fix),
         },
         Ok(_) => ok(check, format!("{} (mode {mode:o})", path.display())),
+    }
+}
+
+/// The port: the running daemon's, or the configured one free for the next start (a
+/// busy one makes warden fall back to a free port, so its URL changes).
+fn port(remote: &Remote, config: &Config) -> Finding {
+    let wanted = std::net::SocketAddr::new(config.host, config.port);
+    if remote.home.running_pid().is_some() {
+        if let Ok(info) = remote.home.read_server_info() {
+            return ok("port", format!("the daemon listens on port {}", info.port));
+        }
+    }
+    match std::net::TcpListener::bind(wanted) {
+        Ok(_) => ok("port", format!("{wanted} is free")),
+        Err(e) => warn(
+            "port",
+            format!("{wanted} is taken ({e}): warden would start on another port"),
+            format!("stop what listens on {} or set server.port in config.toml", config.port),
+        ),
     }
 }
 

@@ -565,6 +565,16 @@ fn warden_doctor_says_what_is_wrong_and_fails_on_a_readable_token() {
     let stopped = home.run(&["doctor", "--json"]);
     assert_success(&stopped);
     assert_eq!(level(&findings(&stopped), "daemon", "not running"), "warn");
+    // The configured port, taken by something else: the next start would move; free: ok.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = std::fs::read_to_string(home.path().join("config.toml")).unwrap();
+    std::fs::write(home.path().join("config.toml"), format!("[server]\nport = {port}\n{config}")).unwrap();
+    let busy = home.run(&["doctor", "--json"]);
+    assert_eq!(level(&findings(&busy), "port", "is taken"), "warn");
+    drop(taken);
+    let free = home.run(&["doctor", "--json"]);
+    assert_eq!(level(&findings(&free), "port", &format!("127.0.0.1:{port} is free")), "ok");
 }
 
 /// `warden service …` with its own HOME (where the unit goes) and data dir.
