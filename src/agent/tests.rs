@@ -4,6 +4,24 @@ use serde_json::json;
 use super::*;
 use crate::domain::{AgentResult, Tokens};
 
+/// The agent events of a captured Claude Code run with one tool call: Claude reports
+/// usage with each model response and its totals at the end.
+const CLAUDE_TOOL_RUN: [&str; 8] = [
+    "agent.started",
+    "agent.usage",
+    "agent.tool_call",
+    "agent.tool_result",
+    "agent.usage",
+    "agent.message",
+    "agent.usage",
+    "agent.result",
+];
+
+/// The agent events of a Codex or Gemini run with one tool call: usage comes once, at
+/// the end.
+const TOOL_RUN: [&str; 6] =
+    ["agent.started", "agent.tool_call", "agent.tool_result", "agent.message", "agent.usage", "agent.result"];
+
 fn read_all(format: AgentFormat, conversation: Option<Tokens>, text: &str) -> (Vec<AgentEvent>, AgentSummary) {
     let mut reader = AgentReader::new(format, conversation).expect("an agent format");
     let mut events = Vec::new();
@@ -23,19 +41,7 @@ fn kinds(events: &[AgentEvent]) -> Vec<&'static str> {
 fn claude_code_stream_json_becomes_a_transcript_with_its_own_totals() {
     let (events, summary) =
         read_all(AgentFormat::ClaudeStreamJson, None, include_str!("testdata/claude-tool-call.jsonl"));
-    assert_eq!(
-        kinds(&events),
-        [
-            "agent.started",
-            "agent.usage",
-            "agent.tool_call",
-            "agent.tool_result",
-            "agent.usage",
-            "agent.message",
-            "agent.usage",
-            "agent.result"
-        ]
-    );
+    assert_eq!(kinds(&events), CLAUDE_TOOL_RUN);
     assert_eq!(
         events[2],
         AgentEvent::ToolCall {
@@ -71,10 +77,7 @@ fn claude_code_stream_json_becomes_a_transcript_with_its_own_totals() {
 #[test]
 fn codex_json_becomes_a_transcript_and_a_resumed_thread_counts_only_its_turn() {
     let (events, first) = read_all(AgentFormat::CodexJson, None, include_str!("testdata/codex-tool-call.jsonl"));
-    assert_eq!(
-        kinds(&events),
-        ["agent.started", "agent.tool_call", "agent.tool_result", "agent.message", "agent.usage", "agent.result"]
-    );
+    assert_eq!(kinds(&events), TOOL_RUN);
     assert_eq!(
         events[1],
         AgentEvent::ToolCall {
@@ -103,10 +106,7 @@ fn codex_json_becomes_a_transcript_and_a_resumed_thread_counts_only_its_turn() {
 fn gemini_stream_json_becomes_a_transcript() {
     let (events, summary) =
         read_all(AgentFormat::GeminiStreamJson, None, include_str!("testdata/gemini-tool-call.jsonl"));
-    assert_eq!(
-        kinds(&events),
-        ["agent.started", "agent.tool_call", "agent.tool_result", "agent.message", "agent.usage", "agent.result"]
-    );
+    assert_eq!(kinds(&events), TOOL_RUN);
     assert_eq!(
         events[1],
         AgentEvent::ToolCall {

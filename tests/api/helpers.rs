@@ -573,3 +573,21 @@ pub fn outside_scratch_dirs() -> std::path::PathBuf {
         })
         .expect("a directory outside /tmp, /var/tmp and $TMPDIR (cargo's target dir or $HOME) for this test")
 }
+
+/// The agent events of a captured Claude Code run with one tool call: Claude reports
+/// usage with each model response and its totals at the end.
+pub const CLAUDE_TOOL_RUN: [&str; 8] = [
+    "agent.started",
+    "agent.usage",
+    "agent.tool_call",
+    "agent.tool_result",
+    "agent.usage",
+    "agent.message",
+    "agent.usage",
+    "agent.result",
+];
+
+/// The agent events of a Codex or Gemini run with one tool call: usage comes once, at
+/// the end.
+pub const TOOL_RUN: [&str; 6] =
+    ["agent.started", "agent.tool_call", "agent.tool_result", "agent.message", "agent.usage", "agent.result"];

@@ -187,19 +187,7 @@ async fn claude_code_runs_with_its_tool_call_approved_through_warden_and_shows_w
     assert_eq!(agent["agent_session_id"].as_str().map(str::len), Some(36));
 
     let entries = rig.transcript(&id).await;
-    assert_eq!(
-        kinds(&entries),
-        [
-            "agent.started",
-            "agent.usage",
-            "agent.tool_call",
-            "agent.tool_result",
-            "agent.usage",
-            "agent.message",
-            "agent.usage",
-            "agent.result"
-        ]
-    );
+    assert_eq!(kinds(&entries), CLAUDE_TOOL_RUN);
     assert_eq!(entries[2]["data"]["tool"], "Bash");
     assert_eq!(entries[3]["data"]["ok"], true, "{entries:#?}");
     assert!(entries[3]["data"]["summary"].as_str().unwrap().contains("hello-from-tool"), "{}", entries[3]);
@@ -241,10 +229,7 @@ async fn codex_runs_its_command_and_resumes_its_thread_in_a_session() {
     );
     assert_eq!(agent["cost_usd"], Value::Null, "Codex reports no cost");
     let entries = rig.transcript(&done["id"]).await;
-    assert_eq!(
-        kinds(&entries),
-        ["agent.started", "agent.tool_call", "agent.tool_result", "agent.message", "agent.usage", "agent.result"]
-    );
+    assert_eq!(kinds(&entries), TOOL_RUN);
     assert_eq!(entries[1]["data"]["tool"], "shell");
     assert!(entries[1]["data"]["input"]["command"].as_str().unwrap().contains("echo hello-from-tool"));
     assert_eq!(entries[2]["data"]["ok"], true);
@@ -282,10 +267,7 @@ async fn gemini_cli_runs_its_command_and_resumes_its_session() {
     assert_eq!(agent["tokens"]["output"], calls * OUTPUT_TOKENS, "{agent}");
     assert_eq!(agent["tokens"]["cache_read"], calls * CACHE_READ_TOKENS);
     let entries = rig.transcript(&done["id"]).await;
-    assert_eq!(
-        kinds(&entries),
-        ["agent.started", "agent.tool_call", "agent.tool_result", "agent.message", "agent.usage", "agent.result"]
-    );
+    assert_eq!(kinds(&entries), TOOL_RUN);
     assert_eq!(entries[1]["data"]["tool"], "run_shell_command");
     assert_eq!(
         entries[2]["data"],
