@@ -150,6 +150,22 @@ pub enum Command {
     Resume { id: i64 },
     /// Run an ended execution's request again.
     Retry { id: i64 },
+    /// Delete final executions: their rows, output, events and worktrees (their branches
+    /// stay). A replay across them says they were removed.
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Run a retention pass now ([retention] in config.toml) and say what it freed:
+    /// the output and events of old final executions, snapshot objects, worktrees.
+    Prune {
+        /// Only say what it would free.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply an isolated execution's work onto this work tree (uncommitted, 3-way; all or nothing).
     Apply { id: i64 },
     /// Merge an isolated execution's work into a branch as a commit (nothing is checked

@@ -32,6 +32,33 @@ struct ConfigFile {
     profiles: BTreeMap<String, ProfileSpec>,
     #[serde(default)]
     notify: Vec<NotifyTarget>,
+    #[serde(default)]
+    retention: RetentionSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RetentionSection {
+    /// Prune at all (a pass an hour); `warden prune` works either way.
+    enabled: bool,
+    /// Days a final execution keeps its output and events; fractions are allowed.
+    output_days: f64,
+    /// The newest executions kept whole whatever their age (and whatever the size).
+    keep_last: u64,
+    /// Past this size the oldest executions lose their output too, whatever their age.
+    max_db_mb: Option<u64>,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        let defaults = RetentionSettings::default();
+        RetentionSection {
+            enabled: defaults.enabled,
+            output_days: defaults.output_age.as_secs_f64() / 86_400.0,
+            keep_last: defaults.keep_last,
+            max_db_mb: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +179,8 @@ pub struct Config {
     pub changes: ChangeSettings,
     /// Where notifications go (`[[notify]]`).
     pub notify: Vec<NotifyTarget>,
+    /// What is pruned, and when (`[retention]`).
+    pub retention: RetentionSettings,
 }
 
 impl Config {
@@ -200,6 +229,13 @@ impl Config {
             target.validate().map_err(|e| format!("notify entry {}: {e}", i + 1))?;
         }
         let notify = file.notify;
+        let retention = file.retention;
+        if !(retention.output_days > 0.0 && retention.output_days <= 36_500.0) {
+            return Err("retention.output_days must be above 0 and at most 36500".into());
+        }
+        if retention.max_db_mb.is_some_and(|mb| !(1..=1 << 30).contains(&mb)) {
+            return Err("retention.max_db_mb must be between 1 and 1073741824".into());
+        }
         let worktrees_dir = match file.worktrees.dir {
             Some(dir) if dir.is_absolute() => dir,
             Some(dir) => return Err(format!("worktrees.dir must be an absolute path, not {}", dir.display())),
@@ -277,6 +313,13 @@ impl Config {
                 ..ChangeSettings::default()
             },
             notify,
+            retention: RetentionSettings {
+                enabled: retention.enabled,
+                output_age: Duration::from_secs_f64(retention.output_days * 86_400.0),
+                keep_last: retention.keep_last,
+                max_db_bytes: retention.max_db_mb.map(|mb| mb << 20),
+                ..RetentionSettings::default()
+            },
         })
     }
 }
@@ -431,6 +474,35 @@ impl Default for ChangeSettings {
             max_diff_bytes: 1 << 20,
             worktrees: std::env::temp_dir().join("warden-worktrees"),
             keep_worktrees: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+/// What retention prunes and when, from `[retention]` (the Retention actor).
+#[derive(Debug, Clone)]
+pub struct RetentionSettings {
+    /// Passes run by themselves (`warden prune` runs one either way).
+    pub enabled: bool,
+    /// A final execution older than this loses its output and events.
+    pub output_age: Duration,
+    /// The newest executions are kept whole whatever their age or the size.
+    pub keep_last: u64,
+    /// Past this many bytes in use, the oldest executions are pruned whatever their age.
+    pub max_db_bytes: Option<u64>,
+    /// When the first pass runs after the start, and how often the next ones do.
+    pub first_pass_after: Duration,
+    pub period: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            enabled: true,
+            output_age: Duration::from_secs(30 * 86_400),
+            keep_last: 100,
+            max_db_bytes: None,
+            first_pass_after: Duration::from_secs(60),
+            period: Duration::from_secs(3600),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod change_tracker;
 pub mod client_registry;
 pub mod execution_monitor;
 pub mod notifier;
+pub mod retention;
 pub mod session_keeper;
 pub mod supervisor;
 pub mod ws_client;

@@ -274,7 +274,7 @@ impl<B> WsBody<B> {
             };
             match item {
                 Outbound::Event(event) => text(&mut self.framed, event.ws_frame().as_bytes()),
-                Outbound::Text(message) => text(&mut self.framed, message.as_bytes()),
+                Outbound::Text(message) | Outbound::Pruned(message) => text(&mut self.framed, message.as_bytes()),
                 Outbound::Skipped { count, from_seq, to_seq } => {
                     text(&mut self.framed, Outbound::skipped_json(count, from_seq, to_seq).as_bytes())
                 }

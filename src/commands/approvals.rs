@@ -17,7 +17,7 @@ pub async fn list(remote: &Remote, all: bool, json: bool) -> anyhow::Result<Outc
     let client = remote.client()?;
     let path = if all { "/api/v1/approvals" } else { "/api/v1/approvals?status=pending" };
     // Every page: past 500 approvals, none is left out.
-    let page = Page { items: all_pages::<Approval>(&client, path).await?, next_cursor: None };
+    let page = Page { items: all_pages::<Approval>(&client, path).await?, next_cursor: None, pruned_at: None };
     if json {
         print_json(&page.items)?;
         return Ok(Outcome::Done);

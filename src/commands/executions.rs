@@ -404,6 +404,72 @@ pub async fn control(remote: &Remote, id: i64, action: &str) -> anyhow::Result<O
     Ok(Outcome::Done)
 }
 
+/// `warden rm ID…`: deletes each final execution; one that cannot be deleted is named
+/// (and the exit status is 1), the others go on.
+pub async fn remove(remote: &Remote, ids: &[i64]) -> anyhow::Result<Outcome> {
+    let client = remote.client()?;
+    let mut failed = false;
+    for id in ids {
+        match client.delete::<crate::domain::Removed>(&format!("/api/v1/executions/{id}")).await {
+            Ok(removed) => println!(
+                "{id}: deleted ({} output lines, {} events, {})",
+                removed.output_lines,
+                removed.events,
+                human_bytes(removed.bytes)
+            ),
+            Err(e) => {
+                failed = true;
+                eprintln!("{id}: {e}");
+            }
+        }
+    }
+    Ok(if failed { Outcome::Code(1) } else { Outcome::Done })
+}
+
+/// `warden prune [--dry-run]`: runs a retention pass and says what it freed (would free).
+pub async fn prune(remote: &Remote, dry_run: bool, json: bool) -> anyhow::Result<Outcome> {
+    let client = remote.client()?;
+    let report: crate::domain::PruneReport =
+        client.post(&format!("/api/v1/prune?dry_run={dry_run}"), &json!({})).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(Outcome::Done);
+    }
+    let verb = if dry_run { "would free" } else { "freed" };
+    println!(
+        "{} execution(s): {} output lines, {} events ({} of text)",
+        report.executions,
+        report.output_lines,
+        report.events,
+        human_bytes(report.bytes)
+    );
+    println!(
+        "snapshot objects: {} ({}); worktrees: {}",
+        report.snapshot_objects,
+        human_bytes(report.snapshot_bytes),
+        report.worktrees
+    );
+    let after = if dry_run { "about " } else { "" };
+    println!(
+        "database: {} before, {after}{} after; {verb} {} in {} ms",
+        human_bytes(report.database_bytes_before),
+        human_bytes(report.database_bytes_after),
+        human_bytes(report.database_bytes_before.saturating_sub(report.database_bytes_after)),
+        report.took_ms
+    );
+    Ok(Outcome::Done)
+}
+
+/// Bytes for a person: `812 B`, `4.2 MB`, `1.3 GB`.
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", bytes as f64 / 1e6),
+        _ => format!("{:.1} GB", bytes as f64 / 1e9),
+    }
+}
+
 /// `warden apply ID`: the execution's work onto the user's work tree, or the files that
 /// conflict (nothing changed then).
 pub async fn apply(remote: &Remote, id: i64) -> anyhow::Result<Outcome> {

@@ -81,6 +81,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Pause { id } => block_on(executions::control(&remote, id, "pause")),
         Command::Resume { id } => block_on(executions::control(&remote, id, "resume")),
         Command::Retry { id } => block_on(executions::control(&remote, id, "retry")),
+        Command::Rm { ids } => block_on(executions::remove(&remote, &ids)),
+        Command::Prune { dry_run, json } => block_on(executions::prune(&remote, dry_run, json)),
         Command::Discard { id } => block_on(executions::control(&remote, id, "discard")),
         Command::Apply { id } => block_on(executions::apply(&remote, id)),
         Command::Merge { id, into, squash, no_squash, message } => {

@@ -16,12 +16,13 @@ use crate::actors::execution_monitor::{
     process, utc_day, ExecutionMonitor, ExecutionReader, MonitorSeed, MonitorSettings, TurnEnded,
 };
 use crate::actors::notifier::{Notifier, Notify};
+use crate::actors::retention::Retention;
 use crate::actors::session_keeper::SessionKeeper;
 use crate::actors::supervisor::{DaemonInfo, SandboxStatus, Supervised, Supervisor};
 use crate::config::Config;
 use crate::credentials::IssuedToken;
 use crate::domain::{now, ApprovalStatus, ExecutionId, NewEvent, SessionStatus};
-use crate::store::{agent_activity, approvals, catalog, executions, sessions, Store, StoreError};
+use crate::store::{agent_activity, approvals, catalog, executions, retention, sessions, Store, StoreError};
 
 /// The addresses of every actor, handed to the HTTP layer.
 #[derive(Clone)]
@@ -34,6 +35,7 @@ pub struct Actors {
     pub keeper: Addr<SessionKeeper>,
     pub changes: Addr<ChangeTracker>,
     pub notifier: Addr<Notifier>,
+    pub retention: Addr<Retention>,
     /// The read side of executions (read model + database).
     pub executions: ExecutionReader,
 }
@@ -166,6 +168,8 @@ pub async fn start_actors(
             log.record(c, NewEvent::new("daemon.started", started)).map(|_| ())
         })
         .await?;
+    let last_pass = store.read("find the last prune", retention::last_pass).await?;
+    let retention = Retention::new(store.clone(), config.retention.clone(), changes.clone(), last_pass).start();
     let supervised = Supervised {
         catalog: catalog.clone(),
         monitor: monitor.clone(),
@@ -174,7 +178,7 @@ pub async fn start_actors(
         changes: changes.clone(),
     };
     let supervisor = Supervisor::new(info, store, supervised).start();
-    Ok(Actors { supervisor, catalog, monitor, arbiter, registry, keeper, changes, notifier, executions })
+    Ok(Actors { supervisor, catalog, monitor, arbiter, registry, keeper, changes, notifier, retention, executions })
 }
 
 /// Executions that were running or paused when the daemon last died are `interrupted`.

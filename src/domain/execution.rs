@@ -165,6 +165,10 @@ pub struct Execution {
     /// Boxed: most executions have none, and every execution is cloned often.
     #[serde(default)]
     pub agent: Option<Box<super::AgentSummary>>,
+    /// When retention (or `warden prune`) removed its output and events; this row is
+    /// what is left of it. Null while they are all there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned_at: Option<DateTime<Utc>>,
 }
 
 words! {

@@ -68,6 +68,7 @@ mod changes;
 mod event;
 mod execution;
 mod page;
+mod retention;
 mod session;
 mod word;
 
@@ -77,6 +78,7 @@ pub use changes::*;
 pub use event::*;
 pub use execution::*;
 pub use page::*;
+pub use retention::*;
 pub use session::*;
 pub use word::*;
 

@@ -9,6 +9,10 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
+    /// An execution's output or transcript only: when retention removed it (the page is
+    /// then empty). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl<T> Page<T> {
@@ -21,6 +25,6 @@ impl<T> Page<T> {
         } else {
             None
         };
-        Page { items, next_cursor }
+        Page { items, next_cursor, pruned_at: None }
     }
 }

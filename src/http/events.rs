@@ -29,7 +29,7 @@ use crate::actors::execution_monitor::ExecutionReader;
 use crate::actors::ws_client::{Heartbeat, WsBody, WsClient, WsClientParts};
 use crate::domain::SessionId;
 use crate::domain::{Envelope, EventFilter, ExecutionId};
-use crate::store::{events as log, Store};
+use crate::store::{events as log, retention, Store};
 
 /// What live clients need besides the actors.
 #[derive(Clone)]
@@ -187,11 +187,14 @@ pub async fn execution_stream(
     let filter = EventFilter { topics: vec!["execution.*".into()], execution_id: Some(id), session_id: None };
     let (store, reader) = (live.store.clone(), reader.get_ref().clone());
     open_stream(&req, &registry, &live, filter, Some(since), Some(id), move |queue| async move {
-        // Resumed after its end: nothing more will come, so end now.
+        // Resumed after its end, or its events were pruned: nothing more will come, so
+        // end now.
         let finished = store.read("find the finish", move |c| log::finished_seq(c, id)).await.ok().flatten();
-        if finished.is_some_and(|seq| seq <= since) {
+        if finished.is_none_or(|seq| seq <= since) {
             if let Ok(execution) = reader.get(id).await {
-                queue.push_end(serde_json::to_string(&execution).unwrap_or_default());
+                if finished.is_some() || execution.pruned_at.is_some() {
+                    queue.push_end(serde_json::to_string(&execution).unwrap_or_default());
+                }
             }
         }
     })
@@ -240,7 +243,8 @@ fn sse_response(body: SseBody) -> HttpResponse {
         .body(body)
 }
 
-/// Stored events as JSON pages, for scripts.
+/// Stored events as JSON pages, for scripts. `pruned` lists the ranges in the page's
+/// span whose events retention (or a deletion) removed.
 #[utoipa::path(get, path = "/api/v1/events/history", operation_id = "listEventHistory", tag = "events", params(EventsQuery),
     responses((status = 200, description = "`{items: [event envelopes], next_cursor}`", body = super::pagination::Page<Envelope>),
               (status = 400, body = Problem)))]
@@ -251,15 +255,23 @@ pub async fn history(query: web::Query<EventsQuery>, live: Live) -> Result<HttpR
         return Err(ApiError::bad_request(format!("limit must be between 1 and {HISTORY_PAGE_MAX}, not {limit}")));
     }
     let after = query.since.map(checked_seq).transpose()?.unwrap_or(0);
-    let page =
-        live.store.read("read event history", move |c| log::replay(c, &filter, after, u64::MAX, limit + 1)).await?;
+    let (page, pruned) = live
+        .store
+        .read("read event history", move |c| {
+            let page = log::replay(c, &filter, after, u64::MAX, limit + 1)?;
+            // The page covers seqs up to its last event when another page follows.
+            let end = if page.len() > limit { page[limit - 1].seq } else { u64::MAX };
+            Ok((page, retention::ranges(c, &filter, after, end)?))
+        })
+        .await?;
     let more = page.len() > limit;
     let items: Vec<&str> = page.iter().take(limit).map(|e| e.json()).collect();
     let next_cursor = if more { page.get(limit - 1).map(|e| e.seq.to_string()) } else { None };
     let body = format!(
-        "{{\"items\":[{}],\"next_cursor\":{}}}",
+        "{{\"items\":[{}],\"next_cursor\":{},\"pruned\":{}}}",
         items.join(","),
-        serde_json::to_string(&next_cursor).unwrap_or_else(|_| "null".into())
+        serde_json::to_string(&next_cursor).unwrap_or_else(|_| "null".into()),
+        serde_json::to_string(&pruned).unwrap_or_else(|_| "[]".into())
     );
     Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }

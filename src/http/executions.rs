@@ -16,6 +16,8 @@ use crate::domain::{
 };
 use crate::store::idempotency::Claim;
 
+use crate::actors::retention::{DeleteExecution, Retention};
+
 type Monitor = web::Data<Addr<ExecutionMonitor>>;
 type Reader = web::Data<ExecutionReader>;
 
@@ -115,6 +117,16 @@ pub async fn get(reader: Reader, caller: Caller, id: web::Path<i64>) -> Result<H
     Ok(HttpResponse::Ok().json(reader.get(ExecutionId(*id)).await?))
 }
 
+/// Deletes a final execution: its row, output, events and worktree (its branch stays in
+/// the repository). A replay across its events says they were removed. 409 while it is
+/// not final.
+#[utoipa::path(delete, path = "/api/v1/executions/{id}", operation_id = "deleteExecution", tag = "executions", params(("id" = i64, Path)),
+    responses((status = 200, body = crate::domain::Removed), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn delete(retention: web::Data<Addr<Retention>>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let removed = retention.send(DeleteExecution { id: ExecutionId(*id) }).await??;
+    Ok(HttpResponse::Ok().json(removed))
+}
+
 /// The largest line number a client may name: what a JSON number holds exactly.
 const MAX_LINE_NUMBER: u64 = (1 << 53) - 1;
 
@@ -136,8 +148,8 @@ pub async fn output(
         if !(1..=OUTPUT_PAGE_MAX).contains(&tail) {
             return Err(ApiError::bad_request(format!("tail must be between 1 and {OUTPUT_PAGE_MAX}, not {tail}")));
         }
-        let items = reader.output_tail(ExecutionId(*id), tail).await?;
-        return Ok(HttpResponse::Ok().json(Page { items, next_cursor: None }));
+        let (items, pruned_at) = reader.output_tail(ExecutionId(*id), tail).await?;
+        return Ok(HttpResponse::Ok().json(Page { items, next_cursor: None, pruned_at }));
     }
     let limit = query.limit.unwrap_or(OUTPUT_PAGE);
     if !(1..=OUTPUT_PAGE_MAX).contains(&limit) {
@@ -147,8 +159,8 @@ pub async fn output(
     if after > MAX_LINE_NUMBER {
         return Err(ApiError::bad_request(format!("after is at most {MAX_LINE_NUMBER}, not {after}")));
     }
-    let items = reader.output(ExecutionId(*id), after, limit + 1).await?;
-    Ok(HttpResponse::Ok().json(Page::from_overfetch(items, limit, |l| l.n.to_string())))
+    let (items, pruned_at) = reader.output(ExecutionId(*id), after, limit + 1).await?;
+    Ok(HttpResponse::Ok().json(Page { pruned_at, ..Page::from_overfetch(items, limit, |l| l.n.to_string()) }))
 }
 
 /// An agent execution's transcript: its agent events (`agent.started`, `agent.message`,

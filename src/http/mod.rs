@@ -71,6 +71,7 @@ pub fn app(
         .app_data(web::Data::new(actors.keeper.clone()))
         .app_data(web::Data::new(actors.changes.clone()))
         .app_data(web::Data::new(actors.notifier.clone()))
+        .app_data(web::Data::new(actors.retention.clone()))
         .app_data(web::Data::new(actors.executions.clone()))
         .app_data(web::Data::new(state.live.clone()))
         .app_data(web::Data::new(state.live.store.clone()))
@@ -121,7 +122,7 @@ route_table! {
     "/providers" => [get: profiles::list_providers],
     "/providers/{name}" => [get: profiles::get_provider, put: profiles::set_provider],
     "/executions" => [get: executions::list, post: executions::create],
-    "/executions/{id}" => [get: executions::get],
+    "/executions/{id}" => [get: executions::get, delete: executions::delete],
     "/executions/{id}/output" => [get: executions::output],
     "/executions/{id}/transcript" => [get: executions::transcript],
     "/executions/{id}/cancel" => [post: executions::cancel],
@@ -135,6 +136,7 @@ route_table! {
     "/executions/{id}/merge" => [post: changes::merge],
     "/executions/{id}/discard" => [post: changes::discard],
     "/notify/test" => [post: system::notify_test],
+    "/prune" => [post: system::prune],
     "/events" => [get: events::sse],
     "/events/history" => [get: events::history],
     "/ws" => [get: events::ws],

@@ -24,11 +24,11 @@ use super::{approvals, changes, events, executions, metrics, problem, profiles, 
             Errors are application/problem+json with a stable `code`."
     ),
     paths(
-        system::health, system::status, system::notify_test, openapi_json, metrics::metrics_text,
+        system::health, system::status, system::notify_test, system::prune, openapi_json, metrics::metrics_text,
         workspaces::list, workspaces::create, workspaces::get, workspaces::remove,
         profiles::list, profiles::get, profiles::create, profiles::update, profiles::remove,
         profiles::list_providers, profiles::get_provider, profiles::set_provider,
-        executions::create, executions::list, executions::get, executions::output, executions::transcript,
+        executions::create, executions::list, executions::get, executions::delete, executions::output, executions::transcript,
         executions::cancel, executions::pause, executions::resume, executions::retry,
         changes::changes, changes::diff, changes::apply, changes::merge, changes::discard,
         events::execution_stream, events::sse, events::history, events::ws,

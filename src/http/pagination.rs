@@ -93,7 +93,7 @@ impl<T> Page<T> {
         } else {
             None
         };
-        Ok(Page { items: rest, next_cursor })
+        Ok(Page { items: rest, next_cursor, pruned_at: None })
     }
 }
 

@@ -17,6 +17,7 @@ use crate::actors::catalog::CatalogError;
 use crate::actors::change_tracker::ChangesError;
 use crate::actors::client_registry::TooManyClients;
 use crate::actors::execution_monitor::MonitorError;
+use crate::actors::retention::RetentionError;
 use crate::actors::session_keeper::KeeperError;
 use crate::store::{StorageTrouble, StoreError};
 
@@ -156,6 +157,18 @@ impl From<MonitorError> for ApiError {
             MonitorError::Unanswered { source, .. } => source.into(),
             MonitorError::Approval(e) => (*e).into(),
             MonitorError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<RetentionError> for ApiError {
+    fn from(e: RetentionError) -> Self {
+        let detail = e.to_string();
+        match e {
+            RetentionError::NotFound(_) => ApiError::not_found(detail),
+            RetentionError::NotFinal { status, .. } => ApiError::new(StatusCode::CONFLICT, "not_final", detail)
+                .with_extra("current_status", serde_json::json!(status)),
+            RetentionError::Failed(_) => ApiError::internal(detail),
         }
     }
 }

@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 
 use super::problem::ApiError;
 use crate::actors::notifier::{Notifier, SendTest, TestResult};
+use crate::actors::retention::{Prune, Retention};
 use crate::actors::supervisor::{GetStatus, Status, Supervisor};
 
 #[derive(Serialize, serde::Deserialize, ToSchema)]
@@ -38,4 +39,25 @@ pub async fn status(supervisor: web::Data<Addr<Supervisor>>) -> Result<HttpRespo
 pub async fn notify_test(notifier: web::Data<Addr<Notifier>>) -> Result<HttpResponse, ApiError> {
     let results = notifier.send(SendTest).await?;
     Ok(HttpResponse::Ok().json(results))
+}
+
+/// `?dry_run=` for `POST /api/v1/prune`.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PruneQuery {
+    /// Only say what a pass would free.
+    pub dry_run: Option<bool>,
+}
+
+/// Runs a retention pass now (or waits for the one running) and says what it freed;
+/// with `dry_run=true`, what it would free (`warden prune [--dry-run]`).
+#[utoipa::path(post, path = "/api/v1/prune", operation_id = "prune", tag = "system", params(PruneQuery),
+    responses((status = 200, body = crate::domain::PruneReport), (status = 400, body = super::problem::Problem),
+              (status = 401, body = super::problem::Problem)))]
+pub async fn prune(
+    retention: web::Data<Addr<Retention>>,
+    query: web::Query<PruneQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let report = retention.send(Prune { dry_run: query.dry_run.unwrap_or(false) }).await??;
+    Ok(HttpResponse::Ok().json(report))
 }

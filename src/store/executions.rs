@@ -16,10 +16,10 @@ use crate::domain::{
 
 const COLUMNS: &str = "id, status, profile, provider, workspace, cwd, prompt, argv, timeout_s, exit_code, error, \
      created_at, started_at, finished_at, retry_of, session_id, approval_id, changes, sandbox, \
-     isolation, branch, worktree, base, base_ref, base_branch";
+     isolation, branch, worktree, base, base_ref, base_branch, pruned_at";
 
 /// How many `COLUMNS` there are: a query may select more after them.
-const COLUMN_COUNT: usize = 25;
+const COLUMN_COUNT: usize = 26;
 
 fn json_err(e: serde_json::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
@@ -81,6 +81,7 @@ fn execution_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
         base_branch: row.get(24)?,
         waiting_for: None,
         agent: None,
+        pruned_at: optional_ts(row, 25)?,
     })
 }
 
@@ -311,6 +312,40 @@ pub fn worktrees_of_final(conn: &Connection) -> rusqlite::Result<Vec<EndedWorktr
         Ok(EndedWorktree { worktree: row.get(0)?, cwd: row.get(1)?, branch: row.get(2)?, ended: ts_column(row, 3)? })
     })?;
     rows.collect()
+}
+
+/// Worktrees still there whose executions are all pruned (or in `also_pruned`): retention
+/// removes them.
+pub fn worktrees_of_pruned(
+    conn: &Connection,
+    also_pruned: &std::collections::HashSet<ExecutionId>,
+) -> rusqlite::Result<Vec<EndedWorktree>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT worktree, max(cwd), max(branch), max(finished_at), group_concat(CASE WHEN pruned_at IS NULL THEN id END)
+         FROM executions WHERE worktree IS NOT NULL AND branch IS NOT NULL GROUP BY worktree",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut found = Vec::new();
+    while let Some(row) = rows.next()? {
+        let unpruned: Option<String> = row.get(4)?;
+        let all_pruned = unpruned
+            .unwrap_or_default()
+            .split(',')
+            .filter(|id| !id.is_empty())
+            .all(|id| id.parse().is_ok_and(|id| also_pruned.contains(&ExecutionId(id))));
+        if all_pruned {
+            let ended = optional_ts(row, 3)?.unwrap_or_else(Utc::now);
+            found.push(EndedWorktree { worktree: row.get(0)?, cwd: row.get(1)?, branch: row.get(2)?, ended });
+        }
+    }
+    Ok(found)
+}
+
+/// How many executions besides `id` work in `worktree`.
+pub fn others_in_worktree(conn: &Connection, worktree: &str, id: ExecutionId) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT count(*) FROM executions WHERE worktree = ?1 AND id != ?2")?
+        .query_row(params![worktree, id.0], |row| row.get::<_, i64>(0))
+        .map(|n| n as u64)
 }
 
 pub fn get(conn: &Connection, id: ExecutionId) -> rusqlite::Result<Option<Execution>> {

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod events;
 pub mod executions;
 pub mod idempotency;
+pub mod retention;
 pub mod sessions;
 mod writer;
 
@@ -137,6 +138,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0012_worktree_isolation.sql")),
         M::up(include_str!("../../migrations/0013_merge_target.sql")),
         M::up(include_str!("../../migrations/0014_agent_activity.sql")),
+        M::up(include_str!("../../migrations/0015_retention.sql")),
     ])
 }
 
@@ -146,6 +148,24 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     // Savepoints' statement journals stay in memory rather than in temp files.
     conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;")
+}
+
+/// Makes the database one whose free pages an incremental vacuum can give back
+/// (retention frees space that way, a little at a time). A new database only needs the
+/// setting; one made before it is rewritten once with `VACUUM`, which takes about as
+/// long as copying the file.
+fn incremental_vacuum(conn: &Connection, shown: &str) -> rusqlite::Result<()> {
+    const INCREMENTAL: i64 = 2;
+    if conn.query_row("PRAGMA auto_vacuum", [], |row| row.get::<_, i64>(0))? == INCREMENTAL {
+        return Ok(());
+    }
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))?;
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
+    if tables > 0 {
+        tracing::info!(database = %shown, "rewriting the database once so that retention can give space back");
+        conn.execute_batch("VACUUM")?;
+    }
+    Ok(())
 }
 
 /// Handle to the database. Cheap to clone.
@@ -168,6 +188,7 @@ impl Store {
         // And, after the busy timeout, on one whose write lock another program holds
         // (otherwise every write would fail later, one by one).
         conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK").map_err(open_err)?;
+        incremental_vacuum(&conn, &shown).map_err(open_err)?;
         migrations().to_latest(&mut conn).map_err(|source| StoreError::Migrate { path: shown.clone(), source })?;
 
         let manager = SqliteConnectionManager::file(path).with_init(|c| configure(c));

@@ -25,6 +25,7 @@ mod notify;
 mod openapi;
 mod queueing;
 mod real_agents;
+mod retention;
 mod sessions;
 mod supervision;
 mod trust;

@@ -133,6 +133,8 @@ async fn webhooks_are_signed_filtered_retried_and_never_held_up_by_a_hung_receiv
 
     // The hung receiver holds only its own queue: while it hangs, a failed execution is
     // told at once, a succeeded one (filtered out) is not, and the API answers.
+    // (Each target delivers on its own task: the hung one's request may come a moment later.)
+    receiver.wait_for("/hang", 1, Duration::from_secs(10)).await;
     assert_eq!(receiver.got("/hang").len(), 1, "the hung receiver got its one request");
     let told = Instant::now();
     let ok = d.exec("true").await;

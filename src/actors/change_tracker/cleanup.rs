@@ -75,7 +75,7 @@ impl Handler<CleanWorktrees> for ChangeTracker {
 
 /// Removes one worktree, its work (if its directory is still there) recorded on its
 /// branch first, so nothing of it is lost.
-async fn remove(
+pub(super) async fn remove(
     git: &super::git::Git,
     cwd: &Path,
     worktree: &Path,

@@ -12,12 +12,14 @@ pub mod branch;
 mod cleanup;
 pub mod git;
 mod isolation;
+pub mod sweep;
 #[cfg(test)]
 mod testing;
 pub mod worktree;
 
 pub use cleanup::CleanWorktrees;
 pub use isolation::{Apply, Discard, Isolated, Merge, PrepareWorktree, RemoveWorktree};
+pub use sweep::{RetireWorktree, SweepSnapshots, Swept};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -210,6 +212,12 @@ impl ChangeTracker {
     fn compare(&mut self, execution: &Execution) -> LocalBoxFuture<'static, Result<Comparison, ChangesError>> {
         let not_recorded = |reason: String| async move { Err(ChangesError::NotRecorded(reason)) }.boxed_local();
         let id = execution.id;
+        if let Some(at) = execution.pruned_at {
+            let at = crate::domain::format_ts(&at);
+            return not_recorded(format!(
+                "its snapshots were pruned at {at} (retention); the totals stay in `changes`"
+            ));
+        }
         let Some(summary) = execution.changes.clone() else { return not_recorded(no_changes_reason(execution)) };
         let Some(from) = summary.start_tree.clone().filter(|_| summary.error.is_none()) else {
             return not_recorded(ended_without_end(&summary));

@@ -33,6 +33,9 @@ pub enum Outbound {
         from_seq: u64,
         to_seq: u64,
     },
+    /// A replay crossed events that retention removed: the `{"type":"pruned",…}` notice
+    /// (never skipped; SSE `event: pruned`).
+    Pruned(String),
     /// SSE execution streams: the execution is final (its JSON); the stream ends.
     End(String),
     /// Close the connection with this reason.
@@ -53,6 +56,7 @@ impl Outbound {
             Outbound::Skipped { count, from_seq, to_seq } => {
                 Some(sse_frame(Some("skipped"), &Outbound::skipped_json(*count, *from_seq, *to_seq)))
             }
+            Outbound::Pruned(json) => Some(sse_frame(Some("pruned"), json)),
             Outbound::End(json) => Some(sse_frame(Some("end"), json)),
             Outbound::Close(_) => None,
         }
@@ -63,7 +67,7 @@ impl Outbound {
         match (transport, self) {
             (Transport::Sse, item) => item.sse_bytes().map_or(0, |b| b.len()),
             (Transport::WebSocket, Outbound::Event(event)) => ws_frame_len(event.ws_frame().len()),
-            (Transport::WebSocket, Outbound::Text(text)) => ws_frame_len(text.len()),
+            (Transport::WebSocket, Outbound::Text(text) | Outbound::Pruned(text)) => ws_frame_len(text.len()),
             (Transport::WebSocket, Outbound::Skipped { count, from_seq, to_seq }) => {
                 ws_frame_len(Outbound::skipped_json(*count, *from_seq, *to_seq).len())
             }
@@ -217,6 +221,11 @@ impl ClientQueue {
     /// A protocol message: never skipped.
     pub fn push_text(&self, text: String) {
         self.push(Outbound::Text(text));
+    }
+
+    /// A pruned range met by a replay: never skipped.
+    pub fn push_pruned(&self, notice_json: String) {
+        self.push(Outbound::Pruned(notice_json));
     }
 
     /// The end of an execution stream.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::domain::{Event, EventFilter};
-use crate::store::{events as log, Store, StoreError};
+use crate::store::{events as log, retention, Store, StoreError};
 pub use client_queue::{ClientQueue, FlowLimits, Offered, Outbound, Transport};
 
 /// A connected client's id, unique for the daemon's life.
@@ -246,6 +246,15 @@ pub async fn subscribe(
     let attach = Attach { id, filter: filter.clone(), queue: queue.clone() };
     let up_to = registry.send(attach).await.map_err(|_| StoreError::Closed)?;
     let mut after = since.unwrap_or(up_to);
+    // Ranges retention removed are told where the replay reaches them.
+    let mut pruned = if after < up_to {
+        let (filter, from) = (filter.clone(), after);
+        store.read("find pruned ranges", move |c| retention::ranges(c, &filter, from, up_to)).await?
+    } else {
+        Vec::new()
+    }
+    .into_iter()
+    .peekable();
     while after < up_to && !queue.is_closed() {
         queue.wait_for_room().await;
         let page_filter = filter.clone();
@@ -253,8 +262,14 @@ pub async fn subscribe(
         let Some(last) = page.last() else { break };
         after = last.seq;
         for event in &page {
+            while let Some(range) = pruned.next_if(|range| range.from_seq <= event.seq) {
+                queue.push_pruned(range.notice_json());
+            }
             queue.push_replayed(event);
         }
+    }
+    for range in pruned {
+        queue.push_pruned(range.notice_json());
     }
     queue.release(up_to);
     Ok(())

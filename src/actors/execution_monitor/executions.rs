@@ -348,6 +348,7 @@ impl ExecutionMonitor {
                 })
             }),
             base_ref: request.base,
+            pruned_at: None,
         };
         Ok((execution, request.env))
     }

@@ -79,6 +79,9 @@ struct CachedPage {
     body: Bytes,
 }
 
+/// What was read, with when retention removed what it was read from (if it did).
+pub type Pruned<T> = (T, Option<chrono::DateTime<chrono::Utc>>);
+
 #[derive(Clone)]
 pub struct ExecutionReader {
     live: LiveExecutions,
@@ -158,22 +161,28 @@ impl ExecutionReader {
     }
 
     /// Output lines after `after`; an unknown execution is a 404.
-    pub async fn output(&self, id: ExecutionId, after: u64, limit: usize) -> Result<Vec<OutputLine>, MonitorError> {
-        self.get(id).await?;
-        Ok(self.store.read("read output", move |c| rows::output(c, id, after, limit)).await?)
+    /// With when retention removed them, if it did.
+    pub async fn output(
+        &self,
+        id: ExecutionId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Pruned<Vec<OutputLine>>, MonitorError> {
+        let pruned_at = self.get(id).await?.pruned_at;
+        Ok((self.store.read("read output", move |c| rows::output(c, id, after, limit)).await?, pruned_at))
     }
 
-    /// The last `count` output lines, in order.
-    pub async fn output_tail(&self, id: ExecutionId, count: usize) -> Result<Vec<OutputLine>, MonitorError> {
-        self.get(id).await?;
-        Ok(self.store.read("read output tail", move |c| rows::output_tail(c, id, count)).await?)
+    /// The last `count` output lines, in order, with when retention removed them.
+    pub async fn output_tail(&self, id: ExecutionId, count: usize) -> Result<Pruned<Vec<OutputLine>>, MonitorError> {
+        let pruned_at = self.get(id).await?.pruned_at;
+        Ok((self.store.read("read output tail", move |c| rows::output_tail(c, id, count)).await?, pruned_at))
     }
 
     /// A page of an execution's transcript after `after` (a seq), as the body
     /// `{"items":[…],"next_cursor":…}` made of the stored events; an unknown execution
     /// is a 404.
     pub async fn transcript_json(&self, id: ExecutionId, after: u64, limit: usize) -> Result<String, MonitorError> {
-        self.get(id).await?;
+        let pruned_at = self.get(id).await?.pruned_at;
         let mut entries =
             self.store.read("read transcript", move |c| agent_activity::transcript(c, id, after, limit + 1)).await?;
         let more = entries.len() > limit;
@@ -187,9 +196,13 @@ impl ExecutionReader {
         }
         body.push_str("],\"next_cursor\":");
         match entries.last().filter(|_| more) {
-            Some((seq, _)) => body.push_str(&format!("\"{seq}\"}}")),
-            None => body.push_str("null}"),
+            Some((seq, _)) => body.push_str(&format!("\"{seq}\"")),
+            None => body.push_str("null"),
         }
+        if let Some(at) = pruned_at {
+            body.push_str(&format!(",\"pruned_at\":\"{}\"", crate::domain::format_ts(&at)));
+        }
+        body.push('}');
         Ok(body)
     }
 
