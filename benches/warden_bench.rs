@@ -21,6 +21,27 @@ struct BenchDaemon {
     _dir: tempfile::TempDir,
 }
 
+impl BenchDaemon {
+    fn home(&self) -> Home {
+        Home::new(self._dir.path().join("home"))
+    }
+
+    /// Stops the daemon gracefully and hands its home back, to seed or start again.
+    fn stop(mut self) -> anyhow::Result<tempfile::TempDir> {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("the daemon stopped with {status}");
+        }
+        // Nothing left to kill on drop; the home is taken out of it.
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir()?);
+        Ok(dir)
+    }
+}
+
 impl Drop for BenchDaemon {
     fn drop(&mut self) {
         let _ = nix::sys::signal::kill(
@@ -40,9 +61,15 @@ fn warden_exe() -> PathBuf {
 
 async fn start_daemon(config: &str) -> anyhow::Result<BenchDaemon> {
     let dir = tempfile::tempdir()?;
+    start_daemon_in(dir, config).await
+}
+
+/// A daemon on the home in `dir` (made if new), with `config` as its config file.
+async fn start_daemon_in(dir: tempfile::TempDir, config: &str) -> anyhow::Result<BenchDaemon> {
     let home = Home::new(dir.path().join("home"));
     home.ensure()?;
     std::fs::write(home.config_path(), config)?;
+    let _ = std::fs::remove_file(home.server_json_path());
     let child = Command::new(warden_exe())
         .args(["serve", "--port", "0"])
         .env("WARDEN_HOME", home.dir())
@@ -623,6 +650,8 @@ enum Disturbance {
     /// One more client subscribes to everything and never reads, while another
     /// execution prints 1,000,000 lines (the B3 flood).
     StalledClientDuringFlood,
+    /// A retention pass prunes 1,000,000 stored output lines (B14).
+    Prune,
 }
 
 /// B4/B5/B9: `clients` WebSocket clients subscribed to `*` while an execution prints a
@@ -635,7 +664,15 @@ async fn fan_out(
 ) -> anyhow::Result<()> {
     use futures_util::StreamExt;
     const LINES: u64 = 5000;
-    let daemon = start_daemon(&format!("[server]\nmax_clients = {}\n", clients + 10)).await?;
+    let server = format!("[server]\nmax_clients = {}\n", clients + 10);
+    let daemon = match disturbance {
+        Disturbance::Prune => {
+            let config = format!("{server}[retention]\nenabled = false\nkeep_last = 0\n");
+            let dir = seed_executions(&config, "seq 1 1000", 10, 100, (60.0, 31.0)).await?;
+            start_daemon_in(dir, &config).await?
+        }
+        _ => start_daemon(&server).await?,
+    };
     let client = daemon.client.clone();
     let token = std::fs::read_to_string(daemon._dir.path().join("home/token"))?.trim().to_owned();
     // The timed execution prints its first line `lead` seconds after it starts.
@@ -648,7 +685,22 @@ async fn fan_out(
     let mut sockets = Vec::new();
     // Held, never read: its queue fills while the flood runs.
     let mut _stalled = None;
+    let mut pruning = None;
     match disturbance {
+        Disturbance::Prune => {
+            for _ in 0..clients {
+                sockets.push(ws_client(&client, &token, json!({"type": "subscribe", "topics": ["*"]})).await?);
+            }
+            let _: Value = client.post("/api/v1/executions", &timed).await?;
+            // The pass starts once lines flow, and its window is kept to judge them by.
+            let client = client.clone();
+            pruning = Some(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs_f64(lead + 0.5)).await;
+                let started = unix_nanos();
+                let report: Value = client.post("/api/v1/prune", &json!({})).await?;
+                anyhow::Ok((started, unix_nanos(), report))
+            }));
+        }
         Disturbance::None => {
             for _ in 0..clients {
                 sockets.push(ws_client(&client, &token, json!({"type": "subscribe", "topics": ["*"]})).await?);
@@ -681,7 +733,7 @@ async fn fan_out(
                     let now = unix_nanos();
                     let Ok(text) = frame.to_text() else { continue };
                     if let Some(sent) = printed_time(text) {
-                        latencies.push(now.saturating_sub(sent) as f64 / 1e6);
+                        latencies.push((sent, now.saturating_sub(sent) as f64 / 1e6));
                         if let Some(read) = split.then(|| read_time(text)).flatten() {
                             capture_lags.push((read as u128).saturating_sub(sent) as f64 / 1e6);
                         }
@@ -710,15 +762,16 @@ async fn fan_out(
         }
         peak
     });
-    let mut all = Vec::new();
+    let mut timed_latencies = Vec::new();
     let mut lags = Vec::new();
     let mut skipped = 0;
     for reader in readers {
         let (latencies, capture_lags, s) = reader.await?;
-        all.extend(latencies);
+        timed_latencies.extend(latencies);
         lags.extend(capture_lags);
         skipped += s;
     }
+    let mut all: Vec<f64> = timed_latencies.iter().map(|(_, latency)| *latency).collect();
     lags.sort_by(f64::total_cmp);
     let sampler_peak = sampler.await.unwrap_or(f64::NAN);
     let rss = rss_mb(pid);
@@ -734,6 +787,17 @@ async fn fan_out(
     figures.push((format!("{name}_daemon_rss_mb"), format!("{rss:.0}")));
     let peak = sampler_peak;
     figures.push((format!("{name}_daemon_peak_rss_mb"), format!("{peak:.0}")));
+    if let Some(pruning) = pruning {
+        let (from, to, report) = pruning.await??;
+        let mut during: Vec<f64> =
+            timed_latencies.iter().filter(|(sent, _)| (from..=to).contains(sent)).map(|(_, l)| *l).collect();
+        during.sort_by(f64::total_cmp);
+        figures.push((format!("{name}_pruned_output_lines"), report["output_lines"].to_string()));
+        figures.push((format!("{name}_prune_ms"), report["took_ms"].to_string()));
+        figures.push((format!("{name}_lines_received_during_prune"), during.len().to_string()));
+        figures.push((format!("{name}_latency_p50_during_prune_ms"), format!("{:.2}", percentile(&during, 50.0))));
+        figures.push((format!("{name}_latency_p99_during_prune_ms"), format!("{:.2}", percentile(&during, 99.0))));
+    }
     if disturbance == Disturbance::StalledClientDuringFlood {
         let dropped = metric(&client, "warden_clients_dropped_total").await?;
         figures.push((format!("{name}_stalled_clients_dropped"), dropped));
@@ -971,6 +1035,111 @@ async fn b7_list(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A home holding `real × copies` final executions of `prompt`: `real` run by a daemon,
+/// then stopped, its rows copied (output, events and all, with ids and seqs of their
+/// own) until there are `copies` of each, ended between `ages` (oldest, newest) days
+/// ago, oldest first, as months of use would leave them.
+async fn seed_executions(
+    config: &str,
+    prompt: &str,
+    real: usize,
+    copies: i64,
+    (oldest_days, newest_days): (f64, f64),
+) -> anyhow::Result<tempfile::TempDir> {
+    let daemon = start_daemon(config).await?;
+    let local = json!({"max_concurrent": 0, "rate_per_minute": 0});
+    let _: Value = daemon.client.put("/api/v1/providers/local", &local).await?;
+    for _ in 0..real {
+        let _: Value = daemon.client.post("/api/v1/executions", &json!({"prompt": prompt, "cwd": "/tmp"})).await?;
+    }
+    wait_idle(&daemon.client, Duration::from_secs(120)).await?;
+    let db = daemon.home().db_path();
+    let dir = daemon.stop()?;
+    let conn = rusqlite::Connection::open(&db)?;
+    let columns = |table: &str| -> anyhow::Result<Vec<String>> {
+        let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+        let names = stmt.query_map([], |row| row.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(names)
+    };
+    let copy = |table: &str, shifted: &[(&str, &str)]| -> anyhow::Result<String> {
+        let names = columns(table)?;
+        let picked: Vec<String> = names
+            .iter()
+            .map(|c| shifted.iter().find(|(name, _)| name == c).map_or(c.clone(), |(_, expr)| (*expr).to_owned()))
+            .collect();
+        Ok(format!("INSERT INTO {table} ({}) SELECT {} FROM {table} WHERE ", names.join(", "), picked.join(", ")))
+    };
+    let (ids, seqs): (i64, i64) = conn.query_row(
+        "SELECT (SELECT max(id) FROM executions), (SELECT max(max(coalesce(first_seq + lines, 0)), (SELECT max(seq) FROM events)) FROM output_chunks)",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    let executions = copy("executions", &[("id", "id + ?1"), ("json", "json_set(json, '$.id', id + ?1)")])?;
+    let chunks = copy("output_chunks", &[("execution_id", "execution_id + ?1"), ("first_seq", "first_seq + ?2")])?;
+    let events =
+        copy("events", &[("seq", "seq + ?2"), ("execution_id", "execution_id + ?1"), ("approval_id", "NULL")])?;
+    conn.execute_batch("BEGIN")?;
+    for k in 1..copies {
+        let (id_shift, seq_shift) = (k * ids, k * seqs);
+        conn.execute(&format!("{executions} id <= ?3"), rusqlite::params![id_shift, seq_shift, ids])?;
+        conn.execute(&format!("{chunks} execution_id <= ?3"), rusqlite::params![id_shift, seq_shift, ids])?;
+        conn.execute(
+            &format!("{events} execution_id <= ?3 AND execution_id IS NOT NULL"),
+            rusqlite::params![id_shift, seq_shift, ids],
+        )?;
+    }
+    // Spread their ends between the ages, the newest last.
+    let total = ids * copies;
+    let now = chrono::Utc::now();
+    let mut stmt = conn.prepare("UPDATE executions SET finished_at = ?2 WHERE id = ?1")?;
+    for id in 1..=total {
+        let days = newest_days + (total - id) as f64 / total as f64 * (oldest_days - newest_days);
+        let age = chrono::Duration::milliseconds((days * 86_400_000.0) as i64);
+        stmt.execute(rusqlite::params![id, (now - age).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)])?;
+    }
+    drop(stmt);
+    conn.execute_batch("COMMIT; PRAGMA wal_checkpoint(TRUNCATE);")?;
+    Ok(dir)
+}
+
+/// Median latency of `GET path`, one request after another, `n` times.
+async fn request_p50_ms(client: &Client, path: &str, n: usize) -> anyhow::Result<f64> {
+    let (http, url, token) =
+        (reqwest::Client::new(), format!("{}{path}", client.base_url()), client.token().to_owned());
+    let mut took = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        http.get(&url).bearer_auth(&token).send().await?.error_for_status()?.bytes().await?;
+        took.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    took.sort_by(f64::total_cmp);
+    Ok(percentile(&took, 50.0))
+}
+
+/// B13: 100,000 executions of 20 output lines each, ended over the last 100 days: the
+/// database's size and `GET /executions?limit=50` p50 with retention off, and after a
+/// pass with the defaults (30 days, the newest 100 kept). (B14, B4 while a pass prunes
+/// 1,000,000 stored output lines, is a `fan_out`.)
+async fn b13_retention(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    const CONFIG: &str = "[retention]\nenabled = false\n";
+    let dir = seed_executions(CONFIG, "seq 1 20", 1000, 100, (100.0, 0.0)).await?;
+    let db = Home::new(dir.path().join("home")).db_path();
+    let daemon = start_daemon_in(dir, CONFIG).await?;
+    let size_off = std::fs::metadata(&db)?.len();
+    let list_off = request_p50_ms(&daemon.client, "/api/v1/executions?limit=50", 500).await?;
+    let report: Value = daemon.client.post("/api/v1/prune", &json!({})).await?;
+    let size_on = std::fs::metadata(&db)?.len();
+    let list_on = request_p50_ms(&daemon.client, "/api/v1/executions?limit=50", 500).await?;
+    figures.push(("b13_executions".into(), "100000".into()));
+    figures.push(("b13_db_mb_retention_off".into(), format!("{:.1}", size_off as f64 / 1e6)));
+    figures.push(("b13_db_mb_retention_on".into(), format!("{:.1}", size_on as f64 / 1e6)));
+    figures.push(("b13_list_p50_ms_retention_off".into(), format!("{list_off:.2}")));
+    figures.push(("b13_list_p50_ms_retention_on".into(), format!("{list_on:.2}")));
+    figures.push(("b13_pruned_executions".into(), report["executions"].to_string()));
+    figures.push(("b13_prune_ms".into(), report["took_ms"].to_string()));
+    Ok(())
+}
+
 /// B8: daemon RSS idle, then after each of ten rounds of the B1 workload.
 async fn b8_memory(figures: &mut Vec<(String, String)>) -> anyhow::Result<()> {
     let daemon = start_daemon("[providers.local]\nmax_concurrent = 2\n").await?;
@@ -1123,6 +1292,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("b12") {
         b12_agent_stream(&mut figures).await?;
+    }
+    if wanted("b13") {
+        b13_retention(&mut figures).await?;
+    }
+    if wanted("b14") {
+        fan_out(&mut figures, "b14", 10, Disturbance::Prune).await?;
     }
     for (name, value) in &figures {
         println!("{name}: {value}");

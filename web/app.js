@@ -154,6 +154,16 @@ function apply(event) {
     }
     return;
   }
+  if (kind === "execution.deleted") {
+    state.executions.delete(event.execution_id);
+    if (state.selected === event.execution_id) {
+      state.selected = null;
+      $("detail").hidden = true;
+      $("focus-empty").hidden = false;
+    }
+    renderExecutions();
+    return;
+  }
   if (kind.startsWith("execution.")) {
     state.executions.set(event.data.id, event.data);
     renderExecutions();
@@ -386,6 +396,7 @@ async function select(id) {
     ]);
     if (state.selected !== id) return;
     prependOutput(page.items);
+    if (page.pruned_at) $("output-note").textContent = `Output and events removed by retention (${page.pruned_at}).`;
   } catch (e) { $("detail-result").textContent = e.message; }
 }
 

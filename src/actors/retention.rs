@@ -9,8 +9,9 @@
 //! report. `DELETE /executions/{id}` removes one final execution whole.
 //!
 //! A pass never runs on an actor's thread and never holds the store's writer long:
-//! reads go to the pool, and every write is a job of about a millisecond
-//! ([`STEP`]), awaited before the next, so other writers' jobs interleave. One pass runs
+//! reads go to the pool, and every write is a job of about half a millisecond
+//! ([`STEP`]), awaited, then a pause ([`PAUSE`]) before the next, so other writers' jobs
+//! interleave and the daemon keeps most of the CPU. One pass runs
 //! at a time; asking while one runs joins it.
 
 use std::collections::HashSet;
@@ -28,9 +29,14 @@ use crate::store::{executions, Store, StoreError};
 /// The longest one removal job holds the store's writer (at least one small batch runs).
 const STEP: Duration = Duration::from_micros(500);
 /// Free pages given back per vacuum job.
-const VACUUM_PAGES: u32 = 64;
+const VACUUM_PAGES: u32 = 32;
+/// The pause after each job: the writer and the two cores are mostly left to the
+/// daemon's own work while a pass runs.
+const PAUSE: Duration = Duration::from_millis(1);
 /// Candidates read per query.
 const BATCH: usize = 200;
+/// Executions measured, marked and removed together.
+const GROUP: usize = 16;
 
 /// Run a pass now (or join the one running); a dry run only says what one would free.
 #[derive(Message, Debug, Clone, Copy)]
@@ -160,9 +166,7 @@ impl Worker {
         let mut report = PruneReport { dry_run, database_bytes_before: file_before, ..Default::default() };
         if !dry_run {
             // Executions an earlier pass (or deletion) left half removed.
-            for id in self.store.read("find unfinished prunes", rows::unfinished).await? {
-                self.remove_rows(id).await?;
-            }
+            self.remove_rows(self.store.read("find unfinished prunes", rows::unfinished).await?).await?;
         }
         let mut chosen: HashSet<ExecutionId> = HashSet::new();
         let cutoff = now() - chrono::Duration::from_std(self.settings.output_age).unwrap_or(chrono::Duration::MAX);
@@ -198,9 +202,10 @@ impl Worker {
                 if left == 0 {
                     break;
                 }
+                tokio::time::sleep(PAUSE).await;
             }
-            // The file itself shrinks when the pages are copied back from the WAL.
-            self.store.checkpoint().await?;
+            // The file itself shrinks once the WAL is copied back (without blocking writers).
+            self.store.read("checkpoint", |c| c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))).await?;
         }
         let sweep = SweepSnapshots { also_pruned: if dry_run { chosen } else { HashSet::new() }, dry_run };
         match self.changes.send(sweep).await {
@@ -249,45 +254,74 @@ impl Worker {
                 .await?;
             let Some(last) = batch.last() else { return Ok(()) };
             after = last.id;
-            for candidate in batch {
-                if chosen.contains(&candidate.id) {
-                    continue;
+            let fresh: Vec<Candidate> = batch.into_iter().filter(|c| !chosen.contains(&c.id)).collect();
+            for group in fresh.chunks(GROUP) {
+                let ids: Vec<ExecutionId> = group.iter().map(|c| c.id).collect();
+                let footprints: Vec<Footprint> = self
+                    .store
+                    .read("measure executions", move |c| ids.iter().map(|id| rows::footprint(c, *id)).collect())
+                    .await?;
+                // As many as the caller wants, asked before each.
+                let mut taken: Vec<(Candidate, Footprint)> = Vec::new();
+                for (candidate, footprint) in group.iter().zip(footprints) {
+                    if !go_on(freed) {
+                        break;
+                    }
+                    freed += footprint.bytes;
+                    taken.push((*candidate, footprint));
                 }
-                if !go_on(freed) {
-                    return Ok(());
-                }
-                let footprint = self.prune(candidate, pass, dry_run).await?;
-                if let Some(footprint) = footprint {
+                let stop = taken.len() < group.len();
+                let pruned = if dry_run { taken } else { self.prune(taken, pass).await? };
+                for (candidate, footprint) in pruned {
                     chosen.insert(candidate.id);
                     report.executions += 1;
                     report.output_lines += footprint.output_lines;
                     report.events += footprint.events;
                     report.bytes += footprint.bytes;
-                    freed += footprint.bytes;
+                }
+                if stop {
+                    return Ok(());
                 }
             }
         }
     }
 
-    /// Prunes one execution (a dry run only measures it); `None` when it was not pruned
-    /// after all.
-    async fn prune(&self, candidate: Candidate, pass: i64, dry_run: bool) -> Result<Option<Footprint>, RetentionError> {
-        let id = candidate.id;
-        let footprint = self.store.read("measure an execution", move |c| rows::footprint(c, id)).await?;
-        if dry_run {
-            return Ok(Some(footprint));
-        }
-        let pruning = Pruning { candidate, pass, reason: PruneReason::Retention, at: now(), footprint };
-        if !self.store.write("mark an execution pruned", move |c| rows::mark_pruned(c, &pruning)).await? {
-            return Ok(None);
-        }
-        self.remove_rows(id).await?;
-        Ok(Some(footprint))
+    /// Prunes a few executions: records them pruned in one job, then removes their rows;
+    /// returns those that were (an execution deleted meanwhile is not).
+    async fn prune(
+        &self,
+        taken: Vec<(Candidate, Footprint)>,
+        pass: i64,
+    ) -> Result<Vec<(Candidate, Footprint)>, RetentionError> {
+        let at = now();
+        let prunings: Vec<Pruning> = taken
+            .iter()
+            .map(|(candidate, footprint)| Pruning {
+                candidate: *candidate,
+                pass,
+                reason: PruneReason::Retention,
+                at,
+                footprint: *footprint,
+            })
+            .collect();
+        let marked: Vec<bool> = self
+            .store
+            .write("mark executions pruned", move |c| prunings.iter().map(|p| rows::mark_pruned(c, p)).collect())
+            .await?;
+        let pruned: Vec<(Candidate, Footprint)> =
+            taken.into_iter().zip(marked).filter(|(_, marked)| *marked).map(|(taken, _)| taken).collect();
+        self.remove_rows(pruned.iter().map(|(c, _)| c.id).collect()).await?;
+        Ok(pruned)
     }
 
-    /// Removes an execution's output and events, one short writer job at a time.
-    async fn remove_rows(&self, id: ExecutionId) -> Result<(), RetentionError> {
-        while !self.store.write("remove pruned rows", move |c| rows::remove_some(c, id, STEP)).await? {}
+    /// Removes executions' output and events, one short writer job at a time.
+    async fn remove_rows(&self, ids: Vec<ExecutionId>) -> Result<(), RetentionError> {
+        let mut left = ids;
+        while !left.is_empty() {
+            let batch = left.clone();
+            left = self.store.write("remove pruned rows", move |c| rows::remove_some(c, &batch, STEP)).await?;
+            tokio::time::sleep(PAUSE).await;
+        }
         Ok(())
     }
 
@@ -321,7 +355,7 @@ impl Worker {
             Err(NotDeleted::Missing) => return Err(RetentionError::NotFound(id)),
             Err(NotDeleted::NotFinal(status)) => return Err(RetentionError::NotFinal { id, status }),
         }
-        self.remove_rows(id).await?;
+        self.remove_rows(vec![id]).await?;
         let event = NewEvent {
             kind: "execution.deleted",
             execution_id: Some(id),

@@ -207,6 +207,9 @@ async fn print_output(client: &Client, id: i64, mut after: u64, raw: bool) -> an
         }
         if page.next_cursor.is_none() {
             std::io::stdout().flush()?;
+            if let Some(at) = page.pruned_at {
+                eprintln!("(execution {id}'s output was removed by retention at {})", crate::domain::format_ts(&at));
+            }
             return Ok(after);
         }
     }

@@ -241,6 +241,10 @@ impl Model {
                 let text = |key: &str| event.data[key].as_str().map(str::to_owned);
                 (execution.worktree, execution.branch) = (text("worktree"), text("branch"));
             }
+        } else if kind == "execution.deleted" {
+            if let Some(id) = event.execution_id {
+                self.executions.remove(&id.0);
+            }
         } else if kind.starts_with("execution.") {
             if let Ok(execution) = serde_json::from_value::<Execution>(event.data.clone()) {
                 self.executions.insert(execution.id.0, execution);

@@ -222,6 +222,9 @@ fn draw_output(frame: &mut Frame, area: Rect, model: &Model) {
         if e.sandbox.is_unconfined() {
             title.push_str("UNSANDBOXED ");
         }
+        if e.pruned_at.is_some() {
+            title.push_str("· output removed by retention ");
+        }
         if let Some(totals) = e.changes.as_ref().and_then(|c| c.totals) {
             title.push_str(&format!("+{} −{} in {} files ", totals.additions, totals.deletions, totals.files));
         }

@@ -243,10 +243,20 @@ fn sse_response(body: SseBody) -> HttpResponse {
         .body(body)
 }
 
+/// A page of the event history (for the document; the handler writes it directly).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct HistoryPage {
+    pub items: Vec<Envelope>,
+    /// Pass as `since` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+    /// The ranges in the page's span whose events retention or a deletion removed.
+    pub pruned: Vec<crate::domain::PrunedRange>,
+}
+
 /// Stored events as JSON pages, for scripts. `pruned` lists the ranges in the page's
 /// span whose events retention (or a deletion) removed.
 #[utoipa::path(get, path = "/api/v1/events/history", operation_id = "listEventHistory", tag = "events", params(EventsQuery),
-    responses((status = 200, description = "`{items: [event envelopes], next_cursor}`", body = super::pagination::Page<Envelope>),
+    responses((status = 200, description = "`{items: [event envelopes], next_cursor, pruned}`", body = HistoryPage),
               (status = 400, body = Problem)))]
 pub async fn history(query: web::Query<EventsQuery>, live: Live) -> Result<HttpResponse, ApiError> {
     let filter = query.filter()?;

@@ -151,21 +151,20 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Makes the database one whose free pages an incremental vacuum can give back
-/// (retention frees space that way, a little at a time). A new database only needs the
-/// setting; one made before it is rewritten once with `VACUUM`, which takes about as
-/// long as copying the file.
+/// (retention frees space that way, a little at a time): rewritten once with `VACUUM`,
+/// which for a database made before retention takes about as long as copying the file.
 fn incremental_vacuum(conn: &Connection, shown: &str) -> rusqlite::Result<()> {
     const INCREMENTAL: i64 = 2;
     if conn.query_row("PRAGMA auto_vacuum", [], |row| row.get::<_, i64>(0))? == INCREMENTAL {
         return Ok(());
     }
     let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))?;
-    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
     if tables > 0 {
         tracing::info!(database = %shown, "rewriting the database once so that retention can give space back");
-        conn.execute_batch("VACUUM")?;
     }
-    Ok(())
+    // Even an empty database has its header written by now (WAL mode): the setting
+    // takes with the rewrite, which costs nothing then.
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM")
 }
 
 /// Handle to the database. Cheap to clone.
@@ -334,6 +333,34 @@ mod tests {
             store.read("replay", move |c| events::replay(c, &filter, 0, u64::MAX, 10)).await.expect("the replay reads");
         assert_eq!(replayed.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 6, 7]);
         assert_eq!(store.read("last", events::last_seq).await.expect("the last seq reads"), 7);
+    }
+
+    /// A database made before retention becomes one whose free pages retention can give
+    /// back (rewritten once), its rows intact; a new one is made that way.
+    #[actix::test]
+    async fn databases_are_made_or_converted_for_incremental_vacuum() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("old.db");
+        {
+            let mut conn = Connection::open(&path).expect("a new database opens");
+            migrations().to_version(&mut conn, 14).expect("the schema before retention");
+            conn.execute_batch(
+                "INSERT INTO providers (name, max_concurrent, rate_per_minute, updated_at) VALUES ('kept', 1, 2, 'now')",
+            )
+            .expect("a row");
+            let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+            assert_eq!(mode, 0, "made without it");
+        }
+        let auto_vacuum = |store: Store| async move {
+            store.read("mode", |c| c.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0))).await.unwrap()
+        };
+        let store = Store::open(&path).expect("the old database opens");
+        assert_eq!(auto_vacuum(store.clone()).await, 2);
+        let name: String =
+            store.read("row", |c| c.query_row("SELECT name FROM providers", [], |r| r.get(0))).await.unwrap();
+        assert_eq!(name, "kept");
+        let fresh = Store::open(&dir.path().join("new.db")).expect("a new database opens");
+        assert_eq!(auto_vacuum(fresh).await, 2);
     }
 
     #[actix::test]

@@ -180,9 +180,10 @@ pub fn delete_row(conn: &Connection, pruning: &Pruning) -> rusqlite::Result<Resu
     Ok(Ok(()))
 }
 
-/// Removes some of an execution's output chunks and events, a few rows at a time, for
-/// at most about `budget`; returns whether all are gone (its range is then `done`).
-pub fn remove_some(conn: &Connection, id: ExecutionId, budget: Duration) -> rusqlite::Result<bool> {
+/// Removes some of the executions' output chunks and events, a few rows at a time, for
+/// at most about `budget`; returns those that still have some (an execution whose rows
+/// are all gone has its range marked `done`).
+pub fn remove_some(conn: &Connection, ids: &[ExecutionId], budget: Duration) -> rusqlite::Result<Vec<ExecutionId>> {
     let started = Instant::now();
     let mut chunks = conn.prepare_cached(
         "DELETE FROM output_chunks WHERE execution_id = ?1 AND first_n IN
@@ -191,16 +192,19 @@ pub fn remove_some(conn: &Connection, id: ExecutionId, budget: Duration) -> rusq
     let mut events = conn.prepare_cached(
         "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE execution_id = ?1 ORDER BY seq LIMIT 32)",
     )?;
-    loop {
-        let removed = chunks.execute([id.0])? + events.execute([id.0])?;
-        if removed == 0 {
-            conn.prepare_cached("UPDATE pruned_ranges SET done = 1 WHERE execution_id = ?1")?.execute([id.0])?;
-            return Ok(true);
-        }
-        if started.elapsed() >= budget {
-            return Ok(false);
+    let mut done = conn.prepare_cached("UPDATE pruned_ranges SET done = 1 WHERE execution_id = ?1")?;
+    for (i, id) in ids.iter().enumerate() {
+        loop {
+            if started.elapsed() >= budget {
+                return Ok(ids[i..].to_vec());
+            }
+            if chunks.execute([id.0])? + events.execute([id.0])? == 0 {
+                done.execute([id.0])?;
+                break;
+            }
         }
     }
+    Ok(Vec::new())
 }
 
 /// Executions whose pruning was recorded but not finished (the daemon stopped midway).

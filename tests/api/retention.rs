@@ -112,6 +112,10 @@ async fn old_output_is_pruned_the_newest_are_kept_whole_and_replays_mark_the_gap
     assert_eq!(page["pruned_at"], pruned["pruned_at"]);
     let listed = d.get_ok(&format!("/api/v1/executions?limit=1&cursor={}", first + 1)).await;
     assert_eq!(listed["items"][0]["pruned_at"], pruned["pruned_at"], "lists show it too");
+    let logs = warden(d.home.dir(), &["logs", &first.to_string()]).await;
+    assert!(logs.status.success(), "{}", stderr(&logs));
+    assert_eq!(stdout(&logs), "");
+    assert!(stderr(&logs).contains("output was removed by retention"), "{}", stderr(&logs));
     // Old but among the newest 200, and new: whole.
     for id in [oldest_kept, ids[1899], ids[1999]] {
         assert_eq!(d.execution(&json!(id)).await["pruned_at"], Value::Null);
@@ -280,4 +284,40 @@ async fn snapshot_objects_only_pruned_executions_needed_are_swept() {
     // The pruned one says why it has none.
     let changes = d.get_ok(&format!("/api/v1/executions/{}/changes", old["id"])).await;
     assert!(changes["reason"].as_str().unwrap().contains("pruned"), "{changes}");
+}
+
+#[actix_web::test]
+async fn a_prune_cut_short_by_a_crash_is_finished_by_the_next_pass() {
+    let d = spawn_for_executions().await;
+    std::fs::write(d.home.config_path(), RETENTION_OFF).unwrap();
+    let d = d.restart().await;
+    let half = d.exec("seq 1 300").await;
+    d.wait_final(&half["id"]).await;
+    let whole = d.exec("seq 1 3").await;
+    d.wait_final(&whole["id"]).await;
+    let stopped = d.stop().await;
+    // As a pass leaves it when the daemon dies after recording the range and removing
+    // part of the rows: the execution is marked, some of its output is still there.
+    let conn = rusqlite::Connection::open(stopped.home.db_path()).unwrap();
+    conn.execute_batch(&format!(
+        "UPDATE executions SET pruned_at = '2026-01-01T00:00:00.000Z' WHERE id = {id};
+         INSERT INTO pruned_ranges (execution_id, pass, reason, at, from_seq, to_seq, output_lines, events)
+             SELECT {id}, 1, 'retention', '2026-01-01T00:00:00.000Z', min(first_seq), max(first_seq + lines - 1), 300, 0
+             FROM output_chunks WHERE execution_id = {id};
+         DELETE FROM output_chunks WHERE execution_id = {id} AND first_n = (SELECT min(first_n) FROM output_chunks WHERE execution_id = {id});",
+        id = half["id"]
+    ))
+    .unwrap();
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM output_chunks WHERE execution_id = ?1", [half["id"].as_i64()], |r| r.get(0))
+        .unwrap();
+    drop(conn);
+    assert!(left >= 1, "300 lines take two chunks or more");
+    let d = stopped.start().await;
+    assert!(!d.output(&half["id"]).await.is_empty(), "the rest of its output is still there");
+
+    let report = expect_json(d.post("/api/v1/prune", &json!({})).await, StatusCode::OK).await;
+    assert_eq!(report["executions"], 0, "nothing new was old enough: {report}");
+    assert_eq!(d.output(&half["id"]).await, Vec::<Value>::new(), "the cut-short prune was finished");
+    assert_eq!(d.output(&whole["id"]).await.len(), 3, "the other is whole");
 }
