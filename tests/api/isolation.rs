@@ -453,3 +453,41 @@ async fn a_confined_agent_commits_in_its_worktree_but_cannot_touch_the_repositor
     assert_eq!(d.output_text(&unconfined["id"]).await, "committed\nconfig-written");
     assert_ne!(std::fs::read(&config).unwrap(), before);
 }
+
+#[actix_web::test]
+async fn deleting_or_pruning_an_isolated_execution_removes_its_worktree_and_keeps_its_branch() {
+    let d = spawn_for_executions().await;
+    std::fs::write(d.home.config_path(), "[retention]\nenabled = false\nkeep_last = 1\n").unwrap();
+    let d = d.restart().await;
+    let repo = Repo::new(&[("app.txt", APP)]);
+    let deleted = d.wait_recorded(&d.isolated(&repo, "echo deleted > one.txt", Some("HEAD")).await["id"]).await;
+    let pruned = d.wait_recorded(&d.isolated(&repo, "echo pruned > two.txt", Some("HEAD")).await["id"]).await;
+    let kept = d.wait_recorded(&d.isolated(&repo, "echo kept > three.txt", Some("HEAD")).await["id"]).await;
+    let dir = |e: &Value| std::path::PathBuf::from(e["worktree"].as_str().unwrap());
+    // Written in the worktree after the end: recorded on the branch before it goes.
+    std::fs::write(dir(&deleted).join("later.txt"), "later\n").unwrap();
+
+    expect_json(d.delete(&format!("/api/v1/executions/{}", deleted["id"])).await, StatusCode::OK).await;
+    assert!(!dir(&deleted).exists(), "the deleted execution's worktree is gone");
+    let branch = deleted["branch"].as_str().unwrap();
+    assert_eq!(repo.git(&["show", &format!("{branch}:one.txt")]), "deleted\n", "its branch stays");
+    assert_eq!(repo.git(&["show", &format!("{branch}:later.txt")]), "later\n");
+
+    let stopped = d.stop().await;
+    let conn = rusqlite::Connection::open(stopped.home.db_path()).unwrap();
+    conn.execute(
+        "UPDATE executions SET finished_at = '2026-01-01T00:00:00.000Z' WHERE id = ?1",
+        [pruned["id"].as_i64()],
+    )
+    .unwrap();
+    drop(conn);
+    let d = stopped.start().await;
+    let report = expect_json(d.post("/api/v1/prune", &json!({})).await, StatusCode::OK).await;
+    assert_eq!((report["executions"].as_u64(), report["worktrees"].as_u64()), (Some(1), Some(1)), "{report}");
+    assert!(!dir(&pruned).exists(), "the pruned execution's worktree is gone");
+    assert_eq!(d.execution(&pruned["id"]).await["worktree"], Value::Null);
+    let branch = pruned["branch"].as_str().unwrap();
+    assert_eq!(repo.git(&["show", &format!("{branch}:two.txt")]), "pruned\n", "its branch stays");
+    assert!(dir(&kept).exists(), "the kept execution's worktree stays");
+    assert_eq!(d.execution(&kept["id"]).await["worktree"], kept["worktree"]);
+}
