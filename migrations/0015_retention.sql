@@ -19,7 +19,19 @@ CREATE TABLE pruned_ranges (
     events        INTEGER NOT NULL,
     done          INTEGER NOT NULL DEFAULT 0  -- 1 once every row of it is gone
 ) WITHOUT ROWID;
-CREATE INDEX pruned_ranges_by_pass ON pruned_ranges (pass, from_seq);
+CREATE INDEX pruned_ranges_by_pass ON pruned_ranges (pass);
+
+-- Each pass's rows as one range (kept with them): what an unnarrowed replay is told.
+CREATE TABLE pruned_passes (
+    pass        INTEGER PRIMARY KEY,
+    reason      TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    from_seq    INTEGER NOT NULL,
+    to_seq      INTEGER NOT NULL,
+    executions  INTEGER NOT NULL,
+    execution_id INTEGER            -- the one execution while it has one
+);
+CREATE INDEX pruned_passes_by_seq ON pruned_passes (to_seq, from_seq);
 CREATE INDEX pruned_ranges_by_session ON pruned_ranges (session_id) WHERE session_id IS NOT NULL;
 CREATE INDEX pruned_ranges_unfinished ON pruned_ranges (done) WHERE done = 0;
 -- Old final executions, oldest first, for retention's choice.

@@ -9,7 +9,7 @@
 //! report. `DELETE /executions/{id}` removes one final execution whole.
 //!
 //! A pass never runs on an actor's thread and never holds the store's writer long:
-//! reads go to the pool, and every write is a job of about half a millisecond
+//! reads go to the pool, and every write is a job of about a quarter of a millisecond
 //! ([`STEP`]), awaited, then a pause ([`PAUSE`]) before the next, so other writers' jobs
 //! interleave and the daemon keeps most of the CPU. One pass runs
 //! at a time; asking while one runs joins it.
@@ -27,7 +27,7 @@ use crate::store::retention::{self as rows, Candidate, Footprint, NotDeleted, Pr
 use crate::store::{executions, Store, StoreError};
 
 /// The longest one removal job holds the store's writer (at least one small batch runs).
-const STEP: Duration = Duration::from_micros(500);
+const STEP: Duration = Duration::from_micros(250);
 /// Free pages given back per vacuum job.
 const VACUUM_PAGES: u32 = 32;
 /// The pause after each job: the writer and the two cores are mostly left to the

@@ -132,6 +132,22 @@ pub fn mark_pruned(conn: &Connection, pruning: &Pruning) -> rusqlite::Result<boo
 
 fn record_range(conn: &Connection, pruning: &Pruning) -> rusqlite::Result<()> {
     let (from, to) = pruning.footprint.seqs.unwrap_or((0, 0));
+    if from > 0 {
+        conn.prepare_cached(
+            "INSERT INTO pruned_passes (pass, reason, at, from_seq, to_seq, executions, execution_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)
+             ON CONFLICT (pass) DO UPDATE SET from_seq = min(from_seq, excluded.from_seq),
+                 to_seq = max(to_seq, excluded.to_seq), executions = executions + 1, execution_id = NULL",
+        )?
+        .execute(params![
+            pruning.pass,
+            pruning.reason.as_str(),
+            format_ts(&pruning.at),
+            from as i64,
+            to as i64,
+            pruning.candidate.id.0
+        ])?;
+    }
     conn.prepare_cached(
         "INSERT INTO pruned_ranges (execution_id, session_id, pass, reason, at, from_seq, to_seq, output_lines, events)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -252,10 +268,8 @@ pub fn ranges(conn: &Connection, filter: &EventFilter, after: u64, up_to: u64) -
         }
         (None, None) => {
             let mut stmt = conn.prepare_cached(
-                "SELECT min(from_seq), max(to_seq), count(*), CASE WHEN count(*) = 1 THEN max(execution_id) END,
-                        max(reason), max(at)
-                 FROM pruned_ranges WHERE from_seq > 0 GROUP BY pass
-                 HAVING max(to_seq) > ?1 AND min(from_seq) <= ?2 ORDER BY 1",
+                "SELECT from_seq, to_seq, executions, execution_id, reason, at FROM pruned_passes
+                 WHERE to_seq > ?1 AND from_seq <= ?2 ORDER BY from_seq",
             )?;
             let rows = stmt.query_map(params![after, up_to], row_of)?;
             rows.collect::<rusqlite::Result<_>>()?

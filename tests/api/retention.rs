@@ -221,6 +221,18 @@ async fn delete_removes_a_final_execution_only_for_the_owner_and_never_a_running
     expect_problem(d.get(&format!("/api/v1/executions/{}", other["id"])).await, StatusCode::NOT_FOUND, "not_found")
         .await;
     expect_json(d.post(&format!("/api/v1/executions/{}/cancel", agent["id"]), &json!({})).await, StatusCode::OK).await;
+
+    // warden prune says what it would free, and what it freed.
+    let dry = warden(d.home.dir(), &["prune", "--dry-run"]).await;
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(
+        stdout(&dry).contains("0 execution(s): 0 output lines") && stdout(&dry).contains("would free"),
+        "{}",
+        stdout(&dry)
+    );
+    let done = warden(d.home.dir(), &["prune", "--json"]).await;
+    let report: Value = serde_json::from_str(&stdout(&done)).unwrap_or_else(|_| panic!("{}", stdout(&done)));
+    assert_eq!((report["dry_run"].as_bool(), report["executions"].as_u64()), (Some(false), Some(0)));
 }
 
 /// Makes every loose object in warden's object directory look `age` old.
