@@ -71,6 +71,7 @@ pub async fn doctor(remote: &Remote, json: bool) -> anyhow::Result<Outcome> {
     findings.push(disk_space(home.dir()));
     findings.extend(database(&home.db_path()));
     if let Ok(config) = &config {
+        findings.push(retention(config, &home.db_path()));
         findings.extend(agent_binaries(config));
     }
     if json {
@@ -220,6 +221,30 @@ fn database(path: &Path) -> Vec<Finding> {
         ok("wal", format!("{wal_mib} MiB"))
     });
     findings
+}
+
+/// What retention keeps, beside how big the database is.
+fn retention(config: &Config, db: &Path) -> Finding {
+    let settings = &config.retention;
+    let mb = std::fs::metadata(db).map(|m| m.len() as f64 / (1 << 20) as f64).unwrap_or(0.0);
+    if !settings.enabled {
+        return warn(
+            "retention",
+            format!("off: output and events are kept forever (the database is {mb:.0} MiB)"),
+            "set [retention] enabled = true, or run warden prune now and then",
+        );
+    }
+    let days = settings.output_age.as_secs_f64() / 86_400.0;
+    let kept = format!("output kept {days} days, the newest {} executions whole", settings.keep_last);
+    match settings.max_db_bytes {
+        Some(cap) if mb * (1 << 20) as f64 > cap as f64 * 1.25 => warn(
+            "retention",
+            format!("the database is {mb:.0} MiB, over max_db_mb = {} ({kept})", cap >> 20),
+            "run warden prune (a pass runs hourly); keep_last may hold more than the cap allows",
+        ),
+        Some(cap) => ok("retention", format!("{kept}, at most {} MiB; the database is {mb:.0} MiB", cap >> 20)),
+        None => ok("retention", format!("{kept}; the database is {mb:.0} MiB")),
+    }
 }
 
 /// Each profile's program is on PATH (or is a path that exists). A ready agent profile

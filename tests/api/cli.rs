@@ -549,6 +549,7 @@ fn warden_doctor_says_what_is_wrong_and_fails_on_a_readable_token() {
     }
     assert_eq!(level(&report, "profile", "no-such-agent-7f3a is not on PATH"), "warn");
     assert_eq!(level(&report, "profile", "shell: sh found"), "ok");
+    assert_eq!(level(&report, "retention", "output kept 30 days, the newest 100 executions whole"), "ok");
     // The data dir was made by hand, open to others: said, with the fix.
     assert_eq!(level(&report, "data dir", "open to other users (mode 755)"), "warn");
 
@@ -575,6 +576,19 @@ fn warden_doctor_says_what_is_wrong_and_fails_on_a_readable_token() {
     drop(taken);
     let free = home.run(&["doctor", "--json"]);
     assert_eq!(level(&findings(&free), "port", &format!("127.0.0.1:{port} is free")), "ok");
+    // Retention turned off: said, with what to do.
+    std::fs::write(home.path().join("config.toml"), format!("{config}[retention]\nenabled = false\n")).unwrap();
+    let off = home.run(&["doctor", "--json"]);
+    assert_eq!(level(&findings(&off), "retention", "off: output and events are kept forever"), "warn");
+    // A database past its cap: said, with what to do.
+    let conn = rusqlite::Connection::open(home.path().join("warden.db")).unwrap();
+    conn.execute("INSERT INTO events (seq, type, json) VALUES (1000000, 'test.filler', ?1)", ["x".repeat(3 << 20)])
+        .unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    drop(conn);
+    std::fs::write(home.path().join("config.toml"), format!("{config}[retention]\nmax_db_mb = 1\n")).unwrap();
+    let over = home.run(&["doctor", "--json"]);
+    assert_eq!(level(&findings(&over), "retention", "over max_db_mb = 1"), "warn");
 }
 
 /// `warden service …` with its own HOME (where the unit goes) and data dir.
