@@ -333,3 +333,55 @@ async fn a_prune_cut_short_by_a_crash_is_finished_by_the_next_pass() {
     assert_eq!(d.output(&half["id"]).await, Vec::<Value>::new(), "the cut-short prune was finished");
     assert_eq!(d.output(&whole["id"]).await.len(), 3, "the other is whole");
 }
+
+#[actix_web::test]
+async fn a_sessions_replay_names_each_pruned_turn_and_keeps_the_conversation() {
+    let d = spawn_for_executions().await;
+    std::fs::write(d.home.config_path(), format!("{RETENTION_OFF}keep_last = 0\n")).unwrap();
+    let d = d.restart().await;
+    let profile = json!({"name": "chat", "provider": "local", "command": ["sh", "-c", "echo said {prompt}"],
+                         "continue_command": ["sh", "-c", "echo said {prompt} again"]});
+    expect_json(d.post("/api/v1/profiles", &profile).await, StatusCode::CREATED).await;
+    let work = tempfile::tempdir().unwrap();
+    let session = expect_json(
+        d.post("/api/v1/sessions", &json!({"profile": "chat", "cwd": work.path()})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let id = session["id"].clone();
+    let mut turns = Vec::new();
+    for text in ["one", "two"] {
+        let sent = d.post(&format!("/api/v1/sessions/{id}/messages"), &json!({"content": text})).await;
+        turns.push(expect_json(sent, StatusCode::ACCEPTED).await["execution"]["id"].clone());
+        wait_until("the turn's reply", Duration::from_secs(20), || async {
+            let session = d.get_ok(&format!("/api/v1/sessions/{id}")).await;
+            (session["status"] == "idle" && session["turns"] == turns.len()).then_some(())
+        })
+        .await;
+    }
+    let stopped = d.stop().await;
+    age(&stopped.home, turns[1].as_i64().unwrap(), 40);
+    let d = stopped.start().await;
+    let report = expect_json(d.post("/api/v1/prune", &json!({})).await, StatusCode::OK).await;
+    assert_eq!(report["executions"], 2, "{report}");
+
+    // Narrowed to the session: one range per pruned turn, each naming its execution.
+    let history = d.get_ok(&format!("/api/v1/events/history?since=0&session_id={id}")).await;
+    let named: Vec<Value> = history["pruned"].as_array().unwrap().iter().map(|r| r["execution_id"].clone()).collect();
+    assert_eq!(named, turns, "{history}");
+    let sse = d.get(&format!("/api/v1/events?session_id={id}&since=0")).await;
+    let mut notices = Vec::new();
+    read_sse(sse, |event, data| {
+        if event == "pruned" {
+            notices.push(serde_json::from_str::<Value>(data).unwrap()["execution_id"].clone());
+        }
+        notices.len() == 2
+    })
+    .await;
+    assert_eq!(notices, turns);
+    // The conversation itself (the session's messages) stays.
+    let messages = d.get_ok(&format!("/api/v1/sessions/{id}/messages")).await;
+    let said: Vec<&str> =
+        messages["items"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(said, ["one", "said one", "two", "said two again"]);
+}
