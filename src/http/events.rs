@@ -222,12 +222,14 @@ where
     let mut body =
         SseBody::new(outbound, queue.clone(), live.heartbeat.sse_keepalive, end_after, registry, reservation.id);
     body.hung_up = Some(Box::pin(hung_up(req)));
-    let (registry, store) = (registry.get_ref().clone(), live.store.clone());
+    // Attached before the answer: whatever happens after a client got its 200 reaches it.
+    let up_to = client_registry::attach(registry, reservation.id, &queue, filter.clone()).await?;
+    let store = live.store.clone();
     actix::spawn(async move {
-        match client_registry::subscribe(&registry, &store, reservation.id, &queue, filter, since).await {
+        match client_registry::replay(&store, &queue, filter, since, up_to).await {
             Ok(()) => after_replay(queue).await,
             Err(e) => {
-                tracing::warn!(error = %e, "SSE subscription failed");
+                tracing::warn!(error = %e, "SSE replay failed");
                 queue.close("replay failed");
             }
         }

@@ -242,9 +242,32 @@ pub async fn subscribe(
     filter: EventFilter,
     since: Option<u64>,
 ) -> Result<(), StoreError> {
+    let up_to = attach(registry, id, queue, filter.clone()).await?;
+    replay(store, queue, filter, since, up_to).await
+}
+
+/// The first half of [`subscribe`]: from its answer on, every event committed for the
+/// filter reaches the client (held until [`replay`] releases them). Returns the last seq
+/// committed before.
+pub async fn attach(
+    registry: &Addr<ClientRegistry>,
+    id: ClientId,
+    queue: &Arc<ClientQueue>,
+    filter: EventFilter,
+) -> Result<u64, StoreError> {
     queue.hold();
-    let attach = Attach { id, filter: filter.clone(), queue: queue.clone() };
-    let up_to = registry.send(attach).await.map_err(|_| StoreError::Closed)?;
+    registry.send(Attach { id, filter, queue: queue.clone() }).await.map_err(|_| StoreError::Closed)
+}
+
+/// The second half of [`subscribe`]: replays the log after `since` up to `up_to` (the
+/// attach point), then lets the held live events follow.
+pub async fn replay(
+    store: &Store,
+    queue: &Arc<ClientQueue>,
+    filter: EventFilter,
+    since: Option<u64>,
+    up_to: u64,
+) -> Result<(), StoreError> {
     let mut after = since.unwrap_or(up_to);
     // Ranges retention removed are told where the replay reaches them.
     let mut pruned = if after < up_to {
