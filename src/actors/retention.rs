@@ -204,8 +204,8 @@ impl Worker {
                 }
                 tokio::time::sleep(PAUSE).await;
             }
-            // The file itself shrinks once the WAL is copied back (without blocking writers).
-            self.store.read("checkpoint", |c| c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))).await?;
+            // The file itself shrinks once the WAL is copied back.
+            self.store.checkpoint_passive().await?;
         }
         let sweep = SweepSnapshots { also_pruned: if dry_run { chosen } else { HashSet::new() }, dry_run };
         match self.changes.send(sweep).await {

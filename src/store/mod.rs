@@ -281,6 +281,12 @@ impl Store {
         self.read("checkpoint", |c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))).await
     }
 
+    /// Copies the WAL into the database file without waiting out writers (the file
+    /// shrinks to what the last commit left, when a vacuum made it smaller).
+    pub async fn checkpoint_passive(&self) -> Result<(), StoreError> {
+        self.read("checkpoint", |c| c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))).await
+    }
+
     /// Transactions the writer has ended: while it stays the same, the database has not
     /// changed.
     pub fn commits(&self) -> u64 {

@@ -57,6 +57,18 @@ pub async fn spawn_with(customize: impl FnOnce(&mut Config)) -> TestDaemon {
     daemon
 }
 
+/// A daemon for executions in a fresh temp home whose `config.toml` says `config` (read
+/// again at every restart).
+pub async fn spawn_with_config_file(config: &str) -> TestDaemon {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let home = Home::new(dir.path().join("home"));
+    home.ensure().expect("the home is made");
+    std::fs::write(home.config_path(), config).expect("config.toml is written");
+    let mut daemon = spawn_in(home, |c| c.kill_grace = Duration::from_millis(300)).await;
+    daemon._dir = Some(dir);
+    daemon
+}
+
 /// A daemon on an existing home (for restarts). `config.toml` there is read.
 pub async fn spawn_in(home: Home, customize: impl FnOnce(&mut Config)) -> TestDaemon {
     init_logging();

@@ -456,11 +456,9 @@ async fn a_confined_agent_commits_in_its_worktree_but_cannot_touch_the_repositor
 
 #[actix_web::test]
 async fn deleting_or_pruning_an_isolated_execution_removes_its_worktree_and_keeps_its_branch() {
-    let d = spawn_for_executions().await;
     // Worktrees are kept for years here: only retention removes them.
-    let config = "[retention]\nenabled = false\nkeep_last = 1\n[worktrees]\nkeep_days = 3650\n";
-    std::fs::write(d.home.config_path(), config).unwrap();
-    let d = d.restart().await;
+    let d =
+        spawn_with_config_file("[retention]\nenabled = false\nkeep_last = 1\n[worktrees]\nkeep_days = 3650\n").await;
     let repo = Repo::new(&[("app.txt", APP)]);
     let deleted = d.wait_recorded(&d.isolated(&repo, "echo deleted > one.txt", Some("HEAD")).await["id"]).await;
     let pruned = d.wait_recorded(&d.isolated(&repo, "echo pruned > two.txt", Some("HEAD")).await["id"]).await;

@@ -48,8 +48,7 @@ fn file_size(home: &warden::home::Home) -> u64 {
 
 #[actix_web::test]
 async fn old_output_is_pruned_the_newest_are_kept_whole_and_replays_mark_the_gap() {
-    let d = spawn_for_executions().await;
-    std::fs::write(d.home.config_path(), format!("{RETENTION_OFF}keep_last = 200\n")).unwrap();
+    let d = spawn_with_config_file(&format!("{RETENTION_OFF}keep_last = 200\n")).await;
     d.set_limits("local", 8, 0).await;
     let ids = run_many(&d, 2000, "seq 1 20").await;
     let stopped = d.stop().await;
@@ -161,9 +160,7 @@ async fn old_output_is_pruned_the_newest_are_kept_whole_and_replays_mark_the_gap
 
 #[actix_web::test]
 async fn past_max_db_mb_the_oldest_lose_their_output_whatever_their_age() {
-    let d = spawn_for_executions().await;
-    std::fs::write(d.home.config_path(), format!("{RETENTION_OFF}keep_last = 1\nmax_db_mb = 2\n")).unwrap();
-    let d = d.restart().await;
+    let d = spawn_with_config_file(&format!("{RETENTION_OFF}keep_last = 1\nmax_db_mb = 2\n")).await;
     // Four executions of about 1.4 MB of output each, all new.
     let ids = run_many(&d, 4, "yes 'a line of output, long enough to count for something' | head -n 25000").await;
     let report = expect_json(d.post("/api/v1/prune", &json!({})).await, StatusCode::OK).await;
@@ -256,9 +253,7 @@ fn loose_objects(home: &warden::home::Home) -> usize {
 #[actix_web::test]
 async fn snapshot_objects_only_pruned_executions_needed_are_swept() {
     let repo = Repo::new(&[("kept.txt", "committed\n")]);
-    let d = spawn_for_executions().await;
-    std::fs::write(d.home.config_path(), format!("{RETENTION_OFF}keep_last = 1\n")).unwrap();
-    let d = d.restart().await;
+    let d = spawn_with_config_file(&format!("{RETENTION_OFF}keep_last = 1\n")).await;
     let run = |prompt: &str| d.exec_with(json!({"prompt": prompt, "cwd": repo.path()}));
     let old = run("echo an old untracked file > old.txt").await;
     d.wait_final(&old["id"]).await;
@@ -300,9 +295,7 @@ async fn snapshot_objects_only_pruned_executions_needed_are_swept() {
 
 #[actix_web::test]
 async fn a_prune_cut_short_by_a_crash_is_finished_by_the_next_pass() {
-    let d = spawn_for_executions().await;
-    std::fs::write(d.home.config_path(), RETENTION_OFF).unwrap();
-    let d = d.restart().await;
+    let d = spawn_with_config_file(RETENTION_OFF).await;
     let half = d.exec("seq 1 300").await;
     d.wait_final(&half["id"]).await;
     let whole = d.exec("seq 1 3").await;
@@ -336,9 +329,7 @@ async fn a_prune_cut_short_by_a_crash_is_finished_by_the_next_pass() {
 
 #[actix_web::test]
 async fn a_sessions_replay_names_each_pruned_turn_and_keeps_the_conversation() {
-    let d = spawn_for_executions().await;
-    std::fs::write(d.home.config_path(), format!("{RETENTION_OFF}keep_last = 0\n")).unwrap();
-    let d = d.restart().await;
+    let d = spawn_with_config_file(&format!("{RETENTION_OFF}keep_last = 0\n")).await;
     let profile = json!({"name": "chat", "provider": "local", "command": ["sh", "-c", "echo said {prompt}"],
                          "continue_command": ["sh", "-c", "echo said {prompt} again"]});
     expect_json(d.post("/api/v1/profiles", &profile).await, StatusCode::CREATED).await;
